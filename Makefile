@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all bench bench-traker clean
 
 setup: $(VENV)/.installed
 
@@ -29,5 +29,12 @@ bench: setup
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(PY) benchmarks/metrics_speed.py
 
+# The TRAK benchmark against the reference library: traker lives only in its own environment.
+bench-traker:
+	$(PYTHON) -m venv .venv-traker
+	.venv-traker/bin/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	.venv-traker/bin/python -m pip install --quiet -c constraints.txt -e . traker
+	.venv-traker/bin/python benchmarks/trak_vs_traker.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-traker .pytest_cache

@@ -59,7 +59,7 @@ def test_removing_top_scored_examples_lowers_the_target_margin_more_than_random(
     model = _fit_logreg(x, y)
     xt = np.array([[0.2, 0.0]])
     yt = np.array([1])
-    scores = TRAK(model, proj_dim=6, seed=0).featurize(x, y).finalize().score(xt, yt)[0]
+    scores = TRAK(model, proj_dim=6, seed=0).featurize(x, y).finalize().score(xt, yt)[:, 0]
     assert scores.shape == (n,)
 
     def target_margin(keep):
@@ -80,9 +80,9 @@ def test_lds_by_construction_and_on_retrained_logistic_models():
     from stratalab.attribution import lds
 
     rng = np.random.default_rng(0)
-    T = rng.standard_normal((4, 30))
+    T = rng.standard_normal((30, 4))  # (n_train, n_targets)
     masks = rng.random((20, 30)) < 0.5
-    exact = masks @ T.T
+    exact = masks @ T
     score, per = lds(T, masks, exact + 1e-9 * rng.standard_normal(exact.shape))
     assert score == pytest.approx(1.0) and per.shape == (4,)
     assert lds(T, masks, -exact)[0] == pytest.approx(-1.0)
@@ -126,8 +126,8 @@ def test_full_gradient_trak_matches_exact_leave_one_out_on_logistic_regression()
     scores = TRAK(full, proj_dim=6).featurize(x, y).finalize().score(xt, yt)
     loo = np.array([base - target_margins(_fit_logreg(np.delete(x, i, 0), np.delete(y, i))) for i in range(n)])
     for t in range(2):
-        assert spearmanr(scores[t], loo[:, t]).statistic > 0.95
-        assert np.mean(np.sign(scores[t]) == np.sign(loo[:, t])) > 0.95
+        assert spearmanr(scores[:, t], loo[:, t]).statistic > 0.95
+        assert np.mean(np.sign(scores[:, t]) == np.sign(loo[:, t])) > 0.95
 
 
 def test_ensemble_uses_every_models_target_gradients():
@@ -143,12 +143,41 @@ def test_ensemble_uses_every_models_target_gradients():
         models.append(MLP(5, 3, (4,)))
     got = ensemble_scores(models, (x, y), (xt, yt), proj_dim=8)
     traks = [TRAK(m, proj_dim=8, seed=i).featurize(x, y).finalize() for i, m in enumerate(models)]
-    expected = np.mean([t.score_unweighted(xt, yt) for t in traks], 0) * np.mean([t.q for t in traks], 0)[None, :]
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    expected = np.mean([t.score_unweighted(xt, yt) for t in traks], 0) * np.mean([t.q for t in traks], 0)[:, None]
+    assert got.shape == (50, 4) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
     # the reference bug: every model scored with the last model's target gradients gives other numbers
-    buggy_target = traks[1]._featurize(xt, yt)[0]
-    buggy = np.mean([(buggy_target @ t._xtx_inv.numpy()) @ t._features.T for t in traks], 0) * np.mean([t.q for t in traks], 0)
+    buggy_target = traks[1].featurize_targets(xt, yt)
+    buggy = np.mean([t._kernel.numpy() @ buggy_target.T for t in traks], 0) * np.mean([t.q for t in traks], 0)[:, None]
     assert not np.allclose(got, buggy, rtol=1e-3)
+
+
+def test_scores_are_memory_mapped_to_disk_when_asked_or_large(tmp_path):
+    torch.manual_seed(0)
+    model = MLP(5, 3, (4,))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    trak = TRAK(model, proj_dim=8).featurize(x, y).finalize()
+    trak.TARGET_BLOCK = 7  # several target blocks
+    in_memory = trak.score(x[:20], y[:20])
+    on_disk = trak.score(x[:20], y[:20], out=tmp_path / "tau.npy")
+    assert isinstance(on_disk, np.memmap) and not isinstance(in_memory, np.memmap)
+    np.testing.assert_array_equal(np.load(tmp_path / "tau.npy", mmap_mode="r"), in_memory)
+    with pytest.warns(UserWarning, match="memory-mapped"):
+        spilled = trak.score(x[:20], y[:20], max_score_bytes=100)
+    assert isinstance(spilled, np.memmap)
+    np.testing.assert_array_equal(spilled, in_memory)
+    # one block at a time gives the same matrix as all targets at once
+    trak.TARGET_BLOCK = 4096
+    np.testing.assert_allclose(trak.score(x[:20], y[:20]), in_memory, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=".npy"):
+        trak.score(x[:3], y[:3], out=tmp_path / "tau.csv")
+    from stratalab.attribution import ensemble_scores
+
+    ens = ensemble_scores([model], (x, y), (x[:20], y[:20]), proj_dim=8, out=tmp_path / "ens.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "ens.npy"), in_memory, rtol=1e-5, atol=1e-6)
+    assert isinstance(ens, np.memmap)
 
 
 def test_streamed_projection_equals_cached_projection():

@@ -46,23 +46,3 @@ def test_run_george_cli_json_and_user_features(tmp_path):
     res = CliRunner().invoke(app, ["run", "george", "--dataset", "u-digits", "--epochs", "1", "--reducer", "pca",
                                    "--features", str(tmp_path / "bad.npz")])
     assert res.exit_code == 2 and "missing 'test'" in res.output
-
-
-def test_run_d3m_cli_on_synthetic(tmp_path):
-    out = tmp_path / "d3m.json"
-    runner = CliRunner()
-    res = runner.invoke(app, ["run", "d3m", "--dataset", "synthetic-gmm", "--model", "linear", "--epochs", "30",
-                              "--lr", "0.05", "--weight-decay", "0.001", "--proj-dim", "6", "--auto", "--output", str(out),
-                              "--removed", str(tmp_path / "removed.csv")])
-    assert res.exit_code == 0, res.output
-    import pandas as pd
-
-    removed = pd.read_csv(tmp_path / "removed.csv")
-    assert (removed["alignment"] < 0).all() and removed["alignment"].is_monotonic_increasing
-    assert len(removed) == json.loads(out.read_text())["n_removed"]
-    d = json.loads(out.read_text())
-    assert d["mode"] == "auto-d3m" and d["val_groups_used"].startswith("none")
-    assert d["debiased"]["test"]["worst_group_accuracy"] > d["erm"]["test"]["worst_group_accuracy"] + 0.25
-    write_npz_without_groups(tmp_path / "nog.npz", n_features=3)
-    res = runner.invoke(app, ["run", "d3m", "--dataset", str(tmp_path / "nog.npz"), "--epochs", "1"])
-    assert res.exit_code == 2 and "Use AUTO-D3M" in res.output

@@ -11,14 +11,20 @@ For a model ``theta*`` trained on ``S = {z_1..z_n}`` and the correct-class margi
    times the mean ``1 - p_i``, as the reference library).
 
 A small object in the spirit of the reference library: ``featurize`` the train set, ``finalize``,
-then ``score`` targets. The projection is drawn once per (seed, parameter) in chunks and kept, so it
+then ``score`` targets. The result ``tau`` has shape (n_train, n_targets) like the reference's, in
+fp32 (the k x k inverse is taken in fp64), and is memory-mapped to a ``.npy`` file when asked or
+when it is large; targets are scored in blocks, so memory stays bounded. The projection is drawn once per (seed, parameter) in chunks and kept, so it
 is never regenerated per batch, unless it exceeds ``max_projection_bytes``: then its chunks are
 redrawn from their own seeds as needed, identically, and memory stays bounded.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +33,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from .._validation import as_label_array
+
+DEFAULT_MAX_SCORE_BYTES = 2 << 30  # 2 GiB: larger TRAK matrices are memory-mapped to disk
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -58,6 +66,7 @@ class TRAK:
     """
 
     CHUNK_ROWS = 65536  # rows of the projection drawn at a time
+    TARGET_BLOCK = 4096  # targets scored at a time
 
     def __init__(self, model: nn.Module, *, proj_dim: int = 512, params: Sequence[str] | Callable[[str], bool] | None = None,
                  batch_size: int = 64, lam: float = 1e-6, seed: int = 0, max_projection_bytes: int = 1 << 30) -> None:
@@ -90,6 +99,7 @@ class TRAK:
         self._features: np.ndarray | None = None
         self._q: np.ndarray | None = None
         self._xtx_inv: torch.Tensor | None = None
+        self._kernel: torch.Tensor | None = None
 
     def _chunk(self, param_index: int, chunk_index: int, rows: int) -> torch.Tensor:
         """Gaussian rows of the projection for one chunk of one parameter, scaled by 1/sqrt(k);
@@ -154,33 +164,51 @@ class TRAK:
                 probs.append(p.numpy())
         finally:
             self.model.train(was_training)
-        return np.concatenate(feats).astype(np.float64), np.concatenate(probs).astype(np.float64)
+        return np.concatenate(feats).astype(np.float32), np.concatenate(probs).astype(np.float64)
 
     def featurize(self, x: Any, y: Any, loader: Callable[[Any], np.ndarray] | None = None) -> "TRAK":
-        """Projected gradients ``G`` (n, k) and ``1 - p_i`` of the training set."""
+        """Projected gradients ``G`` (n_train, k) and ``1 - p_i`` of the training set."""
         self._features, p = self._featurize(x, y, loader)
         self._q = 1.0 - p
         self._xtx_inv = None
+        self._kernel = None
         return self
 
     def finalize(self) -> "TRAK":
-        """Invert ``G^T G`` (k x k) once."""
+        """Invert ``G^T G`` (k x k, in fp64 for stability) once and keep ``G (G^T G)^{-1}`` (n_train, k)
+        in fp32, so scoring a target block is one fp32 matrix product."""
         if self._features is None:
             raise RuntimeError("call featurize(train_x, train_y) before finalize().")
-        g = torch.as_tensor(self._features)
+        g = torch.as_tensor(self._features, dtype=torch.float64)
         xtx = g.T @ g
         ridge = self.lam * float(torch.diagonal(xtx).mean().clamp(min=1e-12))
         self._xtx_inv = torch.linalg.inv(xtx + ridge * torch.eye(xtx.shape[0], dtype=xtx.dtype))
+        self._kernel = (g @ self._xtx_inv).to(torch.float32)
         return self
 
-    def score_unweighted(self, x: Any, y: Any, loader: Callable[[Any], np.ndarray] | None = None) -> np.ndarray:
-        """``g(z)^T (G^T G)^{-1} G^T`` for every target (n_targets, n_train), before the ``1 - p_i`` term,
-        always with this model's own target gradients."""
-        if self._xtx_inv is None:
+    def featurize_targets(self, x: Any, y: Any, loader: Callable[[Any], np.ndarray] | None = None) -> np.ndarray:
+        """Projected margin gradients ``g(z)`` (n_targets, k) of target examples, with this model."""
+        return self._featurize(x, y, loader)[0]
+
+    def score_unweighted(self, x: Any, y: Any, loader: Callable[[Any], np.ndarray] | None = None, *,
+                         out: str | Path | None = None, max_score_bytes: int = DEFAULT_MAX_SCORE_BYTES) -> np.ndarray:
+        """``G (G^T G)^{-1} g(z)`` for every target: shape (n_train, n_targets), before the ``1 - p_i``
+        term, always with this model's own target gradients. See :meth:`score` for ``out``."""
+        if self._kernel is None:
             self.finalize()
-        gt, _ = self._featurize(x, y, loader)
-        g = torch.as_tensor(self._features)
-        return ((torch.as_tensor(gt) @ self._xtx_inv) @ g.T).numpy()
+        n_t = _n_examples(x, y)
+        res = allocate_scores((self._kernel.shape[0], n_t), out, max_score_bytes)
+        for s, gt in self._target_blocks(x, y, loader, n_t):
+            res[:, s:s + gt.shape[0]] = (self._kernel @ torch.as_tensor(gt).T).numpy()
+        return res
+
+    def _target_blocks(self, x: Any, y: Any, loader: Callable[[Any], np.ndarray] | None, n_t: int):
+        """Target gradients in blocks of ``TARGET_BLOCK`` examples (bounded memory for any n_targets)."""
+        yy = as_label_array(y, "y")
+        for s in range(0, n_t, self.TARGET_BLOCK):
+            idx = np.arange(s, min(s + self.TARGET_BLOCK, n_t))
+            xb = loader(x[idx]) if loader is not None else np.asarray(x)[idx]
+            yield s, self._featurize(xb, yy[idx])[0]
 
     @property
     def q(self) -> np.ndarray:
@@ -189,22 +217,77 @@ class TRAK:
             raise RuntimeError("call featurize(train_x, train_y) first.")
         return self._q
 
-    def score(self, x: Any, y: Any, loader: Callable[[Any], np.ndarray] | None = None) -> np.ndarray:
-        """TRAK matrix ``T`` of shape (n_targets, n_train): ``T[t, i]`` estimates how much train
-        example ``i`` raises the margin of target ``t``."""
-        return self.score_unweighted(x, y, loader) * self.q[None, :]
+    def score(self, x: Any, y: Any, loader: Callable[[Any], np.ndarray] | None = None, *,
+              out: str | Path | None = None, max_score_bytes: int = DEFAULT_MAX_SCORE_BYTES) -> np.ndarray:
+        """The TRAK attribution matrix ``tau`` of shape (n_train, n_targets), fp32: ``tau[i, t]``
+        estimates how much train example ``i`` raises the margin of target ``t`` (the layout of the
+        reference library's ``TRAKer.finalize_scores``).
+
+        ``out``: a ``.npy`` path; the matrix is written there memory-mapped (read it back with
+        ``np.load(path, mmap_mode="r")``). Without ``out``, a matrix larger than ``max_score_bytes``
+        is memory-mapped to a temporary ``.npy`` file (its path is ``result.filename``).
+        """
+        res = self.score_unweighted(x, y, loader, out=out, max_score_bytes=max_score_bytes)
+        scale_rows(res, self.q)
+        return res
 
 
-def ensemble_scores(models: Sequence[nn.Module], train: tuple[Any, Any], targets: tuple[Any, Any], **kwargs: Any) -> np.ndarray:
-    """TRAK over an ensemble (step (e) of D3M's description), averaged as the reference library does:
-    the mean over models of the unweighted scores times the mean over models of ``1 - p_i``. Every
-    model uses its own target gradients (the public D3M code silently reused the last model's)."""
+
+def _n_examples(x: Any, y: Any) -> int:
+    n = as_label_array(y, "y").shape[0]
+    if len(x) != n:
+        raise ValueError(f"x has {len(x)} examples but y has {n}.")
+    return n
+
+
+def allocate_scores(shape: tuple[int, int], out: str | Path | None = None,
+                    max_score_bytes: int = DEFAULT_MAX_SCORE_BYTES) -> np.ndarray:
+    """A zeroed fp32 score matrix: in memory, or a memory-mapped ``.npy`` file at ``out`` (or in the
+    temporary folder when the matrix is larger than ``max_score_bytes``)."""
+    nbytes = 4 * shape[0] * shape[1]
+    if out is None and nbytes <= max_score_bytes:
+        return np.zeros(shape, dtype=np.float32)
+    if out is None:
+        fd, name = tempfile.mkstemp(prefix="stratalab-trak-", suffix=".npy")
+        os.close(fd)
+        out = name
+        warnings.warn(f"the TRAK matrix {shape} needs {nbytes / 2**30:.1f} GiB (> max_score_bytes); "
+                      f"it is memory-mapped to {name}. Pass out=PATH to choose where.", stacklevel=3)
+    path = Path(out)
+    if path.suffix != ".npy":
+        raise ValueError(f"out must be a .npy path, got {str(path)!r}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+
+
+def scale_rows(matrix: np.ndarray, factor: np.ndarray, block: int = 65536) -> None:
+    """``matrix[i, :] *= factor[i]`` in place, in row blocks (cheap on memory-mapped matrices)."""
+    f = np.asarray(factor, dtype=np.float32)
+    for s in range(0, matrix.shape[0], block):
+        matrix[s:s + block] *= f[s:s + block, None]
+    if isinstance(matrix, np.memmap):
+        matrix.flush()
+
+
+def ensemble_scores(models: Sequence[nn.Module], train: tuple[Any, ...], targets: tuple[Any, ...], *,
+                    out: str | Path | None = None, max_score_bytes: int = DEFAULT_MAX_SCORE_BYTES,
+                    **kwargs: Any) -> np.ndarray:
+    """TRAK over an ensemble of models (step (e) of D3M's description: M models each trained on a
+    random alpha-subset, or M checkpoints), averaged as the reference library does: the mean over
+    models of the unweighted scores times the mean over models of ``1 - p_i``. Every model uses its
+    own target gradients (the public D3M code silently reused the last model's). Model ``m`` gets
+    projection seed ``seed + m``. ``train`` and ``targets`` are ``(x, y)`` or ``(x, y, loader)``;
+    returns (n_train, n_targets), memory-mapped as in :meth:`TRAK.score`.
+    """
     if not models:
         raise ValueError("ensemble_scores needs at least one model.")
-    total, q = None, None
+    n_train, n_t = _n_examples(*train[:2]), _n_examples(*targets[:2])
+    total = allocate_scores((n_train, n_t), out, max_score_bytes)
+    q = np.zeros(n_train)
     for i, m in enumerate(models):
         trak = TRAK(m, **{**kwargs, "seed": kwargs.get("seed", 0) + i}).featurize(*train).finalize()
-        s = trak.score_unweighted(*targets)
-        total = s if total is None else total + s
-        q = trak.q.copy() if q is None else q + trak.q
-    return (total / len(models)) * (q / len(models))[None, :]
+        for s, gt in trak._target_blocks(targets[0], targets[1], targets[2] if len(targets) > 2 else None, n_t):
+            total[:, s:s + gt.shape[0]] += (trak._kernel @ torch.as_tensor(gt).T).numpy()
+        q += trak.q
+    scale_rows(total, q / len(models) ** 2)
+    return total

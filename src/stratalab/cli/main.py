@@ -403,51 +403,108 @@ def run_george_cmd(
 @_clean_errors
 def run_d3m_cmd(
     dataset: str = typer.Option(..., "--dataset", help="Data set name or path of your .npz/.csv."),
-    auto: bool = typer.Option(False, "--auto", help="AUTO-D3M: no group labels at all (pseudo-groups from the TRAK matrix)."),
+    auto: bool = typer.Option(False, "--auto", help="Only the rows that use no group label: ERM and AUTO-D3M (pseudo-groups from the TRAK matrix)."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated rows of Table 1: erm, auto-d3m, jtt, dfr, d3m, rwg, subg, gdro (default: all)."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds, e.g. 0,1,2: mean and std over them."),
     model: str = typer.Option("mlp", "--model", help="mlp | lenet5 | resnet | linear."),
-    epochs: int = typer.Option(20, help="Epochs of the ERM base model and of the retrained model."),
+    epochs: int = typer.Option(20, help="Epochs of every trained model (ERM, retrained, baselines)."),
     lr: float = typer.Option(1e-3, help="Learning rate."),
     batch_size: int = typer.Option(128, help="Mini-batch size."),
     weight_decay: float = typer.Option(0.0, help="Weight decay."),
-    seed: int = typer.Option(0, help="Seed of data, models and projection."),
     proj_dim: int = typer.Option(512, help="TRAK projection dimension k."),
     trak_params: Optional[str] = typer.Option(None, help="'head' to attribute through the last layer only (faster)."),
+    trak_models: int = typer.Option(1, help="TRAK ensemble size M: 1 = the ERM model; M > 1 trains M models on random alpha-subsets (the paper: 100)."),
+    trak_alpha: float = typer.Option(0.5, help="Fraction of train each ensemble model sees."),
     beta: float = typer.Option(1.0, help="Temperature of the soft maximum over group losses (eq. 3)."),
+    weighting: str = typer.Option("softmax", help="softmax (eq. 3 of the paper) | loss (the public code: mean of loss_G * tau(G))."),
+    removal: str = typer.Option("negative", help="negative: drop A_i < 0 (the paper's default) | search: choose k on val worst-group accuracy."),
+    fraction: float = typer.Option(0.35, help="AUTO-D3M: share of each class in the lower-performing pseudo-group."),
+    threshold: str = typer.Option("fraction", help="AUTO-D3M split: fraction (the paper) | zero (the public code: sign of the projection)."),
+    sweep_points: int = typer.Option(5, help="Values of k per curve for Fig. 2 (val WGA vs examples removed); 0 skips it."),
+    search_points: int = typer.Option(5, help="With --removal search: values of k tried (plus the A < 0 count)."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Write Fig. 2 (PNG/PDF/SVG)."),
+    scores: Optional[Path] = typer.Option(None, "--scores", help="Keep the TRAK matrix (n_train x n_val) memory-mapped in this .npy (one file per seed)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Data-set option key=value (repeatable)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Write the result as JSON."),
-    removed: Optional[Path] = typer.Option(None, "--removed", help="Write the removed train examples with their alignment scores (.csv or .parquet)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the result as JSON (configs, table, every seed's metrics, sweep)."),
+    removed: Optional[Path] = typer.Option(None, "--removed", help="Write the removed train examples with their alignment scores (.csv or .parquet; all seeds)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON instead of tables."),
 ) -> None:
-    """D3M (Jain et al. 2024): find the training examples that hurt the worst groups with TRAK, remove
-    them, retrain. `--auto` needs no group label anywhere."""
+    """D3M Table 1 (Jain et al. 2024): ERM, AUTO-D3M, JTT, DFR, D3M, RWG, SUBG and Group DRO, each
+    with the group labels it needs, worst-group and balanced test accuracy over seeds; D3M finds the
+    training examples that hurt the worst groups with TRAK and retrains without them; AUTO-D3M needs
+    no group label anywhere. Also Fig. 2 (--sweep-points, --figure) and Fig. 4 (the cells of train
+    data with the most negative alignment)."""
+    import pandas as pd
     from rich.table import Table
 
     from ..data import load
-    from ..experiments import run_d3m
+    from ..experiments import D3MConfig, plot_sweep, run_d3m_table
     from ..train import TrainConfig
 
-    ds = load(dataset, data_dir=data_dir, seed=seed, **_parse_options(option))
-    cfg = TrainConfig(model=model, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
-    res = run_d3m(ds, cfg, auto=auto, proj_dim=proj_dim, beta=beta, trak_params=trak_params,
-                  progress=None if json_out else (lambda m: err.print(f"[dim]{m}[/dim]")))
-    payload = {"dataset": dataset, "config": cfg.to_dict(), "proj_dim": proj_dim, "beta": beta, **res.to_dict()}
+    seed_list = [int(v) for v in seeds.split(",") if v.strip()]
+    if not seed_list:
+        raise ValueError("--seeds must list at least one integer seed, e.g. 0,1,2.")
+    if auto and methods:
+        raise ValueError("give either --auto or --methods, not both.")
+    chosen = ("erm", "auto-d3m") if auto else tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
+    opts = _parse_options(option)
+    dcfg = D3MConfig(**({"methods": chosen} if chosen else {}), proj_dim=proj_dim, trak_params=trak_params,
+                     n_models=trak_models, alpha=trak_alpha, beta=beta, weighting=weighting, removal=removal,
+                     fraction=fraction, threshold=threshold, search_points=search_points,
+                     sweep_points=0 if "d3m" not in (chosen or ("d3m",)) else sweep_points)
+    cfg = TrainConfig(model=model, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed_list[0])
+    table = run_d3m_table(lambda s: load(dataset, data_dir=data_dir, seed=s, **opts), cfg, dcfg, seeds=seed_list,
+                          name=dataset, scores_out=scores,
+                          progress=None if json_out else (lambda m: err.print(f"[dim]{m}[/dim]")))
+    written = []
+    if figure is not None and not table.sweep().empty:
+        written.append(("figure", plot_sweep(table, figure)))
     if removed is not None:
         from ..report import write_table_atomic
 
-        write_table_atomic(removed, res.removed_table(ds))
-    if _write_payload(payload, output, json_out):
+        parts = []
+        for s in table.seeds:
+            ds = load(dataset, data_dir=data_dir, seed=s.seed, **opts)
+            for mode, res in s.d3m.items():
+                parts.append(res.removed_table(ds).assign(seed=s.seed, mode=mode))
+        if parts:
+            written.append(("removed examples", write_table_atomic(removed, pd.concat(parts, ignore_index=True))))
+    if _write_payload(table.to_dict(), output, json_out):
         return
-    t = Table(title=f"{res.mode.upper()} on {dataset} (labels used: {res.val_groups_used}); removed {res.n_removed} "
-                    f"of {len(ds.train)} train examples", title_justify="left")
-    for col in ("model", "test worst-group acc (%)", "test average acc (%)"):
-        t.add_column(col, justify="left" if col == "model" else "right")
-    for name, reps in (("ERM", res.erm), (res.mode.upper(), res.debiased)):
-        t.add_row(name, f"{100 * reps['test'].worst_group_accuracy:.1f}", f"{100 * reps['test'].average_accuracy:.1f}")
+    summ = table.summary()
+    t = Table(title=f"D3M Table 1 on {dataset}: test accuracy (%), mean ± std over seeds {seeds}", title_justify="left")
+    for col in ("method", "group labels train / val", "worst-group", "balanced", "train examples removed"):
+        t.add_column(col, justify="left" if col in ("method", "group labels train / val") else "right")
+    for _, r in summ.iterrows():
+        t.add_row(r["name"], r["group_info"], f"{100 * r['wga_mean']:.1f} ± {100 * r['wga_std']:.1f}",
+                  f"{100 * r['balanced_mean']:.1f} ± {100 * r['balanced_std']:.1f}", f"{r['removed_mean']:.0f}")
     console.print(t)
-    if res.removed_by_group is not None:
-        console.print("removed per true group: " + ", ".join(f"{ds.group_names[i] if ds.group_names else i}: {c}"
-                                                           for i, c in enumerate(res.removed_by_group)))
+    first = table.seeds[0]
+    if "d3m" in first.d3m:
+        ds0 = load(dataset, data_dir=data_dir, seed=first.seed, **opts)
+        cells = first.d3m["d3m"].cells(ds0)
+        if cells is not None:
+            ct = Table(title=f"Train cells by mean D3M alignment, most negative first (seed {first.seed}; D3M Fig. 4)",
+                       title_justify="left")
+            for col in ("class", "group", "n", "mean alignment", "removed"):
+                ct.add_column(col, justify="left" if col in ("class", "group") else "right")
+            for _, r in cells.head(8).iterrows():
+                ct.add_row(str(r["class"]), str(r["attribute"]), str(r["n"]), f"{r['mean_alignment']:.3g}",
+                           f"{r['removed']} ({100 * r['removed_share']:.0f}%)")
+            console.print(ct)
+    sw = table.sweep()
+    if not sw.empty:
+        piv = sw.groupby(["curve", "k"])["val_wga"].mean().unstack("curve")
+        st = Table(title="Val worst-group accuracy (%) by examples removed (D3M Fig. 2; mean over seeds)", title_justify="left")
+        st.add_column("removed", justify="right")
+        for c in piv.columns:
+            st.add_column(c, justify="right")
+        for k, r in piv.iterrows():
+            st.add_row(str(k), *[("" if pd.isna(v) else f"{100 * v:.1f}") for v in r])
+        console.print(st)
+    for what, pth in written:
+        console.print(f"wrote {what}: {pth}")
 
 
 if __name__ == "__main__":  # pragma: no cover

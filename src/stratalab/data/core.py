@@ -8,7 +8,7 @@ subgroup ``g`` in 0..G-1 where it is known (``None`` where not), and optional ex
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -142,6 +142,16 @@ class Dataset:
     @property
     def n_groups(self) -> int:
         return 0 if self.group_names is None else len(self.group_names)
+
+    def with_train(self, index: Any) -> "Dataset":
+        """The same data set with only the training examples at ``index`` (val and test unchanged):
+        the subsets of D3M's removal, of TRAK's alpha-subset ensembles and of LDS."""
+        idx = np.asarray(index)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        if idx.size == 0:
+            raise ValueError(f"the training subset of {self.name!r} is empty; keep at least one example.")
+        return replace(self, splits={**self.splits, "train": self.train.subset(idx)})
 
     def counts(self) -> pd.DataFrame:
         """Example counts per split x class x group (group ``-1`` / ``unknown`` where not labelled)."""

@@ -1,6 +1,7 @@
 """End-to-end pipelines that combine data, training, discovery and metrics."""
 
-from .d3m import D3MResult, run_d3m, run_d3m_modes
+from .d3m import D3MConfig, D3MResult, D3MTable, SeedResult, balancing_order, plot_sweep, run_d3m_seed, run_d3m_table
 from .george import GeorgeConfig, GeorgeRun, plot_clusters, run_george, summarise
 
-__all__ = ["run_d3m", "run_d3m_modes", "D3MResult", "GeorgeConfig", "GeorgeRun", "run_george", "summarise", "plot_clusters"]
+__all__ = ["D3MConfig", "D3MResult", "D3MTable", "SeedResult", "balancing_order", "plot_sweep", "run_d3m_seed", "run_d3m_table",
+           "GeorgeConfig", "GeorgeRun", "run_george", "summarise", "plot_clusters"]

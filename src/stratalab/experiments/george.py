@@ -168,7 +168,7 @@ def plot_clusters(ds: Dataset, res: GeorgeRun, path: str, samples_per_cluster: i
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..report.io import _atomic
+    from ..report import save_figure_atomic
 
     classes = list(res.george.models_)
     fig, axes = plt.subplots(len(classes), 3, figsize=(13, 4 * len(classes)), dpi=100, squeeze=False)
@@ -205,10 +205,7 @@ def plot_clusters(ds: Dataset, res: GeorgeRun, path: str, samples_per_cluster: i
             ax.imshow(np.concatenate(tiles, axis=0), cmap="gray")
             ax.set_title("samples per cluster (one row each, top = lowest id)")
     fig.tight_layout()
-    try:
-        _atomic(path, lambda p: fig.savefig(p, format="png"))
-    finally:
-        plt.close(fig)
+    save_figure_atomic(fig, path)
 
 
 def _two_d(geo: George, c: int, x: np.ndarray) -> np.ndarray:

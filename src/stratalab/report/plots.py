@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ..metrics import GroupReport
 from .io import _atomic
@@ -31,6 +32,13 @@ def plot_class_vs_worst_group(report: GroupReport, path: str | os.PathLike[str],
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
+    return save_figure_atomic(fig, path)
+
+
+def save_figure_atomic(fig: "Any", path: str | os.PathLike[str]) -> Path:
+    """Save a matplotlib figure (format from the suffix, png by default) atomically and close it."""
+    import matplotlib.pyplot as plt
+
     try:
         return _atomic(path, lambda p: fig.savefig(p, format=Path(path).suffix.lstrip(".") or "png"))
     finally:

@@ -1,0 +1,109 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from stratalab.cli.main import app
+from stratalab.data import load
+from stratalab.experiments import D3MConfig, balancing_order, run_d3m_seed, run_d3m_table
+from stratalab.train import TrainConfig
+
+from ..conftest import write_npz_without_groups
+
+LINEAR = TrainConfig(model="linear", epochs=30, lr=0.05, weight_decay=1e-3)
+
+
+def test_balancing_order_removes_from_the_largest_group_until_balanced():
+    g = np.array([0] * 6 + [1] * 3 + [2] * 2)
+    order = balancing_order(g, np.random.default_rng(0))
+    assert len(order) == 11 - 3 * 2 and len(set(order)) == len(order)
+    removed = g[order]
+    # 6,3,2 -> remove four from group 0 (down to 2)... ties go to the lowest id: 0,0,0,(0|1)...
+    assert removed.tolist() == [0, 0, 0, 0, 1]
+    assert np.bincount(np.delete(g, order)).tolist() == [2, 2, 2]
+
+
+def test_cli_auto_d3m_uses_no_group_label_and_beats_erm(tmp_path):
+    out = tmp_path / "d3m.json"
+    res = CliRunner().invoke(app, ["run", "d3m", "--dataset", "synthetic-gmm", "--model", "linear", "--epochs", "30",
+                                   "--lr", "0.05", "--weight-decay", "0.001", "--proj-dim", "6", "--auto",
+                                   "--output", str(out), "--removed", str(tmp_path / "removed.csv")])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    rows = {r["method"]: r for r in d["table"]}
+    assert list(rows) == ["erm", "auto-d3m"] and rows["auto-d3m"]["group_info"] == "no / no"
+    assert rows["auto-d3m"]["wga_mean"] > rows["erm"]["wga_mean"] + 0.25
+    removed = pd.read_csv(tmp_path / "removed.csv")
+    assert (removed["alignment"] < 0).all() and removed["alignment"].is_monotonic_increasing
+    assert len(removed) == d["seeds"][0]["d3m"]["auto-d3m"]["n_removed"] == rows["auto-d3m"]["removed_mean"]
+    assert d["d3m_config"]["methods"] == ["erm", "auto-d3m"] and d["config"]["model"] == "linear"
+    # no val groups: D3M's rows are refused with the fix named
+    write_npz_without_groups(tmp_path / "nog.npz", n_features=3)
+    res = CliRunner().invoke(app, ["run", "d3m", "--dataset", str(tmp_path / "nog.npz"), "--epochs", "1"])
+    assert res.exit_code == 2 and "--auto" in res.output
+
+
+def test_table1_on_the_fig2_mixture_with_every_baseline_and_the_sweep(tmp_path):
+    """All eight rows of D3M Table 1 on GEORGE's Fig. 2 mixture, Fig. 2's three removal orders, the
+    figure and the Fig. 4 cells; D3M removes far fewer examples than group balancing."""
+    res = CliRunner().invoke(app, ["run", "d3m", "--dataset", "synthetic-gmm", "--model", "linear", "--epochs", "30",
+                                   "--lr", "0.05", "--weight-decay", "0.001", "--proj-dim", "6", "--sweep-points", "3",
+                                   "--figure", str(tmp_path / "fig2.png"), "--output", str(tmp_path / "t.json"),
+                                   "--scores", str(tmp_path / "tau.npy")])
+    assert res.exit_code == 0, res.output
+    d = json.loads((tmp_path / "t.json").read_text())
+    rows = {r["method"]: r for r in d["table"]}
+    assert list(rows) == ["erm", "auto-d3m", "jtt", "dfr", "d3m", "rwg", "subg", "gdro"]
+    assert rows["d3m"]["group_info"] == "no / yes" and rows["gdro"]["group_info"] == "yes / yes"
+    assert rows["erm"]["wga_mean"] < 0.6
+    for m in ("d3m", "auto-d3m", "gdro", "dfr"):
+        assert rows[m]["wga_mean"] > rows["erm"]["wga_mean"] + 0.25, m
+    assert 0 < rows["d3m"]["removed_mean"] < 0.75 * rows["subg"]["removed_mean"]
+    sweep = pd.DataFrame(d["sweep"])
+    assert set(sweep["curve"]) == {"d3m", "random", "balance"}
+    at0 = sweep[sweep["k"] == 0]["val_wga"]
+    assert len(at0) == 3 and at0.nunique() == 1  # one shared retrain at k = 0
+    star = sweep[sweep["heuristic"]]
+    assert len(star) == 1 and star["k"].item() == rows["d3m"]["removed_mean"]
+    # the D3M order beats a random order of the same size
+    k_mid = sorted(sweep["k"].unique())[1]
+    mid = sweep[sweep["k"] == k_mid].set_index("curve")["val_wga"]
+    assert mid["d3m"] > mid["random"] + 0.2
+    assert (tmp_path / "fig2.png").stat().st_size > 10_000
+    tau = np.load(tmp_path / "tau-seed0.npy", mmap_mode="r")
+    assert tau.shape == (2000, 1000) and tau.dtype == np.float32
+    assert "most negative first" in res.output and "D3M Fig. 2" in res.output
+
+
+def test_search_for_k_ensembles_and_determinism():
+    ds = load("synthetic-gmm", seed=1)
+    dcfg = D3MConfig(methods=("erm", "d3m"), proj_dim=6, removal="search", search_points=3, n_models=2, alpha=0.5)
+    a = run_d3m_seed(ds, TrainConfig.from_dict({**LINEAR.to_dict(), "seed": 1}), dcfg)
+    res = a.d3m["d3m"]
+    best = max(res.search, key=lambda r: (r["val_metric"], -r["k"]))
+    assert a.n_removed["d3m"] == best["k"] == res.n_removed
+    assert res.heuristic_k in [r["k"] for r in res.search]
+    assert a.reports["d3m"]["val"].worst_group_accuracy == pytest.approx(best["val_metric"])
+    b = run_d3m_seed(ds, TrainConfig.from_dict({**LINEAR.to_dict(), "seed": 1}), dcfg)
+    np.testing.assert_array_equal(a.d3m["d3m"].alignment, b.d3m["d3m"].alignment)
+    assert a.rows() == b.rows()
+    assert a.sweep == []  # the search does not draw Fig. 2
+    with pytest.raises(ValueError, match="search_points"):
+        D3MConfig(removal="search", search_points=1)
+    with pytest.raises(ValueError, match="unknown method"):
+        D3MConfig(methods=("erm", "magic"))
+    assert D3MConfig.from_dict(dcfg.to_dict()) == dcfg
+
+
+def test_table_over_seeds_reports_mean_and_std():
+    tab = run_d3m_table(lambda s: load("synthetic-gmm", seed=s), LINEAR, D3MConfig(methods=("erm", "auto-d3m"), proj_dim=6),
+                        seeds=[0, 1])
+    rows = tab.rows()
+    summ = tab.summary().set_index("method")
+    for m in ("erm", "auto-d3m"):
+        v = rows[rows["method"] == m]["test_wga"].to_numpy()
+        assert summ.loc[m, "seeds"] == 2
+        assert summ.loc[m, "wga_mean"] == pytest.approx(v.mean()) and summ.loc[m, "wga_std"] == pytest.approx(v.std())
+    assert tab.dataset == "synthetic-gmm"
