@@ -54,10 +54,13 @@ def worker(tool: str, work: Path, n_models: int, proj_dim: int) -> None:
     x, y = np.load(work / "x_train.npy"), np.load(work / "y_train.npy")
     xt, yt = np.load(work / "x_target.npy"), np.load(work / "y_target.npy")
     ckpts = _load_ckpts(work, n_models)
-    t0 = time.perf_counter()
     if tool == "ours":
         from stratalab.attribution import ensemble_scores
-
+    else:
+        from trak import TRAKer
+    base_mb = _rss_mb()  # after imports and data: what the tool itself adds is peak - base
+    t0 = time.perf_counter()
+    if tool == "ours":
         models = []
         for c in ckpts:
             m = _model()
@@ -65,11 +68,9 @@ def worker(tool: str, work: Path, n_models: int, proj_dim: int) -> None:
             models.append(m)
         scores = np.asarray(ensemble_scores(models, (x, y), (xt, yt), proj_dim=proj_dim, batch_size=BATCH, seed=0))
     else:
-        from trak import TRAKer
-
         traker = TRAKer(model=_model(), task="image_classification", train_set_size=len(y),
                         save_dir=str(work / "traker"), device="cpu", proj_dim=proj_dim, use_half_precision=False,
-                        projector_seed=0, load_from_save_dir=False)
+                        projector_seed=0)
         xs, ys = torch.as_tensor(x), torch.as_tensor(y)
         xts, yts = torch.as_tensor(xt), torch.as_tensor(yt)
         for mid, c in enumerate(ckpts):
@@ -86,7 +87,15 @@ def worker(tool: str, work: Path, n_models: int, proj_dim: int) -> None:
     np.save(work / f"scores_{tool}.npy", scores)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     (work / f"timing_{tool}.json").write_text(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb,
-                                                          "shape": list(scores.shape)}))
+                                                          "added_mb": peak_mb - base_mb, "shape": list(scores.shape)}))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _train(ds, idx: np.ndarray, epochs: int, seed: int):
@@ -160,9 +169,10 @@ def main() -> None:
 
         agree = float(np.mean([spearmanr(res["ours"][1][:, t], res["traker"][1][:, t]).statistic for t in range(len(yt))]))
     o, r = res["ours"][0], res["traker"][0]
-    lines = ["| tool | featurize + score (s) | peak memory (MB) | LDS |", "|---|---|---|---|",
-             f"| stratalab TRAK | {o['seconds']:.1f} | {o['peak_rss_mb']:.0f} | {o['lds']:.3f} |",
-             f"| traker {__import__('trak').__version__} (BasicProjector) | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['lds']:.3f} |"]
+    lines = ["| tool | featurize + score (s) | peak RSS (MB) | added by the tool (MB) | LDS |", "|---|---|---|---|---|",
+             f"| stratalab TRAK | {o['seconds']:.1f} | {o['peak_rss_mb']:.0f} | {o['added_mb']:.0f} | {o['lds']:.3f} |",
+             f"| traker {__import__('trak').__version__} (BasicProjector) | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
+             f"{r['added_mb']:.0f} | {r['lds']:.3f} |"]
     md = "\n".join(lines) + (
         f"\n\nSpeed-up {r['seconds'] / o['seconds']:.1f}x; mean per-target Spearman between the two matrices {agree:.3f}. "
         f"LeNet-5, {args.n_train} U-MNIST train examples, {args.n_targets} val targets, k = {args.proj_dim}, "

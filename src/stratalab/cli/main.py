@@ -214,10 +214,12 @@ def demo(
     seed: int = typer.Option(0, help="Seed of the data split, the initialisation and the data order."),
     json_out: bool = typer.Option(False, "--json", help="Print the test report as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the class vs worst-subgroup figure (PNG)."),
+    audit_only: bool = typer.Option(False, "--audit-only", help="Stop after the audit (skip GEORGE)."),
 ) -> None:
     """The main job on the embedded data set: train ERM on u-digits (superclass digit >= 5, digit 8
-    rare in train), predict the test set and audit it per digit. Shows hidden stratification: high
-    average accuracy, a much lower accuracy on the rare 8s."""
+    rare in train), predict the test set and audit it per digit (hidden stratification: high average
+    accuracy, much lower on the rare 8s); then GEORGE finds the 8s as a cluster without any digit
+    label and Group DRO over its clusters (the same as `stratalab run george --dataset u-digits`)."""
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -243,12 +245,41 @@ def demo(
     if not json_out:
         console.print(f"[bold]ERM on u-digits[/bold] ({ds.description}); {len(ds.train)} train images, "
                       f"{epochs} epochs, seed {seed}, {time.perf_counter() - t0:.1f} s. Test set, groups = digits:")
-    _emit_report(report, json_out=json_out, output=None, plot=plot, source="u-digits test",
-                 extra={"config": cfg.to_dict(), "dataset": ds.options})
-    if not json_out:
-        wc, wg = report.worst_group
-        console.print(f"Hidden stratification: average {100 * report.average_accuracy:.1f}%, but digit "
-                      f"{ds.group_names[wg]} only {100 * report.worst_group_accuracy:.1f}%.")
+    george = None
+    if not audit_only:
+        from ..experiments import GeorgeConfig, run_george
+
+        gcfg = GeorgeConfig.for_dataset("u-digits")
+        george = run_george(ds, gcfg, seed, progress=None if json_out else (lambda m: err.print(f"[dim]GEORGE {m}[/dim]")))
+    extra = {"config": cfg.to_dict(), "dataset": ds.options}
+    if george is not None:
+        extra["george"] = {"config": gcfg.to_dict(), **george.to_dict()}
+    _emit_report(report, json_out=json_out, output=None, plot=plot, source="u-digits test", extra=extra)
+    if json_out:
+        return
+    wc, wg = report.worst_group
+    console.print(f"Hidden stratification: average {100 * report.average_accuracy:.1f}%, but digit "
+                  f"{ds.group_names[wg]} only {100 * report.worst_group_accuracy:.1f}%.")
+    if george is None:
+        return
+    from rich.table import Table
+
+    from ..discover import cluster_quality
+
+    geo = george.george
+    c8 = cluster_quality(george.clusters["test"], ds.test.g)[0].set_index("subclass").loc[8]
+    console.print(f"\n[bold]GEORGE[/bold] (no digit label used): clusters per class "
+                  + ", ".join(f"{ds.class_names[c]}: {n}" for c, n in geo.n_clusters_per_class_.items())
+                  + f"; the best cluster for the test 8s holds {100 * c8['recall']:.0f}% of them at "
+                  f"{100 * c8['precision']:.0f}% precision.")
+    t = Table(title="GEORGE on u-digits, test accuracy (%) (robust = worst digit)", title_justify="left")
+    for col in ("method", "robust", "overall"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for name, row in george.rows.items():
+        t.add_row(name, f"{100 * row['robust_accuracy']:.1f}", f"{100 * row['overall_accuracy']:.1f}")
+    console.print(t)
+    console.print(f"GEORGE: ERM (MLP x{gcfg.width:g}, {gcfg.epochs} epochs) -> UMAP + {gcfg.cluster_method} per class -> "
+                  f"Group DRO over the clusters; {george.seconds['total']:.0f} s. The last row uses the true digits (oracle).")
 
 
 @app.command()
@@ -323,15 +354,16 @@ def train(
 def run_george_cmd(
     dataset: str = typer.Option(..., "--dataset", help="Data set name or path of your .npz/.csv (needs train/val/test)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds, e.g. 0,1,2."),
-    model: Optional[str] = typer.Option(None, help="ERM/GDRO model (default: lenet5 for 32x32 images, else mlp)."),
-    epochs: int = typer.Option(20, help="Epochs of each training step (ERM, GDRO, oracle GDRO)."),
-    lr: float = typer.Option(2e-3, help="Adam learning rate (GEORGE's U-MNIST recipe: 2e-3, x0.1 at 50% and 75%)."),
-    batch_size: int = typer.Option(128, help="Mini-batch size."),
-    reducer: str = typer.Option("umap", help="umap | pca | hardness | none."),
-    cluster_method: str = typer.Option("gmm", help="gmm | kmeans."),
-    k_max: int = typer.Option(10, help="Largest number of clusters tried per class."),
+    model: Optional[str] = typer.Option(None, help="ERM/GDRO model (default: the data set's recipe, else lenet5 for 32x32 images, else mlp)."),
+    width: Optional[float] = typer.Option(None, help="Width multiplier of the model (u-digits recipe: 4)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs of each training step (ERM, GDRO, oracle GDRO); u-mnist recipe 20, u-digits 10."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate (GEORGE's U-MNIST recipe: 2e-3, x0.1 at 50% and 75%)."),
+    batch_size: Optional[int] = typer.Option(None, help="Mini-batch size (128)."),
+    reducer: Optional[str] = typer.Option(None, help="umap (default) | pca | hardness | none."),
+    cluster_method: Optional[str] = typer.Option(None, help="gmm | kmeans (u-digits recipe: kmeans; else gmm)."),
+    k_max: Optional[int] = typer.Option(None, help="Largest number of clusters tried per class (10)."),
     no_overcluster: bool = typer.Option(False, "--no-overcluster", help="Skip GEORGE's overclustering step."),
-    min_cluster_size: int = typer.Option(25, help="Overclustering: least train (and val) points of a kept sub-cluster."),
+    min_cluster_size: Optional[int] = typer.Option(None, help="Overclustering: least train and val points of a kept sub-cluster (the paper: 25; u-digits recipe: 10)."),
     features: Optional[Path] = typer.Option(None, "--features", help="Your own embeddings: .npz with train, val, test arrays (skips step 1's features)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Data-set option key=value (repeatable)."),
@@ -347,6 +379,7 @@ def run_george_cmd(
 
     from ..data import load
     from ..experiments import GeorgeConfig, plot_clusters, run_george, summarise
+    from ..experiments.george import RECIPES
 
     seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     if not seed_list:
@@ -362,10 +395,12 @@ def run_george_cmd(
     for seed in seed_list:
         ds = load(dataset, data_dir=data_dir, seed=seed, **opts)
         shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
-        chosen = model or ("lenet5" if len(shape) == 3 and shape[-2:] == (32, 32) else "mlp")
-        cfg = GeorgeConfig(model=chosen, epochs=epochs, lr=lr, batch_size=batch_size, reducer=reducer,
-                           cluster_method=cluster_method, k_max=k_max, overcluster=not no_overcluster,
-                           min_cluster_size=min_cluster_size, min_val_size=min_cluster_size)
+        if model is None and dataset not in RECIPES:
+            model = "lenet5" if len(shape) == 3 and shape[-2:] == (32, 32) else "mlp"
+        cfg = GeorgeConfig.for_dataset(dataset, model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size,
+                                       reducer=reducer, cluster_method=cluster_method, k_max=k_max,
+                                       overcluster=False if no_overcluster else None,
+                                       min_cluster_size=min_cluster_size, min_val_size=min_cluster_size)
         res = run_george(ds, cfg, seed, features=user_feats,
                          progress=None if json_out else (lambda m, s=seed: err.print(f"[dim]seed {s}: {m}[/dim]")))
         results.append(res)
