@@ -43,6 +43,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for i, seed in enumerate(seeds):
         ds = load("spurious-mnist", data_dir=data_dir(), seed=seed, class_imbalance=args.imbalance)
+        n_train = len(ds.train)
         dcfg = D3MConfig(proj_dim=args.proj_dim, n_models=args.trak_models, sweep_points=args.sweep_points if i == 0 else 0)
         res = run_d3m_seed(ds, TrainConfig.from_dict({**cfg.to_dict(), "seed": seed}), dcfg,
                            progress=lambda m, s=seed: print(f"[{time.perf_counter() - t0:.0f} s] seed {s}: {m}", flush=True))
@@ -65,8 +66,7 @@ def main() -> None:
                   "| removed | " + " | ".join(piv.columns) + " |", "|---" * (len(piv.columns) + 1) + "|"]
         for k, row in piv.iterrows():
             lines.append(f"| {k} | " + " | ".join("" if v != v else f"{100 * v:.1f}" for v in row) + " |")
-    n_train = len(load("spurious-mnist", data_dir=data_dir(), seed=seeds[0], class_imbalance=args.imbalance).train)
-    md = "\n".join(lines) + (f"\n\nspurious-mnist (patch, 95%, imbalance {args.imbalance:g}:1, {n_train} train), LeNet-5, "
+    md = "\n".join(lines) + (f"\n\nspurious-mnist (patch, 95%, imbalance {args.imbalance:g}:1, {n_train} train in the last seed), LeNet-5, "
                             f"{args.epochs} epochs, TRAK k={args.proj_dim}, M={args.trak_models}, seeds {args.seeds}; "
                             f"total {time.perf_counter() - t0:.0f} s.")
     print(md)

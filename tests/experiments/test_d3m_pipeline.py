@@ -107,3 +107,15 @@ def test_table_over_seeds_reports_mean_and_std():
         assert summ.loc[m, "seeds"] == 2
         assert summ.loc[m, "wga_mean"] == pytest.approx(v.mean()) and summ.loc[m, "wga_std"] == pytest.approx(v.std())
     assert tab.dataset == "synthetic-gmm"
+
+
+def test_rows_that_need_no_train_groups_run_without_them():
+    ds = load("synthetic-gmm", seed=0)
+    ds = ds.with_train(np.arange(len(ds.train)))
+    ds.splits["train"].g = None  # val groups only, as in most real data sets
+    cfg = TrainConfig(model="linear", epochs=3, lr=0.05)
+    res = run_d3m_seed(ds, cfg, D3MConfig(methods=("erm", "jtt", "d3m"), proj_dim=6))
+    assert [r["method"] for r in res.rows()] == ["erm", "jtt", "d3m"]
+    assert res.n_removed["jtt"] == 0 and res.n_removed["d3m"] == res.d3m["d3m"].heuristic_k > 0
+    with pytest.raises(ValueError, match="needs train group labels"):
+        run_d3m_seed(ds, cfg, D3MConfig(methods=("erm", "subg"), proj_dim=6))

@@ -6,7 +6,6 @@ from typer.testing import CliRunner
 from stratalab.cli.main import app
 from stratalab.data import load
 from stratalab.experiments import GeorgeConfig, run_george, summarise
-from tests.conftest import write_npz_without_groups
 
 
 def test_george_end_to_end_on_u_digits_uses_no_subclass_labels(tmp_path):

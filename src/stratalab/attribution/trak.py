@@ -198,17 +198,20 @@ class TRAK:
             self.finalize()
         n_t = _n_examples(x, y)
         res = allocate_scores((self._kernel.shape[0], n_t), out, max_score_bytes)
-        for s, gt in self._target_blocks(x, y, loader, n_t):
-            res[:, s:s + gt.shape[0]] = (self._kernel @ torch.as_tensor(gt).T).numpy()
+        for cols, block in self._score_blocks(x, y, loader, n_t):
+            res[:, cols] = block
         return res
 
-    def _target_blocks(self, x: Any, y: Any, loader: Callable[[Any], np.ndarray] | None, n_t: int):
-        """Target gradients in blocks of ``TARGET_BLOCK`` examples (bounded memory for any n_targets)."""
+    def _score_blocks(self, x: Any, y: Any, loader: Callable[[Any], np.ndarray] | None, n_t: int):
+        """Unweighted scores ``G (G^T G)^{-1} g(z)`` of ``TARGET_BLOCK`` targets at a time: yields
+        (column slice, (n_train, block) array), so memory stays bounded for any n_targets; needs
+        :meth:`finalize` first."""
         yy = as_label_array(y, "y")
         for s in range(0, n_t, self.TARGET_BLOCK):
             idx = np.arange(s, min(s + self.TARGET_BLOCK, n_t))
             xb = loader(x[idx]) if loader is not None else np.asarray(x)[idx]
-            yield s, self._featurize(xb, yy[idx])[0]
+            gt = self._featurize(xb, yy[idx])[0]
+            yield slice(s, s + idx.size), (self._kernel @ torch.as_tensor(gt).T).numpy()
 
     @property
     def q(self) -> np.ndarray:
@@ -286,8 +289,8 @@ def ensemble_scores(models: Sequence[nn.Module], train: tuple[Any, ...], targets
     q = np.zeros(n_train)
     for i, m in enumerate(models):
         trak = TRAK(m, **{**kwargs, "seed": kwargs.get("seed", 0) + i}).featurize(*train).finalize()
-        for s, gt in trak._target_blocks(targets[0], targets[1], targets[2] if len(targets) > 2 else None, n_t):
-            total[:, s:s + gt.shape[0]] += (trak._kernel @ torch.as_tensor(gt).T).numpy()
+        for cols, block in trak._score_blocks(targets[0], targets[1], targets[2] if len(targets) > 2 else None, n_t):
+            total[:, cols] += block
         q += trak.q
     scale_rows(total, q / len(models) ** 2)
     return total

@@ -51,6 +51,14 @@ def _clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _parse_seeds(seeds: str) -> list[int]:
+    """``--seeds 0,1,2`` -> [0, 1, 2], with a clear error when none is given."""
+    out = [int(v) for v in seeds.split(",") if v.strip()]
+    if not out:
+        raise ValueError("--seeds must list at least one integer seed, e.g. 0,1,2.")
+    return out
+
+
 def _parse_options(options: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in options or []:
@@ -268,7 +276,7 @@ def demo(
 
     geo = george.george
     c8 = cluster_quality(george.clusters["test"], ds.test.g)[0].set_index("subclass").loc[8]
-    console.print(f"\n[bold]GEORGE[/bold] (no digit label used): clusters per class "
+    console.print("\n[bold]GEORGE[/bold] (no digit label used): clusters per class "
                   + ", ".join(f"{ds.class_names[c]}: {n}" for c, n in geo.n_clusters_per_class_.items())
                   + f"; the best cluster for the test 8s holds {100 * c8['recall']:.0f}% of them at "
                   f"{100 * c8['precision']:.0f}% precision.")
@@ -381,9 +389,7 @@ def run_george_cmd(
     from ..experiments import GeorgeConfig, plot_clusters, run_george, summarise
     from ..experiments.george import RECIPES
 
-    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    if not seed_list:
-        raise ValueError("--seeds must list at least one integer seed, e.g. 0,1,2.")
+    seed_list = _parse_seeds(seeds)
     opts = _parse_options(option)
     user_feats = None
     if features is not None:
@@ -477,9 +483,7 @@ def run_d3m_cmd(
     from ..experiments import D3MConfig, plot_sweep, run_d3m_table
     from ..train import TrainConfig
 
-    seed_list = [int(v) for v in seeds.split(",") if v.strip()]
-    if not seed_list:
-        raise ValueError("--seeds must list at least one integer seed, e.g. 0,1,2.")
+    seed_list = _parse_seeds(seeds)
     if auto and methods:
         raise ValueError("give either --auto or --methods, not both.")
     chosen = ("erm", "auto-d3m") if auto else tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
@@ -489,7 +493,14 @@ def run_d3m_cmd(
                      fraction=fraction, threshold=threshold, search_points=search_points,
                      sweep_points=0 if "d3m" not in (chosen or ("d3m",)) else sweep_points)
     cfg = TrainConfig(model=model, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed_list[0])
-    table = run_d3m_table(lambda s: load(dataset, data_dir=data_dir, seed=s, **opts), cfg, dcfg, seeds=seed_list,
+    loaded: dict[int, Any] = {}  # each seed's data, loaded once for the run, --removed and the Fig. 4 table
+
+    def data(s: int) -> Any:
+        if s not in loaded:
+            loaded[s] = load(dataset, data_dir=data_dir, seed=s, **opts)
+        return loaded[s]
+
+    table = run_d3m_table(data, cfg, dcfg, seeds=seed_list,
                           name=dataset, scores_out=scores,
                           progress=None if json_out else (lambda m: err.print(f"[dim]{m}[/dim]")))
     written = []
@@ -500,9 +511,8 @@ def run_d3m_cmd(
 
         parts = []
         for s in table.seeds:
-            ds = load(dataset, data_dir=data_dir, seed=s.seed, **opts)
             for mode, res in s.d3m.items():
-                parts.append(res.removed_table(ds).assign(seed=s.seed, mode=mode))
+                parts.append(res.removed_table(data(s.seed)).assign(seed=s.seed, mode=mode))
         if parts:
             written.append(("removed examples", write_table_atomic(removed, pd.concat(parts, ignore_index=True))))
     if _write_payload(table.to_dict(), output, json_out):
@@ -517,8 +527,7 @@ def run_d3m_cmd(
     console.print(t)
     first = table.seeds[0]
     if "d3m" in first.d3m:
-        ds0 = load(dataset, data_dir=data_dir, seed=first.seed, **opts)
-        cells = first.d3m["d3m"].cells(ds0)
+        cells = first.d3m["d3m"].cells(data(first.seed))
         if cells is not None:
             ct = Table(title=f"Train cells by mean D3M alignment, most negative first (seed {first.seed}; D3M Fig. 4)",
                        title_justify="left")

@@ -106,14 +106,16 @@ class D3MResult:
 
     mode: str
     alignment: np.ndarray
-    removed: np.ndarray  # indices into train, most harmful first
+    order: np.ndarray  # train indices by alignment, most harmful first (the removal order)
+    n_removed: int  # the first n_removed of ``order`` were removed
     heuristic_k: int  # examples with A_i < 0
     val_groups: np.ndarray  # the val groups the alignment used (true, or pseudo-groups)
     search: list[dict[str, float]] = field(default_factory=list)  # (k, val metric) when removal="search"
 
     @property
-    def n_removed(self) -> int:
-        return int(self.removed.size)
+    def removed(self) -> np.ndarray:
+        """Indices (into train) of the removed examples, most harmful first."""
+        return self.order[:self.n_removed]
 
     def removed_table(self, ds: Dataset) -> Any:
         """The removed training examples, most harmful first: index, alignment, class, group."""
@@ -297,16 +299,15 @@ def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *
             groups = (auto_d3m_groups(tau, ds.val.y, ev.pred == ds.val.y, fraction=dcfg.fraction,
                                       threshold=dcfg.threshold, normalize=dcfg.normalize) if auto else ds.val.g)
             align = group_alignment(tau, groups, ev.loss, beta=dcfg.beta, weighting=dcfg.weighting)
-            order = np.argsort(align, kind="stable")
             heuristic = int((align < 0).sum())
-            d3m[mode] = D3MResult(mode=mode, alignment=align, removed=order[:heuristic], heuristic_k=heuristic,
-                                  val_groups=groups)
+            d3m[mode] = D3MResult(mode=mode, alignment=align, order=np.argsort(align, kind="stable"),
+                                  n_removed=heuristic, heuristic_k=heuristic, val_groups=groups)
     # Fig. 2: val worst-group accuracy against the number removed (needs val groups; balancing needs train groups)
     sweep: list[dict[str, Any]] = []
     if dcfg.sweep_points and "d3m" in d3m:
         t = time.perf_counter()
         rng = np.random.default_rng(cfg.seed)
-        orders = {"d3m": np.argsort(d3m["d3m"].alignment, kind="stable"), "random": rng.permutation(len(ds.train))}
+        orders = {"d3m": d3m["d3m"].order, "random": rng.permutation(len(ds.train))}
         if ds.train.g is not None:
             orders["balance"] = balancing_order(ds.train.g, rng)
         k_max = len(orders["balance"]) if "balance" in orders else len(ds.train) // 2
@@ -323,7 +324,7 @@ def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *
         res = d3m[mode]
         auto = mode == "auto-d3m"
         select, est = ("val_worst_estimated", res.val_groups) if auto else ("val_wga", None)
-        order = np.argsort(res.alignment, kind="stable")
+        order = res.order
         k = res.heuristic_k
         if dcfg.removal == "negative":
             d3m_keep(res.alignment)  # a clear error if every score is negative
@@ -332,8 +333,7 @@ def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *
             ks = _grid(min(top, len(ds.train) - 1), dcfg.search_points, [min(k, len(ds.train) - 1)])
             for kk in ks:
                 res.search.append({"k": kk, "val_metric": retrain(mode, order, kk, select, est)[2]})
-            k = max(res.search, key=lambda r: (r["val_metric"], -r["k"]))["k"]
-            res.removed = order[:k]
+            k = res.n_removed = max(res.search, key=lambda r: (r["val_metric"], -r["k"]))["k"]
         rv, rt, _ = retrain(mode, order, k, select, est)
         reports[mode], n_removed[mode] = {"val": rv, "test": rt}, k
         secs[mode] = time.perf_counter() - t
@@ -343,9 +343,11 @@ def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *
             say(TABLE_METHODS[m][0])
             r = run(ds, TrainConfig.from_dict({**cfg.to_dict(), "method": m, "select": "val_wga"}))
             reports[m] = r.reports
-            counts = np.bincount(ds.train.g)
-            counts = counts[counts > 0]
-            n_removed[m] = int(len(ds.train) - counts.size * counts.min()) if m == "subg" else 0
+            n_removed[m] = 0
+            if m == "subg":  # SUBG subsamples every group to the smallest
+                counts = np.bincount(ds.train.g)
+                counts = counts[counts > 0]
+                n_removed[m] = int(len(ds.train) - counts.size * counts.min())
             secs[m] = time.perf_counter() - t
     ordered = {m: reports[m] for m in TABLE_METHODS if m in reports}
     return SeedResult(seed=cfg.seed, reports=ordered, n_removed=n_removed, d3m={m: d3m[m] for m in modes},
