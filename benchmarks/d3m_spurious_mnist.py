@@ -16,6 +16,7 @@ Run: python benchmarks/d3m_spurious_mnist.py [--epochs 10] [--seeds 0,1,2] [--sw
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ def main() -> None:
         ds = load("spurious-mnist", data_dir=data_dir(), seed=seed, class_imbalance=args.imbalance)
         n_train = len(ds.train)
         dcfg = D3MConfig(proj_dim=args.proj_dim, n_models=args.trak_models, sweep_points=args.sweep_points if i == 0 else 0)
-        res = run_d3m_seed(ds, TrainConfig.from_dict({**cfg.to_dict(), "seed": seed}), dcfg,
+        res = run_d3m_seed(ds, dataclasses.replace(cfg, seed=seed), dcfg,
                            progress=lambda m, s=seed: print(f"[{time.perf_counter() - t0:.0f} s] seed {s}: {m}", flush=True))
         results.append(res)
         print({r["method"]: round(100 * r["test_wga"], 1) for r in res.rows()}, res.seconds, flush=True)

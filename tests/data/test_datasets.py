@@ -136,7 +136,7 @@ def test_missing_data_dir_and_file_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="mnist.npz"):
         load("u-mnist", data_dir=tmp_path)
     np.savez(tmp_path / "mnist.npz", x_train=np.zeros((3, 28, 28), np.uint8))
-    with pytest.raises(ValueError, match="lacks key 'y_train'"):
+    with pytest.raises(ValueError, match="lacks array 'y_train'"):
         load("u-mnist", data_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown data set"):
         load("no-such-set")
@@ -249,7 +249,7 @@ def test_user_npz_features(tmp_path):
         load(tmp_path / "bad.npz")
     del bad["y_val"]
     np.savez(tmp_path / "bad2.npz", **bad)
-    with pytest.raises(ValueError, match="lacks key 'x_val'|lacks key 'y_val'"):
+    with pytest.raises(ValueError, match="lacks array 'x_val'|lacks array 'y_val'"):
         load(tmp_path / "bad2.npz")
 
 
@@ -286,3 +286,64 @@ def test_user_npz_uint8_images_are_scaled(tmp_path):
     ds = load(tmp_path / "imgs.npz")
     x = ds.train.load_x()
     assert x.dtype == np.float32 and x.max() == 1.0
+
+
+def _mnist_like(path, n=12):
+    rng = np.random.default_rng(0)
+    np.savez_compressed(path, x_train=rng.integers(0, 255, (n, 28, 28), dtype=np.uint8), y_train=np.arange(n) % 10,
+                        x_test=rng.integers(0, 255, (n, 28, 28), dtype=np.uint8), y_test=np.arange(n) % 10)
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bitflip", "empty", "garbage"])
+def test_corrupt_mnist_gives_one_clear_error(tmp_path, damage):
+    """A truncated, bit-flipped, empty or garbage mnist.npz is refused with a ValueError naming the
+    file (before: BadZipFile / zlib tracebacks, "Aborted." for an empty file)."""
+    path = _mnist_like(tmp_path / "mnist.npz")
+    raw = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "bitflip":
+        b = bytearray(raw)
+        b[len(b) // 3] ^= 0xFF
+        path.write_bytes(bytes(b))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(b"this is not a zip file at all" * 10)
+    with pytest.raises(ValueError, match=r"mnist\.npz"):
+        load("u-mnist", data_dir=tmp_path)
+
+
+def test_checksum_file_beside_data_is_verified(tmp_path):
+    """A SHA256SUMS beside the data file is checked: a matching sum loads, a mismatch is refused."""
+    import hashlib
+
+    from stratalab.data.files import verify_checksum
+
+    path = _mnist_like(tmp_path / "mnist.npz", n=40)
+    good = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "SHA256SUMS").write_text(f"{good}  mnist.npz\n{'0' * 64}  other.csv\n")
+    assert verify_checksum(path) is True
+    assert verify_checksum(tmp_path / "SHA256SUMS") is False  # not listed: nothing known
+    (tmp_path / "SHA256SUMS").write_text(f"{'ab' * 32}  mnist.npz\n")
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        load("u-mnist", data_dir=tmp_path)
+
+
+def test_shared_data_checksums_hold(shared_data):
+    from stratalab.data.files import verify_checksum
+
+    for name in ("mnist.npz", "cifar10_b_groups.csv", "waterbirds_metadata.csv"):
+        assert verify_checksum(shared_data / name) is True
+
+
+def test_user_npz_never_unpickles(tmp_path):
+    """An .npz holding an object array would need pickle: refused, never loaded."""
+    arrays = {f"{k}_{s}": np.zeros((4, 2)) if k == "x" else np.arange(4) % 2 for s in ("train", "val", "test") for k in "xy"}
+    arrays["x_train"] = np.array([{"evil": 1}] * 4, dtype=object)
+    np.savez(tmp_path / "obj.npz", **arrays)
+    with pytest.raises(ValueError, match="pickle"):
+        load(tmp_path / "obj.npz")
+    with pytest.raises(ValueError, match="is a folder"):
+        load(tmp_path)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -80,13 +81,13 @@ def test_table1_on_the_fig2_mixture_with_every_baseline_and_the_sweep(tmp_path):
 def test_search_for_k_ensembles_and_determinism():
     ds = load("synthetic-gmm", seed=1)
     dcfg = D3MConfig(methods=("erm", "d3m"), proj_dim=6, removal="search", search_points=3, n_models=2, alpha=0.5)
-    a = run_d3m_seed(ds, TrainConfig.from_dict({**LINEAR.to_dict(), "seed": 1}), dcfg)
+    a = run_d3m_seed(ds, dataclasses.replace(LINEAR, seed=1), dcfg)
     res = a.d3m["d3m"]
     best = max(res.search, key=lambda r: (r["val_metric"], -r["k"]))
     assert a.n_removed["d3m"] == best["k"] == res.n_removed
     assert res.heuristic_k in [r["k"] for r in res.search]
     assert a.reports["d3m"]["val"].worst_group_accuracy == pytest.approx(best["val_metric"])
-    b = run_d3m_seed(ds, TrainConfig.from_dict({**LINEAR.to_dict(), "seed": 1}), dcfg)
+    b = run_d3m_seed(ds, dataclasses.replace(LINEAR, seed=1), dcfg)
     np.testing.assert_array_equal(a.d3m["d3m"].alignment, b.d3m["d3m"].alignment)
     assert a.rows() == b.rows()
     assert a.sweep == []  # the search does not draw Fig. 2

@@ -228,7 +228,8 @@ class TRAK:
 
         ``out``: a ``.npy`` path; the matrix is written there memory-mapped (read it back with
         ``np.load(path, mmap_mode="r")``). Without ``out``, a matrix larger than ``max_score_bytes``
-        is memory-mapped to a temporary ``.npy`` file (its path is ``result.filename``).
+        is memory-mapped to a temporary ``.npy`` file that is unlinked at once: nothing is left behind in
+        the temporary folder, and its disk space is freed when the array is released.
         """
         res = self.score_unweighted(x, y, loader, out=out, max_score_bytes=max_score_bytes)
         scale_rows(res, self.q)
@@ -253,9 +254,14 @@ def allocate_scores(shape: tuple[int, int], out: str | Path | None = None,
     if out is None:
         fd, name = tempfile.mkstemp(prefix="stratalab-trak-", suffix=".npy")
         os.close(fd)
-        out = name
-        warnings.warn(f"the TRAK matrix {shape} needs {nbytes / 2**30:.1f} GiB (> max_score_bytes); "
-                      f"it is memory-mapped to {name}. Pass out=PATH to choose where.", stacklevel=3)
+        warnings.warn(f"the TRAK matrix {shape} needs {nbytes / 2**30:.1f} GiB (> max_score_bytes); it is "
+                      f"memory-mapped to a temporary file in {Path(name).parent}, deleted when the array is released. "
+                      "Pass out=PATH to keep it.", stacklevel=3)
+        try:
+            mm = np.lib.format.open_memmap(name, mode="w+", dtype=np.float32, shape=shape)
+        finally:
+            os.unlink(name)  # the mapping stays valid; the space is freed when the array is released
+        return mm
     path = Path(out)
     if path.suffix != ".npy":
         raise ValueError(f"out must be a .npy path, got {str(path)!r}.")

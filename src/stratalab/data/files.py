@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +29,71 @@ def read_csv_checked(path: Path, columns: Sequence[str], **kwargs) -> pd.DataFra
             f"{path} has no column {missing[0]!r}; expected columns {', '.join(columns)}, found {', '.join(map(str, df.columns))}."
         )
     return df
+
+
+CHECKSUM_FILE = "SHA256SUMS"
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checksum(path: Path) -> bool:
+    """Check ``path`` against a ``SHA256SUMS`` file in the same folder (``sha256sum`` format), when
+    that file lists it. Returns True if verified, False if no checksum is known; raises ValueError
+    naming the file on a mismatch (a truncated download, a bit flip, a different release). A file
+    is hashed once per process (keyed by path, size and modification time)."""
+    sums = path.parent / CHECKSUM_FILE
+    if not sums.is_file():
+        return False
+    expected = None
+    try:
+        for line in sums.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].lstrip("*") == path.name:
+                expected = parts[0].lower()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if expected is None:
+        return False
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    got = _VERIFIED.get(key) or _sha256(path)
+    if got != expected:
+        raise ValueError(f"{path} does not match its checksum in {sums} (sha256 {got[:12]}..., expected "
+                         f"{expected[:12]}...): the file is corrupt or truncated; copy it again.")
+    _VERIFIED[key] = got
+    return True
+
+
+def read_npz(path: Path, keys: Sequence[str] | None = None, *, what: str = "") -> dict[str, np.ndarray]:
+    """Read arrays from an ``.npz`` safely: never unpickles (``allow_pickle=False``), reads every
+    array eagerly so a truncated or corrupt file fails here, and turns numpy's and zipfile's
+    errors into one ValueError that names the file. ``keys``: the arrays that must be present (all
+    arrays are returned)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; give an .npz file{what}.")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise ValueError("it holds a single .npy array, not an .npz archive of named arrays")
+            names = list(f.files)
+            missing = [k for k in (keys or []) if k not in names]
+            if missing:
+                raise KeyError(missing[0])
+            return {k: f[k] for k in names}
+    except KeyError as e:
+        raise ValueError(f"{path} lacks array {e.args[0]!r}{what}; it has: {', '.join(names) or 'no arrays'}.") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "pickle" in reason.lower():
+            reason = "it holds Python objects (pickled), which stratalab never loads"
+        raise ValueError(f"{path} is not a readable .npz file ({reason[:160]}); it may be truncated or corrupt{what}.") from None
 
 
 def normalise_split_column(col: pd.Series, path: Path) -> np.ndarray:

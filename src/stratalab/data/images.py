@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._split import balance_groups, drop_fraction, take_per_label
+from ..train.sampling import balance_groups
+from ._split import drop_fraction, take_per_label
 from .core import Dataset, Split, groups_from_pairs, pair_group_names
+from .files import read_npz
 from .registry import register, require_file
 
 SUPERCLASS_NAMES = ["< 5", ">= 5"]
@@ -85,11 +87,9 @@ def u_digits(*, seed: int = 0, val_fraction: float = 0.2, test_fraction: float =
 
 def _read_mnist(data_dir: Path | None, dataset: str) -> dict[str, np.ndarray]:
     path = require_file(data_dir, "mnist.npz", dataset, "mnist/mnist.npz")
-    with np.load(path) as f:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f]
-        if missing:
-            raise ValueError(f"{path} lacks key {missing[0]!r}; expected x_train, y_train, x_test, y_test (uint8).")
-        out = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    f = read_npz(path, keys, what=" (MNIST: x_train, y_train, x_test, y_test, uint8)")
+    out = {k: f[k] for k in keys}
     for s in ("train", "test"):
         if out[f"x_{s}"].ndim != 3 or out[f"x_{s}"].shape[0] != out[f"y_{s}"].shape[0]:
             raise ValueError(f"{path}: x_{s} must be (n, 28, 28) matching y_{s}, got {out[f'x_{s}'].shape}.")
@@ -231,12 +231,8 @@ def cifar10_b(*, data_dir: Path | None = None, seed: int = 0, val_fraction: floa
     """
     npz = require_file(data_dir, "cifar10_jpeg.npz", "cifar10-b")
     csv = require_file(data_dir, "cifar10_b_groups.csv", "cifar10-b")
-    with np.load(npz) as f:
-        need = ["classes", "train_jpeg", "train_offsets", "train_labels", "test_jpeg", "test_offsets", "test_labels", "test_index_in_class"]
-        missing = [k for k in need if k not in f]
-        if missing:
-            raise ValueError(f"{npz} lacks key {missing[0]!r}; see shared/data/README.md for the format.")
-        d = {k: f[k] for k in need}
+    need = ["classes", "train_jpeg", "train_offsets", "train_labels", "test_jpeg", "test_offsets", "test_labels", "test_index_in_class"]
+    d = read_npz(npz, need, what=" (see shared/data/README.md for the format)")
     classes = [str(c) for c in d["classes"]]
     groups = pd.read_csv(csv)
     cols = {"class_name", "index_in_class", "group"}

@@ -68,9 +68,14 @@ def require_file(data_dir: Path | None, filename: str, dataset: str, *alternativ
             f"data set {dataset!r} reads {filename} from a data directory: pass data_dir=... "
             f"(CLI: --data-dir) or set ${DATA_DIR_ENV}."
         )
+    if data_dir.exists() and not data_dir.is_dir():
+        raise NotADirectoryError(f"data directory {data_dir} is a file; give the folder that holds {filename}.")
     candidates = [data_dir / filename] + [data_dir / a for a in alternatives]
     for c in candidates:
         if c.is_file():
+            from .files import verify_checksum
+
+            verify_checksum(c)
             return c
     raise FileNotFoundError(
         f"data set {dataset!r} needs {filename}, not found in {data_dir} "
@@ -97,6 +102,9 @@ def load(name: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None =
     sname = str(name)
     if sname not in _REGISTRY:
         p = Path(sname).expanduser()
+        if p.is_dir():
+            raise ValueError(f"{p} is a folder; give a data set name (stratalab datasets lists them) or the path of "
+                             "your .npz or .csv file. A data set's own folder goes in --data-dir.")
         if p.suffix.lower() in (".npz", ".csv"):
             from .user import load_user
 

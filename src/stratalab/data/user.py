@@ -11,7 +11,7 @@ import numpy as np
 
 from .core import SPLITS, Dataset, Split, groups_from_pairs, pair_group_names
 from .images import uint8_to_float
-from .files import ImageLoader, check_files_exist, normalise_split_column, read_csv_checked
+from .files import ImageLoader, check_files_exist, normalise_split_column, read_csv_checked, read_npz
 
 
 def load_user(
@@ -35,6 +35,8 @@ def load_user(
     ``seed`` is accepted for a uniform interface; nothing here is random.
     """
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder; give the path of your .npz or .csv file.")
     if not p.is_file():
         raise FileNotFoundError(f"{p} does not exist; give the path of your .npz or .csv file.")
     if p.suffix.lower() == ".npz":
@@ -43,19 +45,12 @@ def load_user(
 
 
 def _load_npz(p: Path, class_names: Sequence[str] | None, group_names: Sequence[str] | None) -> Dataset:
-    with np.load(p, allow_pickle=False) as f:
-        keys = set(f.files)
-        need = [f"{k}_{s}" for s in SPLITS for k in ("x", "y")]
-        missing = [k for k in need if k not in keys]
-        if missing:
-            raise ValueError(
-                f"{p} lacks key {missing[0]!r}; a data-set .npz needs x_train, y_train, x_val, y_val, x_test, y_test "
-                "(and optionally g_train, g_val, g_test)."
-            )
-        has_g = [f"g_{s}" in keys for s in SPLITS]
-        if any(has_g) and not all(has_g):
-            raise ValueError(f"{p} has groups for some splits only; give g_train, g_val and g_test, or none.")
-        arrays = {k: f[k] for k in keys}
+    need = [f"{k}_{s}" for s in SPLITS for k in ("x", "y")]
+    arrays = read_npz(p, need, what="; a data-set .npz needs x_train, y_train, x_val, y_val, x_test, y_test "
+                                    "(and optionally g_train, g_val, g_test)")
+    has_g = [f"g_{s}" in arrays for s in SPLITS]
+    if any(has_g) and not all(has_g):
+        raise ValueError(f"{p} has groups for some splits only; give g_train, g_val and g_test, or none.")
     splits = {}
     for s in SPLITS:
         x = arrays[f"x_{s}"]

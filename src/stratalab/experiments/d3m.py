@@ -11,7 +11,7 @@ the majority group).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,18 +24,20 @@ from ..debias.d3m import THRESHOLDS, WEIGHTINGS
 from ..metrics import GroupReport, group_report
 from ..models import build_model, embed
 from ..train import TrainConfig, fit, predict, run
+from ..train.registry import METHODS
+from ..train.sampling import examples_left_out
 
-# Table 1 rows in the paper's order: method -> (row name, group labels used train / val)
+# Table 1 rows in the paper's order. The baselines' names and group-label columns come from the
+# method registry (ERM selected on val average accuracy, the baselines on val worst-group accuracy);
+# D3M and AUTO-D3M are this pipeline's own rows.
+BASELINES = ("jtt", "dfr", "rwg", "subg", "gdro")
+_ORDER = ("erm", "auto-d3m", "jtt", "dfr", "d3m", "rwg", "subg", "gdro")
+_OWN_ROWS = {"erm": ("ERM", METHODS["erm"].group_labels("val_avg")), "auto-d3m": ("AUTO-D3M", "no / no"),
+             "d3m": ("D3M", "no / yes")}
 TABLE_METHODS: dict[str, tuple[str, str]] = {
-    "erm": ("ERM", "no / no"),
-    "auto-d3m": ("AUTO-D3M", "no / no"),
-    "jtt": ("JTT", "no / yes"),
-    "dfr": ("DFR*", "no / yes (fits the last layer on val)"),
-    "d3m": ("D3M", "no / yes"),
-    "rwg": ("RWG", "yes / yes"),
-    "subg": ("SUBG", "yes / yes"),
-    "gdro": ("GroupDRO", "yes / yes"),
+    m: _OWN_ROWS[m] if m in _OWN_ROWS else (METHODS[m].title, METHODS[m].group_labels("val_wga")) for m in _ORDER
 }
+TABLE_METHODS["dfr"] = ("DFR*", TABLE_METHODS["dfr"][1])  # the paper's star: DFR fits on the val groups
 REMOVALS = ("negative", "search")
 SWEEP_CURVES = ("d3m", "random", "balance")
 
@@ -185,14 +187,45 @@ class D3MTable:
         return out.loc[order].reset_index()
 
     def sweep(self) -> Any:
+        """Every retrain of the Fig. 2 sweep: one row per (seed, curve, k). Each seed has its own
+        values of k (its heuristic k and its group sizes differ), so average with :meth:`sweep_mean`."""
         import pandas as pd
 
         return pd.DataFrame([r for s in self.seeds for r in s.sweep])
+
+    def sweep_mean(self) -> Any:
+        """Fig. 2 averaged over seeds on a common grid of k.
+
+        Seeds remove different numbers of examples, so a plain group-by on k would give one row per
+        seed. Here every (seed, curve) series is linearly interpolated (``numpy.interp``) on one grid
+        of ``P`` evenly spaced values of k from 0 to the largest k that every seed of the curve
+        reached (``P`` = the most points any series has); the mean and std (ddof 0) over seeds are
+        taken at each grid point. Columns: curve, k, val_wga_mean, val_wga_std, seeds.
+        """
+        import pandas as pd
+
+        df = self.sweep()
+        cols = ["curve", "k", "val_wga_mean", "val_wga_std", "seeds"]
+        if df.empty:
+            return pd.DataFrame(columns=cols)
+        series = {key: sub.sort_values("k") for key, sub in df.groupby(["curve", "seed"])}
+        points = max(len(s) for s in series.values())
+        out = []
+        for curve in [c for c in SWEEP_CURVES if c in set(df["curve"])]:
+            mine = {seed: s for (c, seed), s in series.items() if c == curve}
+            top = min(int(s["k"].max()) for s in mine.values())
+            grid = np.unique(np.round(np.linspace(0, top, points)).astype(np.int64))
+            vals = np.stack([np.interp(grid, s["k"].to_numpy(float), s["val_wga"].to_numpy(float)) for s in mine.values()])
+            for j, k in enumerate(grid):
+                out.append({"curve": curve, "k": int(k), "val_wga_mean": float(vals[:, j].mean()),
+                            "val_wga_std": float(vals[:, j].std()), "seeds": len(mine)})
+        return pd.DataFrame(out, columns=cols)
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "config": self.config.to_dict(), "d3m_config": self.d3m_config.to_dict(),
                 "table": self.summary().to_dict(orient="records"), "rows": self.rows().to_dict(orient="records"),
                 "sweep": self.sweep().to_dict(orient="records"),
+                "sweep_mean": self.sweep_mean().to_dict(orient="records"),
                 "seeds": [{"seed": s.seed, "seconds": s.seconds, "d3m": {k: v.to_dict() for k, v in s.d3m.items()},
                            "metrics": {m: {sp: r.to_dict() for sp, r in reps.items()} for m, reps in s.reports.items()}}
                           for s in self.seeds]}
@@ -225,10 +258,9 @@ def _trak_matrix(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig, base_model: Any
         models = []
         masks = random_subsets(len(ds.train), dcfg.n_models, dcfg.alpha, seed=cfg.seed)
         input_shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
-        sub_cfg = TrainConfig.from_dict({**cfg.to_dict(), "method": "erm"})
         for m, mask in enumerate(masks):
             say(f"TRAK ensemble: model {m + 1}/{dcfg.n_models} on {int(mask.sum())} examples (alpha = {dcfg.alpha:g})")
-            sub_cfg.seed = cfg.seed * 1000 + m + 1
+            sub_cfg = replace(cfg, method="erm", seed=cfg.seed * 1000 + m + 1)
             model = build_model(cfg.model, input_shape, ds.n_classes, width=cfg.width, seed=sub_cfg.seed)
             models.append(fit(model, ds.train.subset(np.flatnonzero(mask)), sub_cfg).model)
     say(f"TRAK: featurize {len(ds.train)} train, score {len(ds.val)} val ({len(models)} model(s), k = {dcfg.proj_dim})")
@@ -249,15 +281,15 @@ def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *
     dcfg = dcfg or D3MConfig()
     say = progress or (lambda m: None)
     methods = dcfg.methods
-    needs_val_groups = [m for m in methods if m in ("d3m", "jtt", "dfr", "rwg", "subg", "gdro")]
+    needs_val_groups = [m for m in methods if m == "d3m" or m in BASELINES]
     if needs_val_groups and ds.val.g is None:
         raise ValueError(f"{TABLE_METHODS[needs_val_groups[0]][0]} needs val group labels and {ds.name!r} has none; "
                          "run only ERM and AUTO-D3M (methods erm, auto-d3m / --auto).")
-    needs_train_groups = [m for m in methods if m in ("rwg", "subg", "gdro")]
+    needs_train_groups = [m for m in methods if m in BASELINES and METHODS[m].train_groups]
     if needs_train_groups and ds.train.g is None:
         raise ValueError(f"{TABLE_METHODS[needs_train_groups[0]][0]} needs train group labels and {ds.name!r} has none; "
                          "leave rwg, subg and gdro out of the methods.")
-    erm_cfg = TrainConfig.from_dict({**cfg.to_dict(), "method": "erm", "select": "val_avg"})
+    erm_cfg = replace(cfg, method="erm", select="val_avg")
     secs: dict[str, float] = {}
     reports: dict[str, dict[str, GroupReport]] = {}
     n_removed: dict[str, int] = {}
@@ -278,7 +310,7 @@ def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *
             keep = np.ones(len(ds.train), dtype=bool)
             keep[order[:k]] = False
             say(f"retrain without {k} examples ({name} order)")
-            r = run(ds.with_train(keep), TrainConfig.from_dict({**cfg.to_dict(), "method": "erm", "select": select}),
+            r = run(ds.with_train(keep), replace(cfg, method="erm", select=select),
                     val_estimated_groups=est)
             if est is not None:  # AUTO-D3M: the worst pseudo-group, no group label
                 val_metric = group_report(ds.val.y, predict(r.model, ds.val).argmax(1), est).worst_group_accuracy
@@ -337,17 +369,15 @@ def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *
         rv, rt, _ = retrain(mode, order, k, select, est)
         reports[mode], n_removed[mode] = {"val": rv, "test": rt}, k
         secs[mode] = time.perf_counter() - t
-    for m in ("jtt", "dfr", "rwg", "subg", "gdro"):
+    for m in BASELINES:
         if m in methods:
             t = time.perf_counter()
             say(TABLE_METHODS[m][0])
-            r = run(ds, TrainConfig.from_dict({**cfg.to_dict(), "method": m, "select": "val_wga"}))
+            mcfg = replace(cfg, method=m, select="val_wga")
+            r = run(ds, mcfg)
             reports[m] = r.reports
-            n_removed[m] = 0
-            if m == "subg":  # SUBG subsamples every group to the smallest
-                counts = np.bincount(ds.train.g)
-                counts = counts[counts > 0]
-                n_removed[m] = int(len(ds.train) - counts.size * counts.min())
+            # the examples a method never trains on (SUBG's subsampling), from its sampling rule
+            n_removed[m] = examples_left_out(m, ds.train.y, ds.train.g, mixture_ratio=mcfg.mixture_ratio)
             secs[m] = time.perf_counter() - t
     ordered = {m: reports[m] for m in TABLE_METHODS if m in reports}
     return SeedResult(seed=cfg.seed, reports=ordered, n_removed=n_removed, d3m={m: d3m[m] for m in modes},
@@ -369,35 +399,35 @@ def run_d3m_table(make_dataset: Callable[[int], Dataset], cfg: TrainConfig, dcfg
         path = None if scores_out is None else Path(scores_out).with_name(f"{Path(scores_out).stem}-seed{s}.npy")
         ds = make_dataset(s)
         name = name or ds.name
-        out.append(run_d3m_seed(ds, TrainConfig.from_dict({**cfg.to_dict(), "seed": s}), dcfg,
+        out.append(run_d3m_seed(ds, replace(cfg, seed=s), dcfg,
                                 scores_out=path, progress=say))
     return D3MTable(dataset=name, config=cfg, d3m_config=dcfg, seeds=out)
 
 
 def plot_sweep(table: D3MTable, path: str | Path) -> Path:
     """D3M Fig. 2: val worst-group accuracy against the number of training examples removed, for the
-    D3M order, a random order and balancing of the majority group (mean over seeds, with the
-    range); the star marks the heuristic k (A_i < 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    D3M order, a random order and balancing of the majority group: mean over seeds on a common grid
+    of k (each seed's curve linearly interpolated, :meth:`D3MTable.sweep_mean`) with a +-1 std band;
+    the star marks the heuristic k (A_i < 0), mean over seeds of k and of its val WGA."""
+    from matplotlib.figure import Figure
 
     from ..report import save_figure_atomic
 
     df = table.sweep()
     if df.empty:
         raise ValueError("this run has no sweep; set sweep_points (--sweep-points) to draw Fig. 2.")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    mean = table.sweep_mean()
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     styles = {"d3m": ("D3M", "tab:green"), "random": ("Random", "tab:blue"), "balance": ("Balancing (majority)", "tab:orange")}
     for curve, (label, colour) in styles.items():
-        sub = df[df["curve"] == curve]
+        sub = mean[mean["curve"] == curve]
         if sub.empty:
             continue
-        agg = sub.groupby("k")["val_wga"].agg(["mean", "min", "max"])
-        ax.plot(agg.index, agg["mean"], marker="o", color=colour, label=label)
-        if sub["seed"].nunique() > 1:
-            ax.fill_between(agg.index, agg["min"], agg["max"], color=colour, alpha=0.15)
+        ax.plot(sub["k"], sub["val_wga_mean"], marker="o", color=colour, label=label)
+        if sub["seeds"].max() > 1:
+            ax.fill_between(sub["k"], sub["val_wga_mean"] - sub["val_wga_std"], sub["val_wga_mean"] + sub["val_wga_std"],
+                            color=colour, alpha=0.15)
     star = df[df["heuristic"]]
     if not star.empty:
         ax.scatter(star["k"].mean(), star["val_wga"].mean(), marker="*", s=250, color="tab:green", zorder=5,

@@ -184,15 +184,13 @@ def summarise(runs: list[GeorgeRun]) -> pd.DataFrame:
 def plot_clusters(ds: Dataset, res: GeorgeRun, path: str, samples_per_cluster: int = 6) -> None:
     """Fig. 5 of the paper: per class, a 2-D UMAP of the train features coloured by true subclass
     (left) and by cluster (middle), and sample images of each cluster (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from ..report import save_figure_atomic
 
     classes = list(res.george.models_)
-    fig, axes = plt.subplots(len(classes), 3, figsize=(13, 4 * len(classes)), dpi=100, squeeze=False)
+    fig = Figure(figsize=(13, 4 * len(classes)), dpi=100)
+    axes = fig.subplots(len(classes), 3, squeeze=False)
     try:
         is_image = ds.train.load_x(np.arange(1)).ndim == 4
     except Exception:  # noqa: BLE001 - a figure must not fail on exotic inputs

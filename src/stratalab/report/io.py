@@ -12,14 +12,55 @@ from typing import Any
 import pandas as pd
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output_path(path: str | os.PathLike[str] | None, suffixes: tuple[str, ...], what: str) -> Path | None:
+    """Check, before any work, that a result can be written to ``path``: its suffix is one of
+    ``suffixes``, its folder exists and is writable, and it is not itself a folder. Raises one
+    ValueError / FileNotFoundError naming the option and the fix; returns the path (or None)."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise ValueError(f"{what} {p}: unknown format {p.suffix or '(no suffix)'!r}; use {' or '.join(suffixes)}.")
+    if p.is_dir():
+        raise ValueError(f"{what} {p} is a folder; give a file name inside it, e.g. {p / ('result' + suffixes[0])}.")
+    parent = p.parent
+    if not parent.exists():
+        raise FileNotFoundError(f"{what} {p}: folder {parent} does not exist; create it first (mkdir -p {parent}).")
+    if not parent.is_dir():
+        raise ValueError(f"{what} {p}: {parent} is a file, not a folder.")
+    try:  # the one reliable test of writability (ACLs, read-only mounts, root)
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{what} {p}: cannot write in {parent} ({e.strerror}); choose a writable folder.") from None
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ValueError(f"{what} {p} exists and is not writable; choose another file name.")
+    return p
+
+
 def _atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Write through a temporary file in the target's folder, then rename: a result is complete or
+    absent. The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600."""
     target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"cannot write {target}: it is a folder; give a file name.")
     if target.parent and not target.parent.exists():
         raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent or ".")
+    except OSError as e:
+        raise ValueError(f"cannot write {target} ({e.strerror}); choose a writable folder.") from None
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

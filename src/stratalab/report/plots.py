@@ -1,4 +1,5 @@
-"""Figures. Matplotlib with the Agg backend (no screen needed); files are written atomically."""
+"""Figures: ``matplotlib.figure.Figure`` objects rendered straight to files (no pyplot, no backend
+switch, no screen needed); files are written atomically."""
 
 from __future__ import annotations
 
@@ -15,14 +16,12 @@ def plot_class_vs_worst_group(report: GroupReport, path: str | os.PathLike[str],
 
     A gap between the two lines is hidden stratification inside that class.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     ct = report.class_table
     x = range(len(ct))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(ct) + 2), 3.6), dpi=120)
+    fig = Figure(figsize=(max(5.0, 0.6 * len(ct) + 2), 3.6), dpi=120)
+    ax = fig.subplots()
     ax.plot(x, 100 * ct["accuracy"], "o-", color="tab:red", label="class accuracy")
     ax.plot(x, 100 * ct["worst_group_accuracy"], "s-", color="black", label="worst subgroup in class")
     ax.set_xticks(list(x))
@@ -36,10 +35,14 @@ def plot_class_vs_worst_group(report: GroupReport, path: str | os.PathLike[str],
 
 
 def save_figure_atomic(fig: "Any", path: str | os.PathLike[str]) -> Path:
-    """Save a matplotlib figure (format from the suffix, png by default) atomically and close it."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib figure (format from the suffix, png by default) atomically. Figures here are
+    built as ``matplotlib.figure.Figure`` objects, not through pyplot, so no backend is chosen or
+    changed (the user's own ``matplotlib.use`` is left alone) and nothing needs closing; a pyplot
+    figure is closed after saving."""
     try:
         return _atomic(path, lambda p: fig.savefig(p, format=Path(path).suffix.lstrip(".") or "png"))
     finally:
-        plt.close(fig)
+        import sys
+
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close(fig)

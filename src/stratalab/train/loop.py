@@ -26,11 +26,24 @@ from torch import nn
 from ..data.core import Split
 from ..metrics import GroupReport, group_report
 from .objectives import GroupDRO, class_weights, per_example_ce
+from .registry import METHODS, get_method
 from .sampling import make_plan
 from .selection import CRITERIA, check_criterion, selection_scores
 
-METHODS = ("erm", "gdro", "subsetting", "upsampling", "upweighting", "mixture", "subg", "rwg", "jtt", "dfr")
 SCHEDULES = ("constant", "multistep", "cosine", "linear")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+MODEL_NAMES = ("mlp", "lenet5", "resnet", "linear")  # stratalab.models.build_model's names
+
+
+def _finite(name: str, value: float, *, low: float | None = None, low_open: bool = False,
+            high: float | None = None, hint: str = "") -> None:
+    """Reject NaN/inf and values outside [low, high] (``low_open``: > low) with one clear sentence."""
+    v = float(value)
+    ok = np.isfinite(v) and (low is None or (v > low if low_open else v >= low)) and (high is None or v <= high)
+    if not ok:
+        rng = (f" > {low:g}" if low_open else f" >= {low:g}") if low is not None else ""
+        rng += f" and <= {high:g}" if high is not None else ""
+        raise ValueError(f"{name} must be a finite number{rng}, got {value!r}.{(' ' + hint) if hint else ''}")
 
 
 @dataclass
@@ -70,31 +83,51 @@ class TrainConfig:
     dfr_retrains: int = 20
 
     def __post_init__(self) -> None:
+        """Check every field before any work starts (the method's needs come from its MethodSpec)."""
         self.milestones = tuple(float(m) for m in self.milestones)
         self.dfr_cs = tuple(float(c) for c in self.dfr_cs)
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
-        if self.eval_every < 1:
-            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}.")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}.")
-        if self.optimizer not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"optimizer must be one of adam, adamw, sgd; got {self.optimizer!r}.")
+        spec = get_method(self.method)
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        for name in ("epochs", "batch_size", "eval_every", "jtt_epochs", "dfr_retrains", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v:
+                raise ValueError(f"{name} must be an integer, got {v!r}.")
+            setattr(self, name, int(v))
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}.")
+        _finite("width", self.width, low=0, low_open=True, hint="The width multiplier scales the model, e.g. 0.5, 1, 4.")
+        _finite("lr", self.lr, low=0, low_open=True, hint="Typical: 1e-3 for Adam, 0.1 for SGD.")
+        _finite("weight_decay", self.weight_decay, low=0)
+        _finite("momentum", self.momentum, low=0, high=1)
+        _finite("gamma", self.gamma, low=0, low_open=True)
+        for m in self.milestones:
+            _finite("each milestone", m, low=0, high=1, hint="Milestones are fractions of the epochs, e.g. 0.5,0.75.")
+        _finite("gdro_eta", self.gdro_eta, low=0, low_open=True)
+        _finite("gdro_adjustment", self.gdro_adjustment, low=0)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}.")
         if self.select not in CRITERIA:
             raise ValueError(f"select must be one of {', '.join(CRITERIA)}; got {self.select!r}.")
-        if self.method == "mixture" and (self.mixture_ratio is None or self.mixture_ratio < 1):
-            raise ValueError("method 'mixture' needs mixture_ratio r >= 1 (--mixture-ratio), e.g. 2: each class is "
-                             "capped at r times the smallest class, then upsampled.")
-        if self.method == "jtt" and (self.jtt_epochs < 1 or int(self.jtt_upsample) != self.jtt_upsample or self.jtt_upsample < 1):
-            raise ValueError("jtt needs jtt_epochs >= 1 and an integer jtt_upsample >= 1.")
-        if self.method == "dfr" and (not self.dfr_cs or self.dfr_retrains < 1):
+        for name in spec.required:
+            if getattr(self, name) is None:
+                raise ValueError(f"method {self.method!r} needs {name} (--{name.replace('_', '-')}).")
+        if self.mixture_ratio is not None:
+            _finite("mixture_ratio", self.mixture_ratio, low=1,
+                    hint="Mixture caps each class at r times the smallest class, e.g. 2.")
+        if int(self.jtt_upsample) != self.jtt_upsample or self.jtt_upsample < 1 or self.jtt_epochs < 1:
+            raise ValueError("jtt needs jtt_epochs >= 1 and an integer jtt_upsample >= 1, "
+                             f"got {self.jtt_epochs} and {self.jtt_upsample!r}.")
+        self.jtt_upsample = int(self.jtt_upsample)
+        if not self.dfr_cs or self.dfr_retrains < 1:
             raise ValueError("dfr needs at least one C in dfr_cs and dfr_retrains >= 1.")
+        for c in self.dfr_cs:
+            _finite("each DFR C", c, low=0, low_open=True)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -203,6 +236,28 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`fit` safely: ``torch.load(weights_only=True)`` (tensors,
+    numbers, strings, lists and dicts only; nothing in the file can run code). A file that is not
+    such a checkpoint (crafted, truncated, another tool's) gives one ValueError that says so."""
+    import pickle
+    import zipfile
+
+    p = Path(path)
+    try:
+        state = torch.load(p, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
+            TypeError, KeyError, IndexError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{p} is not a readable stratalab checkpoint ({first[:160]}); it may be truncated or "
+                         "written by another program. Delete it or use a fresh --checkpoint-dir.") from None
+    keys = {"config", "data", "epoch", "model", "optimizer", "rng", "aug_gen", "torch_rng", "history",
+            "best_score", "best_state", "best_epoch"}
+    if not isinstance(state, dict) or not keys <= set(state):
+        raise ValueError(f"{p} is not a stratalab checkpoint (missing keys); delete it or use a fresh --checkpoint-dir.")
+    return state
+
+
 def _data_fingerprint(train: Split, groups: np.ndarray | None, repeats: np.ndarray | None,
                       val: Split | None, test: Split | None) -> str:
     """A hash of what a checkpoint must match besides the config: labels, groups, repeats, split sizes."""
@@ -252,15 +307,14 @@ def fit(
         ``progress(epoch, history_row)`` after each epoch.
     """
     cfg = config or TrainConfig()
-    # JTT's first stage and DFR's base model are plain ERM; JTT's second stage comes with repeats.
-    method = "erm" if cfg.method in ("jtt", "dfr") and repeats is None else cfg.method
+    spec = METHODS[cfg.method]
     groups = train_groups if train_groups is not None else train.g
     if groups is not None:
         groups = np.asarray(groups, dtype=np.int64)
         if groups.shape != train.y.shape:
             raise ValueError(f"train_groups has {groups.shape[0]} entries, the train split {len(train)}.")
-    if method in ("gdro", "subg", "rwg") and groups is None:
-        raise ValueError(f"method {method!r} needs train group labels: this split has none. Pass train_groups "
+    if spec.train_groups and groups is None:
+        raise ValueError(f"method {cfg.method!r} needs train group labels: this split has none. Pass train_groups "
                          "(true groups or GEORGE clusters) or choose a method that needs no groups.")
     if val is not None:
         check_criterion(cfg.select, has_val_groups=val.g is not None, has_bias=val_bias_pred is not None,
@@ -270,10 +324,13 @@ def fit(
     rng = np.random.default_rng(cfg.seed)
     aug_gen = torch.Generator().manual_seed(cfg.seed)
     n_classes = int(getattr(getattr(model, "head", None), "out_features", int(train.y.max()) + 1))
-    plan = make_plan(method, train.y, groups, rng, mixture_ratio=cfg.mixture_ratio,
+    if repeats is not None and spec.sampling != "repeat":
+        raise ValueError(f"repeats are for JTT's second stage (method 'jtt'), not {cfg.method!r}.")
+    plan = make_plan(cfg.method, train.y, groups, rng, mixture_ratio=cfg.mixture_ratio,
                      gdro_balanced_sampler=cfg.gdro_balanced_sampler, repeats=repeats)
-    weight = class_weights(train.y, n_classes) if method == "upweighting" else None
-    dro = GroupDRO(np.bincount(groups, minlength=int(groups.max()) + 1), cfg.gdro_eta, cfg.gdro_adjustment) if method == "gdro" else None
+    weight = class_weights(train.y, n_classes) if spec.loss == "class_weighted" else None
+    dro = (GroupDRO(np.bincount(groups, minlength=int(groups.max()) + 1), cfg.gdro_eta, cfg.gdro_adjustment)
+           if spec.loss == "group_dro" else None)
 
     opt = make_optimizer(model, cfg)
     base_lrs = [pg["lr"] for pg in opt.param_groups]
@@ -288,9 +345,11 @@ def fit(
     start_epoch = 0
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
     if ckpt is not None:
+        if ckpt.parent.exists() and not ckpt.parent.is_dir():
+            raise ValueError(f"checkpoint_dir {ckpt.parent} is a file; give a folder (it is created if missing).")
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         if ckpt.is_file():
-            state = torch.load(ckpt, weights_only=False)
+            state = load_checkpoint(ckpt)
             if state["config"] != cfg.to_dict():
                 raise ValueError(f"{ckpt} was written by a run with another config; use a fresh checkpoint_dir.")
             if state.get("data") != fingerprint:
@@ -354,8 +413,8 @@ def fit(
             _atomic_torch_save({
                 "config": cfg.to_dict(), "data": fingerprint, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "rng": rng.bit_generator.state, "aug_gen": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "dro": dro.state_dict() if dro is not None else None, "history": history,
-                "best_score": best_score, "best_state": best_state, "best_epoch": best_epoch,
+                "dro": dro.state_dict() if dro is not None else None, "history": json.loads(json.dumps(history)),
+                "best_score": float(best_score), "best_state": best_state, "best_epoch": best_epoch,
             }, ckpt)
         if progress is not None:
             progress(epoch + 1, row)
@@ -364,7 +423,7 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     labels = {
-        "train_groups": ("no" if method not in ("gdro", "subg", "rwg")
+        "train_groups": ("no" if not spec.train_groups
                          else "true train groups" if train_groups is None else "given group assignment"),
         "val_groups": "yes" if (val is not None and cfg.select == "val_wga") else "no",
         "selection": cfg.select if val is not None else "last epoch (no val split)",

@@ -5,17 +5,18 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
 from torch import nn
 
-from ..data._split import balance_groups
+from .sampling import balance_groups
 from ..data.core import Dataset
 from ..metrics import GroupReport, group_report
 from ..models import build_model, embed
 from .loop import TrainConfig, fit, predict, split_report
+from .registry import METHODS
 
 
 def jtt_repeats(errors: np.ndarray, upsample: int) -> np.ndarray:
@@ -174,10 +175,11 @@ def run(
 
     ``progress(stage, epoch, epochs, row)`` is called after every epoch of every stage.
     """
-    if cfg.method == "dfr" and ds.val.g is None:
-        raise ValueError("DFR needs a held-out split with group labels (it reweights the last layer on val groups); "
+    spec = METHODS[cfg.method]
+    if spec.val_groups_fit and ds.val.g is None:
+        raise ValueError(f"{spec.title} needs a held-out split with group labels (it fits on val groups); "
                          f"the val split of {ds.name!r} has none.")
-    if cfg.method in ("gdro", "subg", "rwg") and train_groups is None and ds.train.g is None:
+    if spec.train_groups and train_groups is None and ds.train.g is None:
         raise ValueError(f"method {cfg.method!r} needs train group labels and {ds.name!r} has none in train; "
                          "pass estimated groups (e.g. GEORGE clusters).")
     input_shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
@@ -189,9 +191,8 @@ def run(
 
     common = dict(val=ds.val, test=ds.test, val_bias_pred=val_bias_pred, val_estimated_groups=val_estimated_groups)
     extra: dict[str, Any] = {}
-    if cfg.method == "jtt":
-        stage1_cfg = TrainConfig.from_dict({**cfg.to_dict(), "method": "erm", "epochs": cfg.jtt_epochs,
-                                            "schedule": "constant"})
+    if spec.stages == ("identify_errors", "retrain_upsampled"):
+        stage1_cfg = replace(cfg, method="erm", epochs=cfg.jtt_epochs, schedule="constant")
         fit(model, ds.train, stage1_cfg, progress=cb("jtt: identify errors (ERM)", cfg.jtt_epochs))
         errors = predict(model, ds.train).argmax(1) != ds.train.y
         extra["jtt"] = {"n_errors": int(errors.sum()), "upsample": cfg.jtt_upsample,
@@ -200,8 +201,8 @@ def run(
         res = fit(model, ds.train, cfg, repeats=jtt_repeats(errors, cfg.jtt_upsample), checkpoint_dir=checkpoint_dir,
                   progress=cb("jtt: retrain", cfg.epochs), **common)
         reports = _reports(res.model, ds)
-    elif cfg.method == "dfr":
-        erm_cfg = TrainConfig.from_dict({**cfg.to_dict(), "method": "erm"})
+    elif spec.stages == ("train", "last_layer"):
+        erm_cfg = replace(cfg, method="erm")
         res = fit(model, ds.train, erm_cfg, checkpoint_dir=checkpoint_dir, progress=cb("dfr: base ERM", cfg.epochs), **common)
         emb = {s: embed(res.model, ds.splits[s]) for s in ("val", "test")}
         head = fit_dfr(emb["val"].features, ds.val.y, ds.val.g, cs=cfg.dfr_cs, n_retrains=cfg.dfr_retrains,

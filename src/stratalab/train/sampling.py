@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data._split import first_per_label
 
 
 @dataclass
@@ -48,6 +47,31 @@ class SamplingPlan:
         return int(self.subset.size)
 
 
+def first_per_label(labels: np.ndarray, cap: np.ndarray | int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of the first ``cap[l]`` examples of every label ``l`` in one seeded
+    permutation of all examples (LaBonte et al.'s subsetting order; also how splits are drawn).
+    ``cap`` is one number for every label, or an array indexed by label."""
+    perm = rng.permutation(labels.shape[0])
+    plab = labels[perm]
+    # rank of each example among those of its label, in permutation order
+    order = np.argsort(plab, kind="stable")
+    sorted_lab = plab[order]
+    starts = np.searchsorted(sorted_lab, sorted_lab, side="left")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size) - starts
+    caps = np.asarray(cap)
+    limit = caps[plab] if caps.ndim else np.full(plab.shape, int(caps))
+    return np.sort(perm[rank < limit])
+
+
+def balance_groups(groups: np.ndarray, rng: np.random.Generator, per_group: int | None = None) -> np.ndarray:
+    """Sorted indices with the same number of examples from every group (the smallest group's size)."""
+    uniq, counts = np.unique(groups, return_counts=True)
+    m = int(counts.min()) if per_group is None else min(per_group, int(counts.min()))
+    out = [rng.permutation(np.flatnonzero(groups == g))[:m] for g in uniq]
+    return np.sort(np.concatenate(out))
+
+
 def _inverse_frequency(labels: np.ndarray) -> np.ndarray:
     counts = np.bincount(labels)
     w = 1.0 / counts[labels]
@@ -64,47 +88,73 @@ def make_plan(
     gdro_balanced_sampler: bool = False,
     repeats: np.ndarray | None = None,
 ) -> SamplingPlan:
-    """The sampling plan of a method.
+    """The sampling plan of a method, from its :class:`~stratalab.train.registry.MethodSpec`'s
+    ``sampling`` rule:
 
-    - ``erm``, ``upweighting``, ``gdro``: every example once per epoch (``gdro`` with
-      ``gdro_balanced_sampler`` draws group-balanced batches instead, as ``rwg``).
-    - ``subsetting``: the first ``m`` of each class in a seeded permutation, ``m`` = smallest class.
-    - ``upsampling``: ``N`` draws with replacement, probability proportional to ``1 / n_y``.
-    - ``mixture``: each class capped at ``floor(r * m)`` in the same seeded order, then upsampling
-      inside that subset (``N'`` = subset size draws with probability ``1 / n'_y``).
-    - ``subg``: every group subsampled to the smallest group (seeded); ``rwg``: ``N`` draws with
-      probability ``1 / n_g`` (balanced batches).
-    - ``jtt``: each example ``repeats[i]`` times per epoch.
+    - ``all`` (erm, upweighting, gdro, dfr): every example once per epoch; ``gdro`` with
+      ``gdro_balanced_sampler`` draws group-balanced batches instead, as ``rwg``.
+    - ``class_subset`` (subsetting): the first ``m`` of each class in a seeded permutation, ``m`` =
+      smallest class.
+    - ``class_upsample`` (upsampling): ``N`` draws with replacement, probability proportional to ``1 / n_y``.
+    - ``class_mixture`` (mixture): each class capped at ``floor(r * m)`` in the same seeded order, then
+      upsampling inside that subset (``N'`` = subset size draws with probability ``1 / n'_y``).
+    - ``group_subset`` (subg): every group subsampled to the smallest group (seeded);
+      ``group_upsample`` (rwg): ``N`` draws with probability ``1 / n_g`` (balanced batches).
+    - ``repeat`` (jtt's second stage): each example ``repeats[i]`` times per epoch; without
+      ``repeats`` (JTT's first stage) every example once.
     """
+    from .registry import get_method
+
+    spec = get_method(method)
+    sampling = spec.sampling
+    if spec.loss == "group_dro" and gdro_balanced_sampler:
+        sampling = "group_upsample"
+    if sampling == "repeat" and repeats is None:
+        sampling = "all"  # JTT's first stage is plain ERM
     n = y.shape[0]
     everything = np.arange(n)
-    if method in ("erm", "upweighting", "dfr") or (method == "gdro" and not gdro_balanced_sampler):
+    if spec.train_groups and g is None:
+        raise ValueError(f"{method} needs train group labels; this data set has none in train "
+                         "(pass groups, e.g. GEORGE clusters).")
+    if sampling == "all":
         return SamplingPlan(everything)
-    if method == "subsetting":
-        counts = np.bincount(y)
-        m = int(counts[counts > 0].min())
-        return SamplingPlan(first_per_label(y, m, rng))
-    if method == "upsampling":
+    if sampling == "class_subset":
+        return SamplingPlan(first_per_label(y, _smallest(y), rng))
+    if sampling == "class_upsample":
         return SamplingPlan(everything, "weighted", weights=_inverse_frequency(y), n_draws=n)
-    if method == "mixture":
+    if sampling == "class_mixture":
         if mixture_ratio is None or mixture_ratio < 1:
             raise ValueError("mixture needs a ratio r >= 1 (each class is capped at r times the smallest class); "
                              "pass mixture_ratio / --mixture-ratio, e.g. 2.")
-        counts = np.bincount(y)
-        m = int(counts[counts > 0].min())
-        subset = first_per_label(y, int(np.floor(mixture_ratio * m)), rng)
+        subset = first_per_label(y, int(np.floor(mixture_ratio * _smallest(y))), rng)
         return SamplingPlan(subset, "weighted", weights=_inverse_frequency(y[subset]) if subset.size else None,
                             n_draws=subset.size)
-    if method in ("subg", "rwg", "gdro"):
-        if g is None:
-            raise ValueError(f"{method} needs train group labels; this data set has none in train "
-                             "(pass groups, e.g. GEORGE clusters).")
-        if method == "subg":
-            m = int(np.bincount(g)[np.bincount(g) > 0].min())
-            return SamplingPlan(first_per_label(g, m, rng))
+    assert g is not None or sampling == "repeat"
+    if sampling == "group_subset":
+        return SamplingPlan(first_per_label(g, _smallest(g), rng))
+    if sampling == "group_upsample":
         return SamplingPlan(everything, "weighted", weights=_inverse_frequency(g), n_draws=n)
-    if method == "jtt":
-        if repeats is None:
-            raise ValueError("jtt's second stage needs per-example repeat counts.")
-        return SamplingPlan(everything, "repeat", repeats=np.asarray(repeats, dtype=np.int64))
-    raise ValueError(f"unknown method {method!r}")
+    if sampling == "repeat":
+        reps = np.asarray(repeats, dtype=np.int64)
+        if reps.shape != (n,) or (reps < 0).any():
+            raise ValueError(f"repeats must hold one non-negative count per training example ({n}), got shape {reps.shape}.")
+        return SamplingPlan(everything, "repeat", repeats=reps)
+    raise ValueError(f"unknown sampling rule {sampling!r}")  # pragma: no cover (the registry checks it)
+
+
+def _smallest(labels: np.ndarray) -> int:
+    """Size of the smallest label present."""
+    counts = np.bincount(labels)
+    return int(counts[counts > 0].min())
+
+
+def examples_left_out(method: str, y: np.ndarray, g: np.ndarray | None, *, mixture_ratio: float | None = None) -> int:
+    """How many training examples a method never trains on (its fixed subset leaves them out):
+    SUBG, subsetting and mixture; 0 for every other method."""
+    from .registry import get_method
+
+    spec = get_method(method)
+    if not spec.subsamples:
+        return 0
+    plan = make_plan(method, y, g, np.random.default_rng(0), mixture_ratio=mixture_ratio)
+    return int(y.shape[0] - np.unique(plan.subset).size)
