@@ -91,7 +91,7 @@ def test_datasets_list_and_show():
     assert res.exit_code == 0
     d = json.loads(res.stdout)
     assert d["sizes"] == {"train": 1001, "val": 359, "test": 359}
-    res = runner.invoke(app, ["datasets", "show", "u-digits", "-o", "rare_keep=0.5"])
+    res = runner.invoke(app, ["datasets", "show", "u-digits", "--option", "rare_keep=0.5"])
     assert res.exit_code == 0 and "total" in res.output
     res = runner.invoke(app, ["datasets", "show", "u-mnist", "--data-dir", "/nonexistent"])
     assert res.exit_code == 2 and "mnist.npz" in res.output

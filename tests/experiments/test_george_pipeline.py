@@ -63,4 +63,4 @@ def test_run_george_cli_json_and_user_features(tmp_path):
     np.savez(tmp_path / "bad.npz", train=feats["train"], val=feats["val"])
     res = CliRunner().invoke(app, ["run", "george", "--dataset", "u-digits", "--epochs", "1", "--reducer", "pca",
                                    "--features", str(tmp_path / "bad.npz")])
-    assert res.exit_code == 2 and "missing 'test'" in res.output
+    assert res.exit_code == 2 and "lacks array 'test'" in res.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,33 +37,99 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn user-facing errors into one clear line on stderr and exit code 2 (no traceback)."""
+def _methods_help() -> str:
+    from ..train.registry import methods_help
 
+    return methods_help()
+
+
+def _pass_through() -> tuple[type[BaseException], ...]:
+    """typer's own exits and usage errors (typer >= 0.2x vendors click; older typers use click)."""
+    out: list[type[BaseException]] = [typer.Exit, typer.Abort]
+    try:
+        from typer._click.exceptions import ClickException  # type: ignore[import-not-found]
+        out.append(ClickException)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        out += [click.exceptions.Exit, click.exceptions.Abort, click.ClickException]
+    except ImportError:
+        pass
+    return tuple(out)
+
+
+_PASS_THROUGH = _pass_through()
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, OSError, EOFError)
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def _os_message(e: OSError) -> str:
+    if isinstance(e, FileNotFoundError) and not e.filename:
+        return str(e)
+    where = f": {e.filename}" if e.filename else ""
+    return f"{e.strerror or e}{where}" if e.strerror else str(e)
+
+
+def _clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user-facing errors into one clear line on stderr and exit code 2 (no traceback). Any
+    other exception is a bug: one line saying so, exit code 1 (``STRATALAB_DEBUG=1`` shows the
+    traceback)."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            err.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True)
+        except _PASS_THROUGH:
+            raise
+        except USER_ERRORS as e:
+            if isinstance(e, KeyError):
+                msg = e.args[0] if e.args else "missing key"
+            elif isinstance(e, OSError) and not isinstance(e, FileNotFoundError) or (
+                    isinstance(e, FileNotFoundError) and e.strerror):
+                msg = _os_message(e)
+            elif isinstance(e, EOFError):
+                msg = f"a file ended too early ({e}); it may be truncated."
+            else:
+                msg = str(e)
+            err.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True, markup=True)
             raise typer.Exit(code=2) from None
+        except Exception as e:  # noqa: BLE001 - never a traceback for the user
+            if os.environ.get("STRATALAB_DEBUG"):
+                raise
+            err.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {e}. This is a bug in stratalab; "
+                      "rerun with STRATALAB_DEBUG=1 for the traceback and report it.", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
 
     return wrapper
 
 
 def _parse_seeds(seeds: str) -> list[int]:
-    """``--seeds 0,1,2`` -> [0, 1, 2], with a clear error when none is given."""
-    out = [int(v) for v in seeds.split(",") if v.strip()]
+    """``--seeds 0,1,2`` -> [0, 1, 2], with a clear error for anything else."""
+    out = []
+    for v in seeds.split(","):
+        v = v.strip()
+        if not v:
+            continue
+        try:
+            s = int(v)
+        except ValueError:
+            raise ValueError(f"--seeds takes comma-separated non-negative integers, e.g. 0,1,2; got {v!r}.") from None
+        if s < 0:
+            raise ValueError(f"--seeds must be non-negative integers, got {s}.")
+        out.append(s)
     if not out:
         raise ValueError("--seeds must list at least one integer seed, e.g. 0,1,2.")
+    if len(set(out)) != len(out):
+        raise ValueError(f"--seeds lists a seed twice ({seeds}); give each seed once.")
     return out
 
 
 def _parse_options(options: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in options or []:
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise ValueError(f"option {item!r} must look like key=value, e.g. --option rare_keep=0.5.")
         k, v = item.split("=", 1)
         try:
@@ -72,27 +139,73 @@ def _parse_options(options: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _check_input_file(path: Path, what: str, suffixes: tuple[str, ...] = ()) -> Path:
+    p = path.expanduser()
+    if p.is_dir():
+        raise ValueError(f"{what} {p} is a folder; give a file.")
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} does not exist.")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise ValueError(f"{what} {p}: unknown format {p.suffix or '(no suffix)'!r}; use {' or '.join(suffixes)}.")
+    return p
+
+
+def _read_config_file(path: Path, command: str) -> dict[str, Any]:
+    """A ``--config`` file: YAML or JSON with ``dataset``, ``dataset_options``, ``data_dir``,
+    ``seeds`` (run commands), ``config`` (and ``d3m_config`` for run d3m), as every result file's
+    ``invocation`` records them; a result file itself is accepted (its ``invocation`` is used)."""
+    import yaml
+
+    p = _check_input_file(path, "--config", (".yaml", ".yml", ".json"))
+    try:
+        d = yaml.safe_load(p.read_text())  # JSON is YAML; safe_load builds no Python objects
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"--config {p} is not valid YAML/JSON: {str(e).splitlines()[0]}") from None
+    if isinstance(d, dict) and isinstance(d.get("invocation"), dict):
+        d = d["invocation"]
+    if not isinstance(d, dict):
+        raise ValueError(f"--config {p} must hold a mapping (dataset: ..., config: {{...}}), got {type(d).__name__}.")
+    if d.get("command", command) != command:
+        raise ValueError(f"--config {p} was written for `stratalab {d['command']}`, not `stratalab {command}`.")
+    known = {"command", "dataset", "dataset_options", "data_dir", "seeds", "config", "d3m_config", "features", "select_proxy"}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"--config {p}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}.")
+    for k in ("config", "d3m_config", "dataset_options"):
+        if k in d and not isinstance(d[k], dict):
+            raise ValueError(f"--config {p}: {k!r} must be a mapping of settings.")
+    return d
+
+
+def _explicit(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (not a default)."""
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _merge(ctx: typer.Context, file_cfg: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
+    """File settings, overridden by options given on the command line; CLI defaults fill the rest."""
+    out = dict(file_cfg)
+    for k, v in cli.items():
+        if k not in out or _explicit(ctx, k):
+            out[k] = v
+    return out
+
+
 @datasets_app.callback()
 def datasets_list(ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List the data sets `stratalab.data.load` knows."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich.table import Table
-
     from ..data import available
+    from ..report import datasets_table
 
     items = available()
     if json_out:
         print(json.dumps([{"name": i.name, "summary": i.summary, "needs_files": i.needs_files or None,
                            "options": i.options()} for i in items], indent=2, default=str))
         return
-    t = Table(title="Data sets (stratalab datasets show NAME for counts)", title_justify="left")
-    t.add_column("name", style="bold")
-    t.add_column("what")
-    t.add_column("needs files in --data-dir")
-    for i in items:
-        t.add_row(i.name, i.summary, i.needs_files or "none (works anywhere)")
-    console.print(t)
+    console.print(datasets_table(items))
     console.print("A user's own .npz (x_/y_/g_{train,val,test}) or .csv (id,filename,split,y,a) loads by its path.")
 
 
@@ -102,7 +215,7 @@ def datasets_show(
     name: str = typer.Argument(..., help="Data set name, or path of your own .npz/.csv."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files (default $STRATALAB_DATA_DIR)."),
     seed: int = typer.Option(0, help="Seed of the data set's construction."),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Data-set option key=value (repeatable)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Print the counts per split x class x group of one data set."""
@@ -120,33 +233,43 @@ def datasets_show(
 def _read_predictions(path: Path) -> Any:
     import pandas as pd
 
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; give a .csv or .parquet file of predictions.")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    raise ValueError(f"{path}: unknown format {suffix!r}; use .csv or .parquet.")
+    p = _check_input_file(path, "predictions file", (".csv", ".parquet", ".pq"))
+    try:
+        if p.suffix.lower() == ".csv":
+            return pd.read_csv(p)
+        return pd.read_parquet(p)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{p} is empty; write a header line and one row per example.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p} could not be read as CSV: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - pyarrow raises its own types for a bad Parquet file
+        raise ValueError(f"{p} could not be read as Parquet ({type(e).__name__}: {str(e).splitlines()[0][:160]}).") from None
 
 
 def _column(df: Any, col: str, path: Path, what: str, *, integer: bool = True) -> Any:
     import numpy as np
+    import pandas as pd
 
     if col not in df.columns:
         raise ValueError(f"{path} has no column {col!r} (for {what}); columns are: {', '.join(map(str, df.columns))}.")
     s = df[col]
     if s.isna().any():
         raise ValueError(f"column {col!r} of {path} has {int(s.isna().sum())} missing value(s) (first at row {int(np.flatnonzero(s.isna().to_numpy())[0])}); drop or fill them.")
-    if not integer:
-        return s.to_numpy(dtype=float)
     v = s.to_numpy()
-    if v.dtype.kind == "f" and not (v == np.round(v)).all():
-        i = int(np.flatnonzero(v != np.round(v))[0])
-        raise ValueError(f"column {col!r} of {path} must hold integer labels, row {i} is {v[i]!r}.")
     if v.dtype.kind not in "iufb":
-        i = 0
-        raise ValueError(f"column {col!r} of {path} must hold integer labels, row {i} is {v[i]!r}; encode labels as 0..K-1.")
+        bad = int(np.flatnonzero(pd.to_numeric(s, errors="coerce").isna().to_numpy())[0]) if len(v) else 0
+        raise ValueError(f"column {col!r} of {path} must hold "
+                         + (f"integer labels, row {bad} is {v[bad]!r}; encode labels as 0..K-1 (e.g. pandas.factorize)."
+                            if integer else f"numbers, row {bad} is {v[bad]!r}."))
+    if not integer:
+        v = v.astype(float)
+        if not np.isfinite(v).all():
+            i = int(np.flatnonzero(~np.isfinite(v))[0])
+            raise ValueError(f"column {col!r} of {path} has an infinite value at row {i}.")
+        return v
+    if v.dtype.kind == "f" and not (np.isfinite(v).all() and (v == np.round(v)).all()):
+        i = int(np.flatnonzero(~np.isfinite(v) | (v != np.round(v)))[0])
+        raise ValueError(f"column {col!r} of {path} must hold integer labels, row {i} is {v[i]!r}.")
     return v.astype(np.int64)
 
 
@@ -158,20 +281,27 @@ def audit(
     pred: str = typer.Option(..., "--pred", help="Column of predicted labels (integers)."),
     group: str = typer.Option(..., "--group", help="Column of subgroup ids (integers)."),
     class_col: Optional[str] = typer.Option(None, "--class", help="Column of the class used for per-class summaries (default: --y)."),
-    score: Optional[str] = typer.Option(None, "--score", help="Column with the probability of class 1 (binary tasks): adds per-group loss and AUROC."),
+    score: Optional[str] = typer.Option(None, "--score", help="Column with the probability of class 1 (binary tasks only): adds per-group loss and AUROC."),
     bootstrap: int = typer.Option(0, "--bootstrap", help="Bootstrap resamples for confidence intervals (e.g. 1000); 0 = none."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout instead of tables."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the report: .json (full report) or .csv/.parquet (group table)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the figure of class accuracy beside worst-subgroup accuracy (PNG)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the figure of class accuracy beside worst-subgroup accuracy (.png/.pdf/.svg)."),
 ) -> None:
     """Audit predictions per subgroup: group table, average / balanced / worst-group / worst-class
     accuracy, WeightedStd and MacroStd.
 
     Example: `stratalab audit preds.csv --y label --pred prediction --group group --plot fig.png`
     """
-    from ..metrics import group_report
+    import numpy as np
 
+    from ..metrics import group_report
+    from ..report import check_output_path
+
+    check_output_path(output, (".json",) + TABLE_SUFFIXES, "--output")
+    check_output_path(plot, FIGURE_SUFFIXES, "--plot")
+    if bootstrap < 0:
+        raise ValueError(f"--bootstrap must be >= 0 (0 = no intervals), got {bootstrap}.")
     df = _read_predictions(predictions)
     if len(df) == 0:
         raise ValueError(f"{predictions} has no rows.")
@@ -180,6 +310,12 @@ def audit(
     gv = _column(df, group, predictions, "--group")
     cv = _column(df, class_col, predictions, "--class") if class_col else None
     sv = _column(df, score, predictions, "--score", integer=False) if score else None
+    if sv is not None:
+        labels = np.unique(np.concatenate([yv, pv]))
+        if labels.size > 2 or labels.max() > 1:
+            raise ValueError(f"--score takes the probability of class 1 of a binary task, but --y/--pred hold "
+                             f"{labels.size} labels ({', '.join(map(str, labels[:5]))}{', ...' if labels.size > 5 else ''}); "
+                             "drop --score for multi-class predictions.")
     report = group_report(yv, pv, gv, classes=cv, y_score=sv, n_bootstrap=bootstrap, random_state=seed)
     _emit_report(report, json_out=json_out, output=output, plot=plot, source=str(predictions))
 
@@ -221,7 +357,7 @@ def demo(
     epochs: int = typer.Option(40, help="ERM epochs (u-digits: about 0.05 s each on 2 CPU cores)."),
     seed: int = typer.Option(0, help="Seed of the data split, the initialisation and the data order."),
     json_out: bool = typer.Option(False, "--json", help="Print the test report as JSON."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the class vs worst-subgroup figure (PNG)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the class vs worst-subgroup figure (.png/.pdf/.svg)."),
     audit_only: bool = typer.Option(False, "--audit-only", help="Stop after the audit (skip GEORGE)."),
 ) -> None:
     """The main job on the embedded data set: train ERM on u-digits (superclass digit >= 5, digit 8
@@ -234,13 +370,15 @@ def demo(
     from ..data import load
     from ..metrics import group_report
     from ..models import MLP
+    from ..report import check_output_path
     from ..train import TrainConfig, fit, predict
 
+    check_output_path(plot, FIGURE_SUFFIXES, "--plot")
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, seed=seed)
     t0 = time.perf_counter()
     ds = load("u-digits", seed=seed)
     torch.manual_seed(seed)
     model = MLP(in_features=64, n_classes=2, hidden=(64,))
-    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, seed=seed)
     with Progress(TextColumn("ERM on u-digits"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
                   console=err, transient=True, disable=json_out or not sys.stderr.isatty()) as bar:
@@ -270,9 +408,8 @@ def demo(
                   f"{ds.group_names[wg]} only {100 * report.worst_group_accuracy:.1f}%.")
     if george is None:
         return
-    from rich.table import Table
-
     from ..discover import cluster_quality
+    from ..report import george_rows_table
 
     geo = george.george
     c8 = cluster_quality(george.clusters["test"], ds.test.g)[0].set_index("subclass").loc[8]
@@ -280,23 +417,44 @@ def demo(
                   + ", ".join(f"{ds.class_names[c]}: {n}" for c, n in geo.n_clusters_per_class_.items())
                   + f"; the best cluster for the test 8s holds {100 * c8['recall']:.0f}% of them at "
                   f"{100 * c8['precision']:.0f}% precision.")
-    t = Table(title="GEORGE on u-digits, test accuracy (%) (robust = worst digit)", title_justify="left")
-    for col in ("method", "robust", "overall"):
-        t.add_column(col, justify="left" if col == "method" else "right")
-    for name, row in george.rows.items():
-        t.add_row(name, f"{100 * row['robust_accuracy']:.1f}", f"{100 * row['overall_accuracy']:.1f}")
-    console.print(t)
+    console.print(george_rows_table(george.rows, "GEORGE on u-digits, test accuracy (%) (robust = worst digit)"))
     console.print(f"GEORGE: ERM (MLP x{gcfg.width:g}, {gcfg.epochs} epochs) -> UMAP + {gcfg.cluster_method} per class -> "
                   f"Group DRO over the clusters; {george.seconds['total']:.0f} s. The last row uses the true digits (oracle).")
+
+
+def _dataset_args(ctx: typer.Context, file_cfg: dict[str, Any], dataset: Optional[str], data_dir: Optional[Path],
+                  option: Optional[list[str]]) -> tuple[str, Optional[Path], dict[str, Any]]:
+    """Data set name, data folder and options: from the command line, else from --config."""
+    name = dataset if dataset is not None else file_cfg.get("dataset")
+    if not name:
+        raise ValueError("give --dataset NAME (see `stratalab datasets`) or a --config file that names one.")
+    ddir = data_dir if data_dir is not None else (Path(file_cfg["data_dir"]) if file_cfg.get("data_dir") else None)
+    opts = {**file_cfg.get("dataset_options", {}), **_parse_options(option)}
+    if dataset is None and file_cfg.get("dataset") and "dataset_options" not in file_cfg and not option:
+        opts = {}
+    return str(name), ddir, opts
+
+
+def _resolved_name(name: str) -> str:
+    """A data set path as an absolute path (so a rerun finds it from any folder); names unchanged."""
+    p = Path(name).expanduser()
+    return str(p.resolve()) if p.suffix.lower() in (".npz", ".csv") and p.exists() else name
+
+
+def _seeds_arg(ctx: typer.Context, file_cfg: dict[str, Any], seeds: str) -> list[int]:
+    if "seeds" in file_cfg and not _explicit(ctx, "seeds"):
+        return _parse_seeds(",".join(str(s) for s in file_cfg["seeds"]))
+    return _parse_seeds(seeds)
 
 
 @app.command()
 @_clean_errors
 def train(
-    dataset: str = typer.Option(..., "--dataset", help="Data set name (see `stratalab datasets`) or path of your .npz/.csv."),
-    method: str = typer.Option("erm", "--method", help="erm | gdro | subsetting | upsampling | upweighting | mixture | subg | rwg | jtt | dfr"),
+    ctx: typer.Context,
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set name (see `stratalab datasets`) or path of your .npz/.csv."),
+    method: str = typer.Option("erm", "--method", help="The training method (registry `stratalab.train.METHODS`): " + _methods_help()),
     model: str = typer.Option("mlp", "--model", help="mlp | lenet5 | resnet | linear (a linear head on feature inputs)."),
-    width: float = typer.Option(1.0, help="Width multiplier of the model (scaling studies)."),
+    width: float = typer.Option(1.0, help="Width multiplier of the model (> 0; scaling studies)."),
     epochs: int = typer.Option(20, help="Training epochs."),
     batch_size: int = typer.Option(128, help="Mini-batch size."),
     lr: float = typer.Option(1e-3, help="Learning rate."),
@@ -304,33 +462,60 @@ def train(
     optimizer: str = typer.Option("adam", help="adam | adamw | sgd."),
     schedule: str = typer.Option("constant", help="constant | multistep (x0.1 at 50% and 75%) | cosine | linear (to zero)."),
     seed: int = typer.Option(0, help="Seed of data construction, initialisation and data order."),
-    select: str = typer.Option("val_wca", "--select", help="Checkpoint criterion: val_wga (needs val groups) | val_wca | val_avg."),
+    select: str = typer.Option("val_wca", "--select", help="Checkpoint criterion: val_wga (needs val groups) | val_wca | val_avg | "
+                               "bias_unsupervised (no group label: first trains an ERM bias proxy, Tsirigotis et al. 2023)."),
     mixture_ratio: Optional[float] = typer.Option(None, help="r of mixture balancing: cap each class at r x the smallest class."),
     gdro_eta: float = typer.Option(0.01, help="Group DRO step size of the group weights."),
     gdro_adjustment: float = typer.Option(0.0, help="Group DRO generalisation adjustment C."),
+    gdro_balanced_sampler: bool = typer.Option(False, "--gdro-balanced-sampler", help="Group DRO with group-balanced batches."),
     jtt_epochs: int = typer.Option(1, help="JTT: epochs T of the error-finding ERM model."),
     jtt_upsample: int = typer.Option(20, help="JTT: lambda_up, times each error appears per epoch."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON with dataset, dataset_options and config: {TrainConfig fields}, "
+                                          "or a result file; options given here override it."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Data-set option key=value (repeatable)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value (repeatable)."),
     checkpoint_dir: Optional[Path] = typer.Option(None, help="Save the last epoch here and resume from it."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Write the run (config, history, selected epoch, metrics) as JSON."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the run (config, history, selected epoch, metrics) as .json."),
     json_out: bool = typer.Option(False, "--json", help="Print the run as JSON instead of tables."),
 ) -> None:
     """Train a model with ERM or a group-robust method and print val/test subgroup tables.
 
     Example: `stratalab train --dataset u-digits --method gdro --epochs 30 --select val_wga`
     """
+    file_cfg = _read_config_file(config, "train") if config is not None else {}
+    cli = dict(method=method, model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
+               weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, seed=seed, select=select,
+               mixture_ratio=mixture_ratio, gdro_eta=gdro_eta, gdro_adjustment=gdro_adjustment,
+               gdro_balanced_sampler=gdro_balanced_sampler, jtt_epochs=jtt_epochs, jtt_upsample=jtt_upsample)
+    name, ddir, opts = _dataset_args(ctx, file_cfg, dataset, data_dir, option)
+    _train(name, ddir, opts, _merge(ctx, file_cfg.get("config", {}), cli), checkpoint_dir=checkpoint_dir,
+           output=output, json_out=json_out)
+
+
+def _train(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], cfg_dict: dict[str, Any], *,
+           checkpoint_dir: Optional[Path] = None, output: Optional[Path] = None, json_out: bool = False) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..data import load
-    from ..report import group_table, summary_table
-    from ..train import TrainConfig, run
+    from ..report import check_output_path, group_table, summary_table
+    from ..train import TrainConfig, bias_proxy_predictions, run
 
-    cfg = TrainConfig(method=method, model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, seed=seed, select=select,
-                      mixture_ratio=mixture_ratio, gdro_eta=gdro_eta, gdro_adjustment=gdro_adjustment,
-                      jtt_epochs=jtt_epochs, jtt_upsample=jtt_upsample)
-    ds = load(dataset, data_dir=data_dir, seed=seed, **_parse_options(option))
+    cfg = TrainConfig.from_dict(cfg_dict)
+    check_output_path(output, (".json",), "--output")
+    if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+        raise ValueError(f"--checkpoint-dir {checkpoint_dir} is a file; give a folder (created if missing).")
+    if cfg.select == "val_worst_estimated":
+        raise ValueError("--select val_worst_estimated needs estimated val groups, which `stratalab train` cannot make; "
+                         "`stratalab run george` selects on its clusters, or call stratalab.train.run(..., "
+                         "val_estimated_groups=...) from Python.")
+    ds = load(dataset, data_dir=data_dir, seed=cfg.seed, **opts)
+    if cfg.select == "val_wga" and ds.val.g is None:
+        raise ValueError(f"--select val_wga needs val group labels and {ds.name!r} has none; use val_wca, val_avg or "
+                         "bias_unsupervised.")
+    if checkpoint_dir is not None and (checkpoint_dir / "last.pt").is_file():
+        from ..train.loop import load_checkpoint
+
+        load_checkpoint(checkpoint_dir / "last.pt")  # refuse a bad checkpoint before any training
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err, transient=True,
                   disable=json_out or not sys.stderr.isatty()) as bar:
@@ -343,24 +528,36 @@ def train(
             info = f"loss {row['train_loss']:.3f}" + (f", val {cfg.select} {100 * sel:.1f}%" if sel is not None else "")
             bar.update(tasks[stage], completed=epoch, info=info)
 
-        result = run(ds, cfg, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, progress=progress)
-    if _write_payload(result.to_dict(), output, json_out):
-        return
-    console.print(f"[bold]{method}[/bold] on {ds.name}: model {model}, {epochs} epochs, seed {seed}; "
-                  f"selected epoch {result.selected_epoch} by {select}; labels used: "
-                  + ", ".join(f"{k}: {v}" for k, v in result.labels_used.items()))
+        bias = None
+        if cfg.select == "bias_unsupervised":
+            tasks["bias proxy"] = bar.add_task("bias proxy (ERM)", total=cfg.epochs, info="")
+            bias = bias_proxy_predictions(ds, cfg)
+        result = run(ds, cfg, val_bias_pred=bias, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+                     progress=progress)
+    invocation = {"command": "train", "dataset": _resolved_name(dataset), "dataset_options": opts,
+                  "data_dir": str(data_dir) if data_dir else None, "config": cfg.to_dict()}
+    payload = {"invocation": invocation, **result.to_dict()}
+    if bias is not None:
+        payload["labels_used"]["selection"] = "bias_unsupervised (an ERM bias proxy's val predictions; no group label)"
+    if _write_payload(payload, output, json_out):
+        return payload
+    console.print(f"[bold]{cfg.method}[/bold] on {ds.name}: model {cfg.model}, {cfg.epochs} epochs, seed {cfg.seed}; "
+                  f"selected epoch {result.selected_epoch} by {cfg.select}; labels used: "
+                  + ", ".join(f"{k}: {v}" for k, v in payload["labels_used"].items()))
     for split in ("val", "test"):
         rep = result.reports[split]
         console.print(group_table(rep, title=f"{split}: accuracy per subgroup (%)"))
         console.print(summary_table(rep, title=f"{split}: summary"))
     if output is not None:
         console.print(f"wrote run: {output}")
+    return payload
 
 
 @run_app.command("george")
 @_clean_errors
 def run_george_cmd(
-    dataset: str = typer.Option(..., "--dataset", help="Data set name or path of your .npz/.csv (needs train/val/test)."),
+    ctx: typer.Context,
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set name or path of your .npz/.csv (needs train/val/test)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds, e.g. 0,1,2."),
     model: Optional[str] = typer.Option(None, help="ERM/GDRO model (default: the data set's recipe, else lenet5 for 32x32 images, else mlp)."),
     width: Optional[float] = typer.Option(None, help="Width multiplier of the model (u-digits recipe: 4)."),
@@ -373,81 +570,94 @@ def run_george_cmd(
     no_overcluster: bool = typer.Option(False, "--no-overcluster", help="Skip GEORGE's overclustering step."),
     min_cluster_size: Optional[int] = typer.Option(None, help="Overclustering: least train and val points of a kept sub-cluster (the paper: 25; u-digits recipe: 10)."),
     features: Optional[Path] = typer.Option(None, "--features", help="Your own embeddings: .npz with train, val, test arrays (skips step 1's features)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON with dataset, seeds and config: {GeorgeConfig fields}, or a result file; options given here override it."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Data-set option key=value (repeatable)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Write the results (config, per-seed rows, cluster recovery) as JSON."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the Fig. 5 style figure of the first seed (PNG)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value (repeatable)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the results (config, per-seed rows, cluster recovery) as .json."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the Fig. 5 style figure of the first seed (.png/.pdf/.svg)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON instead of tables."),
 ) -> None:
     """GEORGE (Sohoni et al. 2020): ERM -> cluster its features per class -> Group DRO on the clusters,
     beside ERM and Group DRO on the true subclasses. No true subclass label is used by GEORGE itself.
     """
+    file_cfg = _read_config_file(config, "run george") if config is not None else {}
+    name, ddir, opts = _dataset_args(ctx, file_cfg, dataset, data_dir, option)
+    seed_list = _seeds_arg(ctx, file_cfg, seeds)
+    overrides = dict(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, reducer=reducer,
+                     cluster_method=cluster_method, k_max=k_max, overcluster=False if no_overcluster else None,
+                     min_cluster_size=min_cluster_size, min_val_size=min_cluster_size)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    feats = features if features is not None else (Path(file_cfg["features"]) if file_cfg.get("features") else None)
+    _run_george(name, ddir, opts, seed_list, file_cfg.get("config"), overrides, features=feats, output=output,
+                plot=plot, json_out=json_out)
+
+
+def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_list: list[int],
+                base: Optional[dict[str, Any]], overrides: dict[str, Any], *, features: Optional[Path] = None,
+                output: Optional[Path] = None, plot: Optional[Path] = None, json_out: bool = False) -> dict[str, Any]:
     import numpy as np
-    from rich.table import Table
 
     from ..data import load
-    from ..experiments import GeorgeConfig, plot_clusters, run_george, summarise
+    from ..data.files import read_npz
+    from ..experiments import GeorgeConfig, check_features, plot_clusters, run_george, summarise
     from ..experiments.george import RECIPES
+    from ..report import check_output_path, george_table, recovery_table
 
-    seed_list = _parse_seeds(seeds)
-    opts = _parse_options(option)
+    # every setting and path is checked before the first training step
+    cfg = GeorgeConfig.from_dict({**base, **overrides}) if base is not None else GeorgeConfig.for_dataset(dataset, **overrides)
+    check_output_path(output, (".json",), "--output")
+    check_output_path(plot, FIGURE_SUFFIXES, "--plot")
     user_feats = None
     if features is not None:
-        if not features.is_file():
-            raise FileNotFoundError(f"{features} does not exist; give an .npz with arrays train, val, test.")
-        with np.load(features) as f:
-            user_feats = {k: f[k] for k in f.files}
-    results = []
+        user_feats = check_features(read_npz(_check_input_file(features, "--features", (".npz",)), ("train", "val", "test"),
+                                             what=" (--features: arrays train, val, test)"))
+    results, datasets = [], {}
     for seed in seed_list:
-        ds = load(dataset, data_dir=data_dir, seed=seed, **opts)
-        shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
-        if model is None and dataset not in RECIPES:
-            model = "lenet5" if len(shape) == 3 and shape[-2:] == (32, 32) else "mlp"
-        cfg = GeorgeConfig.for_dataset(dataset, model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size,
-                                       reducer=reducer, cluster_method=cluster_method, k_max=k_max,
-                                       overcluster=False if no_overcluster else None,
-                                       min_cluster_size=min_cluster_size, min_val_size=min_cluster_size)
+        datasets[seed] = load(dataset, data_dir=data_dir, seed=seed, **opts)
+    if base is None and "model" not in overrides and dataset not in RECIPES:
+        shape = tuple(np.asarray(datasets[seed_list[0]].train.load_x(np.arange(1))).shape[1:])
+        cfg = GeorgeConfig.for_dataset(dataset, **{**overrides, "model": "lenet5" if len(shape) == 3 and shape[-2:] == (32, 32) else "mlp"})
+    if user_feats is not None:
+        for ds in datasets.values():
+            check_features(user_feats, {s: len(ds.splits[s]) for s in ("train", "val", "test")})
+    for seed in seed_list:
+        ds = datasets[seed]
         res = run_george(ds, cfg, seed, features=user_feats,
                          progress=None if json_out else (lambda m, s=seed: err.print(f"[dim]seed {s}: {m}[/dim]")))
         results.append(res)
         if plot is not None and seed == seed_list[0]:
             plot_clusters(ds, res, str(plot))
     table = summarise(results)
-    payload = {"dataset": dataset, "config": cfg.to_dict(), "seeds": seed_list,
+    invocation = {"command": "run george", "dataset": _resolved_name(dataset), "dataset_options": opts,
+                  "data_dir": str(data_dir) if data_dir else None, "seeds": seed_list, "config": cfg.to_dict(),
+                  "features": str(features.resolve()) if features is not None else None}
+    payload = {"invocation": invocation, "dataset": dataset, "config": cfg.to_dict(), "seeds": seed_list,
                "table": table.to_dict(orient="records"), "runs": [r.to_dict() for r in results],
                "labels_used": {"GEORGE": "class labels only (clusters replace subclasses)",
                                "GDRO (true subclasses)": "true train and val subclass labels"}}
     if _write_payload(payload, output, json_out):
-        return
-    t = Table(title=f"GEORGE on {dataset}: test accuracy (%), mean ± std over seeds {seeds}", title_justify="left")
-    for col in ("method", "robust accuracy (min over true subclasses)", "overall accuracy"):
-        t.add_column(col, justify="left" if col == "method" else "right")
-    for r in table.itertuples(index=False):
-        t.add_row(r.method, f"{100 * r.robust_mean:.1f} ± {100 * r.robust_std:.1f}", f"{100 * r.overall_mean:.1f} ± {100 * r.overall_std:.1f}")
-    console.print(t)
+        return payload
+    console.print(george_table(table, dataset, ",".join(map(str, seed_list))))
     first = results[0]
     if len(first.recovery):
-        rt = Table(title=f"Cluster recovery on train (seed {first.seed}): ARI {first.recovery_overall['ari']:.3f}, "
-                         f"NMI {first.recovery_overall['nmi']:.3f}", title_justify="left")
-        for col in ("subclass", "n", "best cluster", "precision (%)", "recall (%)"):
-            rt.add_column(col, justify="right")
-        for r in first.recovery.itertuples(index=False):
-            rt.add_row(str(r.subclass_name), str(r.n), str(r.best_cluster), f"{100 * r.precision:.1f}", f"{100 * r.recall:.1f}")
-        console.print(rt)
+        console.print(recovery_table(first.recovery, first.recovery_overall, first.seed))
     console.print("clusters per class: " + ", ".join(f"{k}: {v}" for k, v in first.george.n_clusters_per_class_.items()))
     for what, p in (("results", output), ("figure", plot)):
         if p is not None:
             console.print(f"wrote {what}: {p}")
+    return payload
 
 
 @run_app.command("d3m")
 @_clean_errors
 def run_d3m_cmd(
-    dataset: str = typer.Option(..., "--dataset", help="Data set name or path of your .npz/.csv."),
+    ctx: typer.Context,
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set name or path of your .npz/.csv."),
     auto: bool = typer.Option(False, "--auto", help="Only the rows that use no group label: ERM and AUTO-D3M (pseudo-groups from the TRAK matrix)."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated rows of Table 1: erm, auto-d3m, jtt, dfr, d3m, rwg, subg, gdro (default: all)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds, e.g. 0,1,2: mean and std over them."),
     model: str = typer.Option("mlp", "--model", help="mlp | lenet5 | resnet | linear."),
+    width: float = typer.Option(1.0, help="Width multiplier of the model (> 0)."),
     epochs: int = typer.Option(20, help="Epochs of every trained model (ERM, retrained, baselines)."),
     lr: float = typer.Option(1e-3, help="Learning rate."),
     batch_size: int = typer.Option(128, help="Mini-batch size."),
@@ -463,11 +673,12 @@ def run_d3m_cmd(
     threshold: str = typer.Option("fraction", help="AUTO-D3M split: fraction (the paper) | zero (the public code: sign of the projection)."),
     sweep_points: int = typer.Option(5, help="Values of k per curve for Fig. 2 (val WGA vs examples removed); 0 skips it."),
     search_points: int = typer.Option(5, help="With --removal search: values of k tried (plus the A < 0 count)."),
-    figure: Optional[Path] = typer.Option(None, "--figure", help="Write Fig. 2 (PNG/PDF/SVG)."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Write Fig. 2 (.png/.pdf/.svg)."),
     scores: Optional[Path] = typer.Option(None, "--scores", help="Keep the TRAK matrix (n_train x n_val) memory-mapped in this .npy (one file per seed)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON with dataset, seeds, config: {TrainConfig} and d3m_config: {D3MConfig}, or a result file; options given here override it."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Data-set option key=value (repeatable)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Write the result as JSON (configs, table, every seed's metrics, sweep)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value (repeatable)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result as .json (configs, table, every seed's metrics, sweep)."),
     removed: Optional[Path] = typer.Option(None, "--removed", help="Write the removed train examples with their alignment scores (.csv or .parquet; all seeds)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON instead of tables."),
 ) -> None:
@@ -476,23 +687,57 @@ def run_d3m_cmd(
     training examples that hurt the worst groups with TRAK and retrains without them; AUTO-D3M needs
     no group label anywhere. Also Fig. 2 (--sweep-points, --figure) and Fig. 4 (the cells of train
     data with the most negative alignment)."""
+    file_cfg = _read_config_file(config, "run d3m") if config is not None else {}
+    name, ddir, opts = _dataset_args(ctx, file_cfg, dataset, data_dir, option)
+    seed_list = _seeds_arg(ctx, file_cfg, seeds)
+    if auto and methods:
+        raise ValueError("give either --auto or --methods, not both.")
+    d3m_cli: dict[str, Any] = dict(proj_dim=proj_dim, trak_params=trak_params, n_models=trak_models, alpha=trak_alpha,
+                                   beta=beta, weighting=weighting, removal=removal, fraction=fraction, threshold=threshold,
+                                   search_points=search_points, sweep_points=sweep_points)
+    keymap = {"n_models": "trak_models", "alpha": "trak_alpha"}
+    d3m_cfg = dict(file_cfg.get("d3m_config", {}))
+    for k, v in d3m_cli.items():
+        if k not in d3m_cfg or _explicit(ctx, keymap.get(k, k)):
+            d3m_cfg[k] = v
+    if auto or methods or "methods" not in d3m_cfg:
+        chosen = ("erm", "auto-d3m") if auto else tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
+        if chosen is not None:
+            d3m_cfg["methods"] = chosen
+        elif "methods" in d3m_cfg:
+            del d3m_cfg["methods"]
+    train_cli = dict(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+    train_cfg = _merge(ctx, file_cfg.get("config", {}), train_cli)
+    _run_d3m(name, ddir, opts, seed_list, train_cfg, d3m_cfg, figure=figure, scores=scores, output=output,
+             removed=removed, json_out=json_out)
+
+
+def _run_d3m(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_list: list[int],
+             train_cfg: dict[str, Any], d3m_cfg: dict[str, Any], *, figure: Optional[Path] = None,
+             scores: Optional[Path] = None, output: Optional[Path] = None, removed: Optional[Path] = None,
+             json_out: bool = False) -> dict[str, Any]:
     import pandas as pd
-    from rich.table import Table
 
     from ..data import load
     from ..experiments import D3MConfig, plot_sweep, run_d3m_table
+    from ..report import cells_table, check_output_path, d3m_table, sweep_table, write_table_atomic
     from ..train import TrainConfig
 
-    seed_list = _parse_seeds(seeds)
-    if auto and methods:
-        raise ValueError("give either --auto or --methods, not both.")
-    chosen = ("erm", "auto-d3m") if auto else tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
-    opts = _parse_options(option)
-    dcfg = D3MConfig(**({"methods": chosen} if chosen else {}), proj_dim=proj_dim, trak_params=trak_params,
-                     n_models=trak_models, alpha=trak_alpha, beta=beta, weighting=weighting, removal=removal,
-                     fraction=fraction, threshold=threshold, search_points=search_points,
-                     sweep_points=0 if "d3m" not in (chosen or ("d3m",)) else sweep_points)
-    cfg = TrainConfig(model=model, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed_list[0])
+    # every setting and path is checked before the first training step
+    dcfg = D3MConfig.from_dict(d3m_cfg)
+    modes = [m for m in ("d3m", "auto-d3m") if m in dcfg.methods]
+    if "d3m" not in dcfg.methods:
+        dcfg.sweep_points = 0  # Fig. 2 is D3M's curve
+    cfg = TrainConfig.from_dict({**train_cfg, "seed": seed_list[0]})
+    check_output_path(output, (".json",), "--output")
+    check_output_path(figure, FIGURE_SUFFIXES, "--figure")
+    check_output_path(removed, TABLE_SUFFIXES, "--removed")
+    if scores is not None:
+        check_output_path(scores, (".npy",), "--scores")
+    if figure is not None and not dcfg.sweep_points:
+        raise ValueError("--figure draws Fig. 2, which needs the d3m row and --sweep-points > 0.")
+    if removed is not None and not modes:
+        raise ValueError("--removed lists what D3M / AUTO-D3M removed; include d3m or auto-d3m in --methods.")
     loaded: dict[int, Any] = {}  # each seed's data, loaded once for the run, --removed and the Fig. 4 table
 
     def data(s: int) -> Any:
@@ -500,55 +745,120 @@ def run_d3m_cmd(
             loaded[s] = load(dataset, data_dir=data_dir, seed=s, **opts)
         return loaded[s]
 
-    table = run_d3m_table(data, cfg, dcfg, seeds=seed_list,
-                          name=dataset, scores_out=scores,
+    data(seed_list[0])  # a missing or corrupt data set fails here, before any training
+    table = run_d3m_table(data, cfg, dcfg, seeds=seed_list, name=dataset, scores_out=scores,
                           progress=None if json_out else (lambda m: err.print(f"[dim]{m}[/dim]")))
     written = []
     if figure is not None and not table.sweep().empty:
         written.append(("figure", plot_sweep(table, figure)))
     if removed is not None:
-        from ..report import write_table_atomic
-
         parts = []
         for s in table.seeds:
             for mode, res in s.d3m.items():
                 parts.append(res.removed_table(data(s.seed)).assign(seed=s.seed, mode=mode))
         if parts:
             written.append(("removed examples", write_table_atomic(removed, pd.concat(parts, ignore_index=True))))
-    if _write_payload(table.to_dict(), output, json_out):
-        return
-    summ = table.summary()
-    t = Table(title=f"D3M Table 1 on {dataset}: test accuracy (%), mean ± std over seeds {seeds}", title_justify="left")
-    for col in ("method", "group labels train / val", "worst-group", "balanced", "train examples removed"):
-        t.add_column(col, justify="left" if col in ("method", "group labels train / val") else "right")
-    for _, r in summ.iterrows():
-        t.add_row(r["name"], r["group_info"], f"{100 * r['wga_mean']:.1f} ± {100 * r['wga_std']:.1f}",
-                  f"{100 * r['balanced_mean']:.1f} ± {100 * r['balanced_std']:.1f}", f"{r['removed_mean']:.0f}")
-    console.print(t)
+    invocation = {"command": "run d3m", "dataset": _resolved_name(dataset), "dataset_options": opts,
+                  "data_dir": str(data_dir) if data_dir else None, "seeds": seed_list,
+                  "config": cfg.to_dict(), "d3m_config": dcfg.to_dict()}
+    payload = {"invocation": invocation, **table.to_dict()}
+    if _write_payload(payload, output, json_out):
+        return payload
+    console.print(d3m_table(table.summary(), dataset, ",".join(map(str, seed_list))))
     first = table.seeds[0]
     if "d3m" in first.d3m:
         cells = first.d3m["d3m"].cells(data(first.seed))
         if cells is not None:
-            ct = Table(title=f"Train cells by mean D3M alignment, most negative first (seed {first.seed}; D3M Fig. 4)",
-                       title_justify="left")
-            for col in ("class", "group", "n", "mean alignment", "removed"):
-                ct.add_column(col, justify="left" if col in ("class", "group") else "right")
-            for _, r in cells.head(8).iterrows():
-                ct.add_row(str(r["class"]), str(r["attribute"]), str(r["n"]), f"{r['mean_alignment']:.3g}",
-                           f"{r['removed']} ({100 * r['removed_share']:.0f}%)")
-            console.print(ct)
-    sw = table.sweep()
+            console.print(cells_table(cells, first.seed))
+    sw = table.sweep_mean()
     if not sw.empty:
-        piv = sw.groupby(["curve", "k"])["val_wga"].mean().unstack("curve")
-        st = Table(title="Val worst-group accuracy (%) by examples removed (D3M Fig. 2; mean over seeds)", title_justify="left")
-        st.add_column("removed", justify="right")
-        for c in piv.columns:
-            st.add_column(c, justify="right")
-        for k, r in piv.iterrows():
-            st.add_row(str(k), *[("" if pd.isna(v) else f"{100 * v:.1f}") for v in r])
-        console.print(st)
+        console.print(sweep_table(sw))
     for what, pth in written:
         console.print(f"wrote {what}: {pth}")
+    return payload
+
+
+def _numbers(obj: Any, prefix: str = "") -> dict[str, float]:
+    """Every number in a JSON tree, keyed by its path (for comparing a rerun with the original)."""
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_numbers(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(_numbers(v, f"{prefix}[{i}]"))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out[prefix] = float(obj)
+    return out
+
+
+RESULT_KEYS = {"train": ("metrics", "selected_epoch"), "run george": ("table",), "run d3m": ("table", "sweep")}
+
+
+@app.command()
+@_clean_errors
+def rerun(
+    result: Path = typer.Argument(..., help="A result file written by train, run george or run d3m (--output)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files (default: the recorded one, then $STRATALAB_DATA_DIR)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the new result as .json."),
+    tolerance: float = typer.Option(1e-9, help="Largest difference of a result number still counted as reproduced."),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """Reproduce a result file: run the command it records (data set, options, seeds and config)
+    again and compare every number of its results (metrics / table) with the recorded ones. Exit
+    code 0 when all agree within --tolerance, 1 when some differ.
+
+    Example: `stratalab train --dataset u-digits --epochs 5 -o run.json && stratalab rerun run.json`
+    """
+    import math
+
+    p = _check_input_file(result, "result file", (".json",))
+    try:
+        recorded = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p} is not valid JSON ({e}).") from None
+    inv = recorded.get("invocation") if isinstance(recorded, dict) else None
+    if not isinstance(inv, dict) or inv.get("command") not in RESULT_KEYS:
+        raise ValueError(f"{p} records no invocation to rerun; rerun takes a result file written by "
+                         "`stratalab train`, `run george` or `run d3m` with --output.")
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"--tolerance must be a finite number >= 0, got {tolerance}.")
+    command = inv["command"]
+    ddir = data_dir if data_dir is not None else (Path(inv["data_dir"]) if inv.get("data_dir") else None)
+    opts = inv.get("dataset_options") or {}
+    quiet = dict(output=output, json_out=True)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        if command == "train":
+            new = _train(inv["dataset"], ddir, opts, inv["config"], **quiet)
+        elif command == "run george":
+            new = _run_george(inv["dataset"], ddir, opts, [int(s) for s in inv["seeds"]], inv["config"], {},
+                              features=Path(inv["features"]) if inv.get("features") else None, **quiet)
+        else:
+            new = _run_d3m(inv["dataset"], ddir, opts, [int(s) for s in inv["seeds"]], inv["config"], inv["d3m_config"], **quiet)
+    old_n = _numbers({k: recorded.get(k) for k in RESULT_KEYS[command]})
+    new_n = _numbers({k: new.get(k) for k in RESULT_KEYS[command]})
+    keys = sorted(set(old_n) | set(new_n))
+    diffs = [(k, old_n.get(k), new_n.get(k)) for k in keys
+             if k not in old_n or k not in new_n or abs(old_n[k] - new_n[k]) > tolerance]
+    largest = max((abs(old_n[k] - new_n[k]) for k in keys if k in old_n and k in new_n), default=0.0)
+    summary = {"result": str(p), "command": command, "numbers_compared": len(keys), "differing": len(diffs),
+               "max_abs_difference": largest, "reproduced": not diffs,
+               "differences": [{"key": k, "recorded": a, "rerun": b} for k, a, b in diffs[:50]]}
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    else:
+        verdict = "[bold green]reproduced[/bold green]" if not diffs else "[bold red]not reproduced[/bold red]"
+        console.print(f"{verdict}: `stratalab {command}` on {inv['dataset']}; {len(keys)} result numbers compared, "
+                      f"{len(diffs)} differ (max |difference| {largest:.3g}, tolerance {tolerance:g}).")
+        for k, a, b in diffs[:10]:
+            console.print(f"  {k}: recorded {a}, rerun {b}")
+        if output is not None:
+            console.print(f"wrote rerun: {output}")
+    if diffs:
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":  # pragma: no cover

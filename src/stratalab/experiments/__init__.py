@@ -1,7 +1,7 @@
 """End-to-end pipelines that combine data, training, discovery and metrics."""
 
 from .d3m import D3MConfig, D3MResult, D3MTable, SeedResult, balancing_order, plot_sweep, run_d3m_seed, run_d3m_table
-from .george import GeorgeConfig, GeorgeRun, plot_clusters, run_george, summarise
+from .george import GeorgeConfig, GeorgeRun, check_features, plot_clusters, run_george, summarise
 
 __all__ = ["D3MConfig", "D3MResult", "D3MTable", "SeedResult", "balancing_order", "plot_sweep", "run_d3m_seed", "run_d3m_table",
-           "GeorgeConfig", "GeorgeRun", "run_george", "summarise", "plot_clusters"]
+           "GeorgeConfig", "GeorgeRun", "run_george", "summarise", "plot_clusters", "check_features"]

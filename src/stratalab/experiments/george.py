@@ -9,7 +9,7 @@ DRO on the true subclasses (selected by val worst-group accuracy).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
@@ -43,6 +43,29 @@ class GeorgeConfig:
     min_cluster_size: int = 25
     min_val_size: int = 25
     oracle: bool = True
+
+    def __post_init__(self) -> None:
+        """Check every setting before any work (the training side through :class:`TrainConfig`)."""
+        from ..discover.george import CLUSTER_METHODS, REDUCERS
+
+        if self.reducer not in REDUCERS:
+            raise ValueError(f"reducer must be one of {', '.join(REDUCERS)}; got {self.reducer!r}.")
+        if self.cluster_method not in CLUSTER_METHODS:
+            raise ValueError(f"cluster_method must be one of {', '.join(CLUSTER_METHODS)}; got {self.cluster_method!r}.")
+        for name in ("k_max", "min_cluster_size", "min_val_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
+            setattr(self, name, int(v))
+        self.train_config("gdro", 0, "val_wca")  # model, width, epochs, lr, ... checked by TrainConfig
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GeorgeConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown GEORGE config key {unknown[0]!r}; known keys: {', '.join(sorted(names))}.")
+        return cls(**d)
 
     @classmethod
     def for_dataset(cls, name: str, **overrides: Any) -> "GeorgeConfig":
@@ -102,6 +125,30 @@ def _row(test_report: Any) -> dict[str, float]:
     return {"robust_accuracy": test_report.worst_group_accuracy, "overall_accuracy": test_report.average_accuracy}
 
 
+def check_features(features: dict[str, np.ndarray], sizes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Check user embeddings for GEORGE before any training: arrays ``train``, ``val``, ``test``,
+    numeric, finite, one row per example of each split (``sizes``). Returns them as float32 (n, d)."""
+    missing = [s for s in ("train", "val", "test") if s not in features]
+    if missing:
+        raise ValueError(f"features must have train, val and test arrays; missing {missing[0]!r} "
+                         f"(it has: {', '.join(features) or 'nothing'}).")
+    out = {}
+    for s in ("train", "val", "test"):
+        a = np.asarray(features[s])
+        if a.dtype.kind not in "fiub" or a.ndim < 1 or a.shape[0] == 0:
+            raise ValueError(f"features[{s!r}] must be a non-empty numeric array (n, d), got dtype {a.dtype} shape {a.shape}.")
+        a = a.reshape(a.shape[0], -1).astype(np.float32)
+        if not np.isfinite(a).all():
+            raise ValueError(f"features[{s!r}] contains NaN or infinite values; clean them first.")
+        if sizes is not None and a.shape[0] != sizes[s]:
+            raise ValueError(f"features[{s!r}] has {a.shape[0]} rows but the {s} split has {sizes[s]}.")
+        out[s] = a
+    dims = {a.shape[1] for a in out.values()}
+    if len(dims) > 1:
+        raise ValueError(f"features of train, val and test must have the same width, got {sorted(dims)}.")
+    return out
+
+
 def run_george(
     ds: Dataset,
     cfg: GeorgeConfig,
@@ -113,6 +160,8 @@ def run_george(
     """Run GEORGE on ``ds`` for one seed. ``features`` (keys train/val/test, e.g. pretrained
     embeddings) skips step 1's feature extraction; the ERM row is still trained for comparison."""
     say = progress or (lambda msg: None)
+    if features is not None:  # checked before any training
+        features = check_features(features, {s: len(ds.splits[s]) for s in ("train", "val", "test")})
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
     say("step 1: ERM on class labels")
@@ -127,14 +176,8 @@ def run_george(
         train_loss = emb["train"].loss
         head = erm.model.head.weight.detach().numpy() if ds.n_classes == 2 else None
     else:
-        missing = [s for s in ("train", "val", "test") if s not in features]
-        if missing:
-            raise ValueError(f"features must have train, val and test arrays; missing {missing[0]!r}.")
-        for s in ("train", "val", "test"):
-            if len(features[s]) != len(ds.splits[s]):
-                raise ValueError(f"features[{s!r}] has {len(features[s])} rows but the {s} split has {len(ds.splits[s])}.")
+        feats = features
         say("step 2: your features -> clusters")
-        feats = {s: np.asarray(features[s], dtype=np.float32).reshape(len(features[s]), -1) for s in ("train", "val", "test")}
         train_loss = embed(erm.model, ds.train).loss
         head = None
     geo = George(reducer=cfg.reducer if not (cfg.reducer == "hardness" and head is None) else "umap",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 from rich.table import Table
@@ -83,4 +84,84 @@ def counts_table(counts: pd.DataFrame, title: str) -> Table:
     for (c, g), row in pivot.iterrows():
         t.add_row(str(c), str(g), *[str(int(row[s])) for s in splits])
     t.add_row("[b]total[/b]", "", *[f"[b]{int(pivot[s].sum())}[/b]" for s in splits])
+    return t
+
+
+def datasets_table(items: list[Any]) -> Table:
+    """The data sets ``stratalab.data.available()`` lists."""
+    t = Table(title="Data sets (stratalab datasets show NAME for counts)", title_justify="left")
+    t.add_column("name", style="bold")
+    t.add_column("what")
+    t.add_column("needs files in --data-dir")
+    for i in items:
+        t.add_row(i.name, i.summary, i.needs_files or "none (works anywhere)")
+    return t
+
+
+def _table(title: str, columns: list[str], left: tuple[str, ...] = ()) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col, justify="left" if col in left else "right")
+    return t
+
+
+def george_table(summary: pd.DataFrame, dataset: str, seeds: str) -> Table:
+    """GEORGE's result table (Table 2 of Sohoni et al.): robust and overall test accuracy per row,
+    mean ± std over seeds (``summary`` from :func:`stratalab.experiments.summarise`)."""
+    t = _table(f"GEORGE on {dataset}: test accuracy (%), mean ± std over seeds {seeds}",
+               ["method", "robust accuracy (min over true subclasses)", "overall accuracy"], left=("method",))
+    for r in summary.itertuples(index=False):
+        t.add_row(r.method, f"{100 * r.robust_mean:.1f} ± {100 * r.robust_std:.1f}",
+                  f"{100 * r.overall_mean:.1f} ± {100 * r.overall_std:.1f}")
+    return t
+
+
+def george_rows_table(rows: dict[str, dict[str, float]], title: str) -> Table:
+    """One GEORGE run's rows: robust and overall test accuracy."""
+    t = _table(title, ["method", "robust", "overall"], left=("method",))
+    for name, row in rows.items():
+        t.add_row(name, _pct(row["robust_accuracy"]), _pct(row["overall_accuracy"]))
+    return t
+
+
+def recovery_table(recovery: pd.DataFrame, overall: dict[str, float], seed: int) -> Table:
+    """How well GEORGE's clusters recover each true subclass (best cluster's precision and recall)."""
+    t = _table(f"Cluster recovery on train (seed {seed}): ARI {overall['ari']:.3f}, NMI {overall['nmi']:.3f}",
+               ["subclass", "n", "best cluster", "precision (%)", "recall (%)"])
+    for r in recovery.itertuples(index=False):
+        t.add_row(str(r.subclass_name), str(r.n), str(r.best_cluster), _pct(r.precision), _pct(r.recall))
+    return t
+
+
+def d3m_table(summary: pd.DataFrame, dataset: str, seeds: str) -> Table:
+    """D3M Table 1: worst-group and balanced test accuracy, mean ± std over seeds, with the group
+    labels each row used and the train examples it leaves out."""
+    t = _table(f"D3M Table 1 on {dataset}: test accuracy (%), mean ± std over seeds {seeds}",
+               ["method", "group labels train / val", "worst-group", "balanced", "train examples removed"],
+               left=("method", "group labels train / val"))
+    for _, r in summary.iterrows():
+        t.add_row(r["name"], r["group_info"], f"{100 * r['wga_mean']:.1f} ± {100 * r['wga_std']:.1f}",
+                  f"{100 * r['balanced_mean']:.1f} ± {100 * r['balanced_std']:.1f}", f"{r['removed_mean']:.0f}")
+    return t
+
+
+def cells_table(cells: pd.DataFrame, seed: int, top: int = 8) -> Table:
+    """D3M Fig. 4 as a table: train (class, group) cells by mean alignment, most negative first."""
+    t = _table(f"Train cells by mean D3M alignment, most negative first (seed {seed}; D3M Fig. 4)",
+               ["class", "group", "n", "mean alignment", "removed"], left=("class", "group"))
+    for _, r in cells.head(top).iterrows():
+        t.add_row(str(r["class"]), str(r["attribute"]), str(r["n"]), f"{r['mean_alignment']:.3g}",
+                  f"{r['removed']} ({100 * r['removed_share']:.0f}%)")
+    return t
+
+
+def sweep_table(sweep_mean: pd.DataFrame) -> Table:
+    """D3M Fig. 2 as a table: val worst-group accuracy by examples removed, mean (± std) over seeds
+    on a common grid of k (``D3MTable.sweep_mean``)."""
+    seeds = int(sweep_mean["seeds"].max()) if len(sweep_mean) else 0
+    t = _table(f"Val worst-group accuracy (%) by examples removed (D3M Fig. 2; mean over {seeds} seed(s), "
+               "each seed interpolated on a common grid of k)", ["curve", "removed", "val worst-group"], left=("curve",))
+    for r in sweep_mean.itertuples(index=False):
+        std = f" ± {100 * r.val_wga_std:.1f}" if r.seeds > 1 else ""
+        t.add_row(r.curve, str(r.k), f"{100 * r.val_wga_mean:.1f}{std}")
     return t

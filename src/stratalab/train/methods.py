@@ -218,3 +218,11 @@ def run(
     return RunResult(config=cfg, dataset={"name": ds.name, **ds.options}, history=res.history,
                      selected_epoch=int(res.selected_epoch or cfg.epochs), labels_used=res.labels_used,
                      reports=reports, model=res.model, extra=extra)
+
+
+def bias_proxy_predictions(ds: Dataset, cfg: TrainConfig) -> np.ndarray:
+    """Val predictions of a bias proxy for the ``bias_unsupervised`` selection criterion
+    (Tsirigotis et al. 2023, as used by LaBonte et al. 2024): an ERM model with ``cfg``'s model and
+    optimisation, selected on val average accuracy (no group label)."""
+    proxy = run(ds, replace(cfg, method="erm", select="val_avg"))
+    return predict(proxy.model, ds.val).argmax(1)
