@@ -120,3 +120,22 @@ def test_rows_that_need_no_train_groups_run_without_them():
     assert res.n_removed["jtt"] == 0 and res.n_removed["d3m"] == res.d3m["d3m"].heuristic_k > 0
     with pytest.raises(ValueError, match="needs train group labels"):
         run_d3m_seed(ds, cfg, D3MConfig(methods=("erm", "subg"), proj_dim=6))
+
+
+def test_fig2_mean_over_seeds_interpolates_on_a_common_grid():
+    """Seeds remove different k: the mean is taken on one grid (hand-computed interpolation), not
+    one row per seed's k."""
+    from stratalab.experiments.d3m import D3MTable, SeedResult
+
+    def seed(s, ks, vals):
+        return SeedResult(seed=s, reports={}, n_removed={}, d3m={}, seconds={},
+                          sweep=[{"seed": s, "curve": "d3m", "k": k, "val_wga": v, "test_wga": v, "heuristic": False}
+                                 for k, v in zip(ks, vals)])
+
+    table = D3MTable("toy", TrainConfig(), D3MConfig(), [seed(0, [0, 10, 20], [0.5, 0.7, 0.6]),
+                                                         seed(1, [0, 12, 24], [0.4, 0.6, 0.8])])
+    m = table.sweep_mean()
+    assert list(m["k"]) == [0, 10, 20]  # up to the smallest top k of the seeds, 3 points
+    expect = [(0.5 + 0.4) / 2, (0.7 + (0.4 + 10 / 12 * 0.2)) / 2, (0.6 + (0.6 + 8 / 12 * 0.2)) / 2]
+    assert np.allclose(m["val_wga_mean"], expect)
+    assert np.allclose(m["val_wga_std"][0], 0.05) and (m["seeds"] == 2).all()

@@ -25,10 +25,10 @@ def check_output_path(path: str | os.PathLike[str] | None, suffixes: tuple[str, 
     if path is None:
         return None
     p = Path(path).expanduser()
-    if suffixes and p.suffix.lower() not in suffixes:
-        raise ValueError(f"{what} {p}: unknown format {p.suffix or '(no suffix)'!r}; use {' or '.join(suffixes)}.")
     if p.is_dir():
         raise ValueError(f"{what} {p} is a folder; give a file name inside it, e.g. {p / ('result' + suffixes[0])}.")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise ValueError(f"{what} {p}: unknown format {p.suffix or '(no suffix)'!r}; use {' or '.join(suffixes)}.")
     parent = p.parent
     if not parent.exists():
         raise FileNotFoundError(f"{what} {p}: folder {parent} does not exist; create it first (mkdir -p {parent}).")

@@ -1,0 +1,185 @@
+"""Bad input at the door: one clear line, exit code 2, no traceback, and no training before the
+error (every option and output path is checked before any work)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from stratalab.cli.main import app
+
+runner = CliRunner()
+DIGITS = ["--dataset", "u-digits", "--epochs", "1"]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if any model is trained (the error must come before the work)."""
+    import stratalab.train.loop as loop
+
+    def refuse(*a, **k):
+        raise AssertionError("training started before the bad option was refused")
+
+    monkeypatch.setattr(loop, "make_optimizer", refuse)  # every training run (fit) starts here
+
+
+def _bad_cases(tmp):
+    feats_bad = tmp / "feats.npz"
+    np.savez(feats_bad, train=np.zeros((3, 2)), val=np.zeros((3, 2)))
+    garbage = tmp / "garbage.npz"
+    garbage.write_bytes(b"not a zip" * 20)
+    a_file = tmp / "a_file"
+    a_file.write_text("x")
+    missing = tmp / "no" / "such" / "folder"
+    return [
+        (["train", *DIGITS, "--output", str(missing / "r.json")], "does not exist"),
+        (["train", *DIGITS, "--output", str(tmp / "run.csv")], "use .json"),
+        (["train", *DIGITS, "--output", str(tmp)], "is a folder"),
+        (["train", *DIGITS, "--checkpoint-dir", str(a_file)], "is a file"),
+        (["train", *DIGITS, "--width", "0"], "width must be a finite number > 0"),
+        (["train", *DIGITS, "--width", "-3"], "width must be a finite number > 0"),
+        (["train", *DIGITS, "--lr", "inf"], "lr must be a finite number"),
+        (["train", *DIGITS, "--lr", "nan"], "lr must be a finite number"),
+        (["train", *DIGITS, "--epochs", "0"], "epochs must be >= 1"),
+        (["train", *DIGITS, "--method", "bogus"], "unknown method 'bogus'"),
+        (["train", *DIGITS, "--model", "bogus"], "unknown model 'bogus'"),
+        (["train", *DIGITS, "--method", "mixture"], "needs mixture_ratio"),
+        (["train", *DIGITS, "--select", "val_worst_estimated"], "run george"),
+        (["train", *DIGITS, "--select", "bogus"], "select must be one of"),
+        (["train", "--dataset", str(tmp / "x.npz")], "does not exist"),
+        (["train", "--dataset", str(tmp)], "is a folder"),
+        (["train", "--dataset", str(garbage)], "not a readable .npz"),
+        (["train", "--epochs", "1"], "give --dataset"),
+        (["train", *DIGITS, "--config", str(tmp / "none.yaml")], "does not exist"),
+        (["train", *DIGITS, "--option", "=3"], "key=value"),
+        (["run", "george", *DIGITS, "--reducer", "bogus"], "reducer must be one of"),
+        (["run", "george", *DIGITS, "--seeds", "abc"], "--seeds takes comma-separated"),
+        (["run", "george", *DIGITS, "--seeds", "1,1"], "twice"),
+        (["run", "george", *DIGITS, "--features", str(feats_bad)], "lacks array 'test'"),
+        (["run", "george", *DIGITS, "--features", str(garbage)], "not a readable .npz"),
+        (["run", "george", *DIGITS, "--plot", str(missing / "f.png")], "does not exist"),
+        (["run", "george", *DIGITS, "--plot", str(tmp / "f.txt")], "unknown format"),
+        (["run", "d3m", *DIGITS, "--removed", str(tmp / "x.txt")], "unknown format"),
+        (["run", "d3m", *DIGITS, "--figure", str(missing / "f.png")], "does not exist"),
+        (["run", "d3m", *DIGITS, "--auto", "--figure", str(tmp / "f.png")], "needs the d3m row"),
+        (["run", "d3m", *DIGITS, "--methods", "erm,jtt", "--removed", str(tmp / "r.csv")], "include d3m"),
+        (["run", "d3m", *DIGITS, "--scores", str(tmp / "tau.txt")], "use .npy"),
+        (["run", "d3m", *DIGITS, "--methods", "erm,bogus"], "unknown method 'bogus'"),
+        (["run", "d3m", *DIGITS, "--trak-alpha", "0"], "alpha must be in (0, 1]"),
+        (["run", "d3m", *DIGITS, "--weighting", "bogus"], "weighting must be one of"),
+        (["audit", str(tmp), "--y", "a", "--pred", "b", "--group", "c"], "is a folder"),
+        (["audit", str(a_file), "--y", "a", "--pred", "b", "--group", "c"], "unknown format"),
+        (["rerun", str(tmp / "none.json")], "does not exist"),
+    ]
+
+
+def test_every_bad_option_is_refused_at_the_door(tmp_path, no_training):
+    for args, message in _bad_cases(tmp_path):
+        res = runner.invoke(app, args)
+        out = res.output
+        assert res.exit_code == 2, (args, out)
+        assert isinstance(res.exception, SystemExit), (args, repr(res.exception))
+        assert "Traceback" not in out and message in out, (args, out)
+        assert out.strip().startswith("error:") and len(out.strip().splitlines()) <= 3, (args, out)
+    assert not (tmp_path / "run.csv").exists()  # nothing half-written where JSON was refused
+
+
+def test_audit_score_refuses_multiclass_labels(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"y": [0, 1, 2, 2], "p": [0, 1, 2, 1], "g": [0, 0, 1, 1], "s": [0.1, 0.9, 0.5, 0.5]}).to_csv(
+        tmp_path / "p.csv", index=False)
+    res = runner.invoke(app, ["audit", str(tmp_path / "p.csv"), "--y", "y", "--pred", "p", "--group", "g", "--score", "s"])
+    assert res.exit_code == 2 and "binary task" in res.output and "3 labels" in res.output
+
+
+class _Payload:
+    """A pickle that would create a file when unpickled (a crafted checkpoint)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_crafted_or_truncated_checkpoint_never_runs_code(tmp_path):
+    marker = tmp_path / "pwned"
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    torch.save({"config": _Payload(str(marker))}, ck / "last.pt")
+    res = runner.invoke(app, ["train", *DIGITS, "--checkpoint-dir", str(ck)])
+    assert res.exit_code == 2 and "not a readable stratalab checkpoint" in res.output, res.output
+    assert not marker.exists()
+    (ck / "last.pt").write_bytes(b"PK\x03\x04truncated")
+    res = runner.invoke(app, ["train", *DIGITS, "--checkpoint-dir", str(ck)])
+    assert res.exit_code == 2 and "not a readable stratalab checkpoint" in res.output, res.output
+    torch.save({"some": torch.zeros(2)}, ck / "last.pt")  # loadable, but not ours
+    res = runner.invoke(app, ["train", *DIGITS, "--checkpoint-dir", str(ck)])
+    assert res.exit_code == 2 and "not a stratalab checkpoint" in res.output, res.output
+
+
+def test_own_checkpoint_resumes_with_weights_only(tmp_path):
+    ck = tmp_path / "ck"
+    first = runner.invoke(app, ["train", "--dataset", "u-digits", "--epochs", "2", "--checkpoint-dir", str(ck), "--json"])
+    assert first.exit_code == 0, first.output
+    from stratalab.train.loop import load_checkpoint
+
+    state = load_checkpoint(ck / "last.pt")
+    assert state["epoch"] == 2
+    again = runner.invoke(app, ["train", "--dataset", "u-digits", "--epochs", "2", "--checkpoint-dir", str(ck), "--json"])
+    assert again.exit_code == 0
+    assert json.loads(again.stdout)["metrics"] == json.loads(first.stdout)["metrics"]
+
+
+def test_result_files_have_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        res = runner.invoke(app, ["train", "--dataset", "u-digits", "--epochs", "1", "-o", str(tmp_path / "r.json")])
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+
+
+def test_rerun_reproduces_a_train_result_and_config_file_round_trips(tmp_path):
+    out = tmp_path / "run.json"
+    res = runner.invoke(app, ["train", "--dataset", "u-digits", "--epochs", "2", "--method", "upweighting", "--seed", "3",
+                              "--option", "rare_keep=0.5", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text())
+    assert rec["invocation"]["config"]["method"] == "upweighting" and rec["invocation"]["dataset_options"] == {"rare_keep": 0.5}
+    again = runner.invoke(app, ["rerun", str(out), "--json"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)
+    assert summary["reproduced"] and summary["numbers_compared"] > 20 and summary["max_abs_difference"] == 0.0
+    # a tampered number is caught
+    rec["metrics"]["test"]["average_accuracy"] += 0.01
+    out.write_text(json.dumps(rec))
+    bad = runner.invoke(app, ["rerun", str(out), "--json"])
+    assert bad.exit_code == 1 and json.loads(bad.stdout)["differing"] == 1
+    # --config: a YAML file, overridden by an explicit option
+    (tmp_path / "c.yaml").write_text("dataset: u-digits\ndataset_options: {rare_keep: 0.5}\n"
+                                     "config: {method: upweighting, epochs: 2, seed: 3}\n")
+    via_yaml = runner.invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--json"])
+    assert via_yaml.exit_code == 0, via_yaml.output
+    assert json.loads(via_yaml.stdout)["metrics"]["test"]["average_accuracy"] == pytest.approx(
+        rec["metrics"]["test"]["average_accuracy"] - 0.01)
+    over = runner.invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--epochs", "1", "--json"])
+    assert json.loads(over.stdout)["config"]["epochs"] == 1 and json.loads(over.stdout)["config"]["method"] == "upweighting"
+    wrong = runner.invoke(app, ["run", "george", "--config", str(out)])
+    assert wrong.exit_code == 2 and "written for `stratalab train`" in wrong.output
+
+
+def test_bias_unsupervised_selection_from_the_cli(tmp_path):
+    res = runner.invoke(app, ["train", "--dataset", "u-digits", "--epochs", "2", "--select", "bias_unsupervised", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert "bias proxy" in d["labels_used"]["selection"]
+    assert all("bias_unsupervised" in h["selection"] for h in d["history"])
