@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-all bench bench-traker clean
+.PHONY: setup demo test test-slow test-all bench bench-traker clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# minutes-long runs (paper-scale acceptance checks, long property runs); CI runs them after `make test`
+test-slow: setup
+	HYPOTHESIS_PROFILE=slow $(PY) -m pytest -q -m slow
 
 test-all: setup
 	$(PY) -m pytest -q -m ''

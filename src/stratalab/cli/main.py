@@ -779,10 +779,13 @@ def _run_d3m(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_
 
 
 def _numbers(obj: Any, prefix: str = "") -> dict[str, float]:
-    """Every number in a JSON tree, keyed by its path (for comparing a rerun with the original)."""
+    """Every number in a JSON tree, keyed by its path (for comparing a rerun with the original);
+    timings (``seconds``) are left out."""
     out: dict[str, float] = {}
     if isinstance(obj, dict):
         for k, v in obj.items():
+            if k == "seconds":
+                continue
             out.update(_numbers(v, f"{prefix}.{k}" if prefix else str(k)))
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
@@ -792,7 +795,7 @@ def _numbers(obj: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
-RESULT_KEYS = {"train": ("metrics", "selected_epoch"), "run george": ("table",), "run d3m": ("table", "sweep")}
+RESULT_KEYS = {"train": ("metrics", "selected_epoch", "history"), "run george": ("table", "runs"), "run d3m": ("table", "rows", "sweep")}
 
 
 @app.command()
