@@ -429,9 +429,8 @@ def _dataset_args(ctx: typer.Context, file_cfg: dict[str, Any], dataset: Optiona
     if not name:
         raise ValueError("give --dataset NAME (see `stratalab datasets`) or a --config file that names one.")
     ddir = data_dir if data_dir is not None else (Path(file_cfg["data_dir"]) if file_cfg.get("data_dir") else None)
-    opts = {**file_cfg.get("dataset_options", {}), **_parse_options(option)}
-    if dataset is None and file_cfg.get("dataset") and "dataset_options" not in file_cfg and not option:
-        opts = {}
+    same = dataset is None or dataset == file_cfg.get("dataset")  # the file's options belong to its data set
+    opts = {**(file_cfg.get("dataset_options") or {} if same else {}), **_parse_options(option)}
     return str(name), ddir, opts
 
 
@@ -700,12 +699,10 @@ def run_d3m_cmd(
     for k, v in d3m_cli.items():
         if k not in d3m_cfg or _explicit(ctx, keymap.get(k, k)):
             d3m_cfg[k] = v
-    if auto or methods or "methods" not in d3m_cfg:
-        chosen = ("erm", "auto-d3m") if auto else tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
-        if chosen is not None:
-            d3m_cfg["methods"] = chosen
-        elif "methods" in d3m_cfg:
-            del d3m_cfg["methods"]
+    if auto:
+        d3m_cfg["methods"] = ("erm", "auto-d3m")
+    elif methods:
+        d3m_cfg["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
     train_cli = dict(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     train_cfg = _merge(ctx, file_cfg.get("config", {}), train_cli)
     _run_d3m(name, ddir, opts, seed_list, train_cfg, d3m_cfg, figure=figure, scores=scores, output=output,
