@@ -861,5 +861,97 @@ def rerun(
         raise typer.Exit(code=1)
 
 
+@app.command()
+@_clean_errors
+def spectral(
+    features: Optional[Path] = typer.Option(None, "--features", help="An .npz with arrays features (n, d), y, g and optionally pred."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Or: a data set with groups; an ERM model is trained and its penultimate test features used."),
+    method: str = typer.Option("erm", "--method", help="With --dataset: the training method of the model (e.g. upsampling)."),
+    model: str = typer.Option("mlp", "--model", help="With --dataset: mlp | lenet5 | resnet | linear."),
+    width: float = typer.Option(1.0, help="With --dataset: width multiplier."),
+    epochs: int = typer.Option(10, help="With --dataset: training epochs."),
+    split: str = typer.Option("test", help="With --dataset: the split whose features are analysed (train | val | test)."),
+    seed: int = typer.Option(0, help="With --dataset: seed of data and training."),
+    top_k: int = typer.Option(10, "--top-k", help="Eigenvalues per group."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value (repeatable)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the top-eigenvalue figure (.png/.pdf/.svg; LaBonte et al. Fig. 4)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write spectra and ratios as .json."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Spectral imbalance (LaBonte et al. 2024): the top eigenvalues of every group's feature
+    covariance and, per class, rho(y) = lambda_1(minority group) / lambda_1(majority group) beside
+    the accuracy gap between those groups (the paper finds rho >= 1 for most classes).
+
+    Example: `stratalab spectral --dataset spurious-mnist -d ../shared/data --model lenet5 --epochs 3 --plot spec.png`
+    """
+    import numpy as np
+    from rich.table import Table
+
+    from ..analysis import plot_group_spectra, spectral_imbalance
+    from ..report import check_output_path
+
+    if (features is None) == (dataset is None):
+        raise ValueError("give exactly one of --features FILE.npz or --dataset NAME.")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"--split must be train, val or test, got {split!r}.")
+    if int(top_k) < 1:
+        raise ValueError(f"--top-k must be >= 1, got {top_k}.")
+    check_output_path(output, (".json",), "--output")
+    check_output_path(plot, FIGURE_SUFFIXES, "--plot")
+    names: dict[str, Any] = {}
+    counts = None
+    if features is not None:
+        from ..data.files import read_npz
+
+        arr = read_npz(_check_input_file(features, "--features", (".npz",)), ("features", "y", "g"),
+                       what=" (--features: arrays features, y, g and optionally pred)")
+        z, yv, gv, pv = arr["features"], arr["y"], arr["g"], arr.get("pred")
+        source = str(features)
+    else:
+        from ..data import load
+        from ..models import embed
+        from ..train import TrainConfig, run
+
+        cfg = TrainConfig(method=method, model=model, width=width, epochs=epochs, seed=seed)
+        ds = load(dataset, data_dir=data_dir, seed=seed, **_parse_options(option))
+        sp = ds.splits[split]
+        if sp.g is None:
+            raise ValueError(f"the {split} split of {ds.name!r} has no group labels; choose a split that has them.")
+        res = run(ds, cfg, progress=None)
+        emb = embed(res.model, sp)
+        z, yv, gv, pv = emb.features, sp.y, sp.g, emb.pred
+        if ds.train.g is not None:
+            counts = {int(k): int(v) for k, v in zip(*np.unique(ds.train.g, return_counts=True))}
+        names = {"class_names": ds.class_names, "group_names": ds.group_names}
+        source = f"{ds.name} {split} features of {method} ({model} x{width:g}, {epochs} epochs, seed {seed})"
+    rep = spectral_imbalance(z, yv, gv, top_k=top_k, pred=pv, group_counts=counts, **names)
+    if plot is not None:
+        plot_group_spectra(rep, plot)
+    payload = {"source": source, **rep.to_dict()}
+    if _write_payload(payload, output, json_out):
+        return
+    t = Table(title=f"Spectral imbalance of {source} (minority/majority by {'train' if counts else 'these'} counts)",
+              title_justify="left")
+    cols = ["class", "minority", "majority", "lambda_1 minority", "lambda_1 majority", "rho"]
+    has_acc = "accuracy_gap" in rep.ratios
+    cols += ["acc. minority (%)", "acc. majority (%)", "gap (points)"] if has_acc else []
+    for c in cols:
+        t.add_column(c, justify="left" if c == "class" else "right")
+    gname = (lambda g: names["group_names"][g]) if names.get("group_names") else str
+    for r in rep.ratios.itertuples(index=False):
+        row = [r.class_name, gname(r.minority_group), gname(r.majority_group), f"{r.lambda1_minority:.4g}",
+               f"{r.lambda1_majority:.4g}", f"{r.rho:.2f}"]
+        if has_acc:
+            row += [f"{100 * r.accuracy_minority:.1f}", f"{100 * r.accuracy_majority:.1f}", f"{100 * r.accuracy_gap:.1f}"]
+        t.add_row(*row)
+    console.print(t)
+    n_ge = int((rep.ratios["rho"] >= 1).sum()) if len(rep.ratios) else 0
+    console.print(f"rho >= 1 in {n_ge} of {len(rep.ratios)} classes.")
+    for what, p in (("results", output), ("figure", plot)):
+        if p is not None:
+            console.print(f"wrote {what}: {p}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

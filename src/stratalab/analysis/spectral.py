@@ -1,0 +1,149 @@
+"""Spectral imbalance of group covariance matrices (LaBonte et al. 2024, "The Group Robustness is
+in the Details", Sec. 6, Figs. 4-5 and Table 5).
+
+For penultimate features ``z`` (from :func:`stratalab.models.embed`, the one feature path) and each
+group ``g``, the covariance ``Sigma_g = (1 / n_g) sum_i (z_i - mu_g)(z_i - mu_g)^T`` (centred,
+divided by ``n_g``) and its eigenvalues, largest first. Within each class ``y``, the intra-class
+spectral-norm ratio
+
+    rho(y) = lambda_1(Sigma_{minority group of y}) / lambda_1(Sigma_{majority group of y}),
+
+where the minority (majority) group of ``y`` is its group with the fewest (most) examples, counted in
+``group_counts`` (e.g. the training set) or else in the data given. The paper finds ``rho(y) >= 1``
+for almost every class: minority groups have the larger spectral norm.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._validation import as_label_array
+
+
+@dataclass
+class SpectralReport:
+    """``spectra``: one row per (class, group): n, count used for minority/majority, and the top-k
+    eigenvalues (``eig_1`` ... ``eig_k``); ``ratios``: one row per class with its minority and
+    majority group, ``rho`` and, when predictions were given, the accuracy gap (majority minus
+    minority accuracy)."""
+
+    spectra: pd.DataFrame
+    ratios: pd.DataFrame
+    top_k: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "spectra": self.spectra.to_dict(orient="records"),
+                "ratios": self.ratios.to_dict(orient="records")}
+
+
+def _check(features: Any, y: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    z = np.asarray(features)
+    if z.ndim != 2 or z.shape[0] == 0 or z.dtype.kind not in "fiub":
+        raise ValueError(f"features must be a non-empty numeric (n, d) array, got dtype {z.dtype} shape {z.shape}.")
+    z = z.astype(np.float64)
+    if not np.isfinite(z).all():
+        raise ValueError("features contain NaN or infinite values; clean them first.")
+    yy = as_label_array(y, "y", n=z.shape[0])
+    gg = as_label_array(groups, "groups", n=z.shape[0])
+    return z, yy, gg
+
+
+def group_spectra(features: Any, y: Any, groups: Any, *, top_k: int = 10) -> dict[tuple[int, int], np.ndarray]:
+    """Eigenvalues (largest first, at most ``top_k``) of the covariance of every (class, group)
+    cell with at least 2 examples: centred, divided by ``n_g`` (not ``n_g - 1``), from
+    ``numpy.linalg.eigvalsh`` on the symmetric ``d x d`` matrix (or, when ``n_g < d``, on the
+    ``n_g x n_g`` Gram matrix, which has the same non-zero eigenvalues)."""
+    if int(top_k) != top_k or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}.")
+    z, yy, gg = _check(features, y, groups)
+    out: dict[tuple[int, int], np.ndarray] = {}
+    for c, g in sorted({(int(a), int(b)) for a, b in zip(yy, gg)}):
+        zc = z[(yy == c) & (gg == g)]
+        n = zc.shape[0]
+        if n < 2:
+            continue
+        zc = zc - zc.mean(0)
+        small = zc @ zc.T if n < zc.shape[1] else zc.T @ zc
+        eig = np.linalg.eigvalsh(small / n)[::-1]
+        out[(c, g)] = np.clip(eig[: int(top_k)], 0.0, None)
+    return out
+
+
+def spectral_imbalance(features: Any, y: Any, groups: Any, *, top_k: int = 10, pred: Any = None,
+                       group_counts: dict[int, int] | None = None, class_names: list[str] | None = None,
+                       group_names: list[str] | None = None) -> SpectralReport:
+    """Group spectra and the intra-class spectral-norm ratio ``rho(y)`` (LaBonte et al. 2024).
+
+    Parameters
+    ----------
+    features : (n, d) array
+        Penultimate features (``stratalab.models.embed(model, split).features``).
+    y, groups : (n,) int arrays
+        Class and group of each example; a group may span classes (cells are (class, group)).
+    pred : (n,) int array, optional
+        Predictions, for each class's accuracy gap between its majority and minority group.
+    group_counts : dict, optional
+        Examples per group id defining minority and majority (e.g. train counts); default: counts here.
+    """
+    z, yy, gg = _check(features, y, groups)
+    spectra = group_spectra(z, yy, gg, top_k=top_k)
+    pv = None if pred is None else as_label_array(pred, "pred", n=yy.shape[0])
+    rows, ratios = [], []
+    for c in np.unique(yy):
+        cells = [(int(g), int(((yy == c) & (gg == g)).sum())) for g in np.unique(gg[yy == c])]
+        cells = [(g, n, int(group_counts.get(g, n)) if group_counts is not None else n) for g, n in cells]
+        for g, n, count in cells:
+            eig = spectra.get((int(c), g))
+            rows.append({"class": int(c), "group": g, "class_name": class_names[c] if class_names else str(c),
+                         "group_name": group_names[g] if group_names else str(g), "n": n, "count": count,
+                         **{f"eig_{i + 1}": (float(eig[i]) if eig is not None and i < eig.size else np.nan)
+                            for i in range(int(top_k))}})
+        usable = [(g, n, count) for g, n, count in cells if (int(c), g) in spectra]
+        if len(usable) < 2:
+            continue
+        minority = min(usable, key=lambda t: (t[2], t[0]))
+        majority = max(usable, key=lambda t: (t[2], -t[0]))
+        lam_min, lam_maj = spectra[(int(c), minority[0])][0], spectra[(int(c), majority[0])][0]
+        row = {"class": int(c), "class_name": class_names[c] if class_names else str(c),
+               "minority_group": minority[0], "majority_group": majority[0],
+               "lambda1_minority": float(lam_min), "lambda1_majority": float(lam_maj),
+               "rho": float(lam_min / lam_maj) if lam_maj > 0 else float("inf")}
+        if pv is not None:
+            acc = {g: float((pv[(yy == c) & (gg == g)] == c).mean()) for g in (minority[0], majority[0])}
+            row.update(accuracy_minority=acc[minority[0]], accuracy_majority=acc[majority[0]],
+                       accuracy_gap=acc[majority[0]] - acc[minority[0]])
+        ratios.append(row)
+    return SpectralReport(spectra=pd.DataFrame(rows), ratios=pd.DataFrame(ratios), top_k=int(top_k))
+
+
+def plot_group_spectra(report: SpectralReport, path: str | os.PathLike[str], title: str = "") -> Path:
+    """LaBonte et al. Fig. 4 style: the top-k eigenvalues of every group's covariance, one line per
+    (class, group), solid for each class's majority group and dashed for the others."""
+    from matplotlib.figure import Figure
+
+    from ..report import save_figure_atomic
+
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
+    majority = set(zip(report.ratios.get("class", []), report.ratios.get("majority_group", [])))
+    cols = [f"eig_{i + 1}" for i in range(report.top_k)]
+    for r in report.spectra.itertuples(index=False):
+        vals = np.array([getattr(r, c) for c in cols], dtype=float)
+        if np.isnan(vals).all():
+            continue
+        style = "-" if (r[0], r[1]) in majority else "--"
+        ax.plot(np.arange(1, report.top_k + 1), vals, style, marker="o", ms=3,
+                label=f"{r.class_name} / {r.group_name} (n={r.n})")
+    ax.set_yscale("log")
+    ax.set_xlabel("eigenvalue index")
+    ax.set_ylabel("eigenvalue of group covariance")
+    ax.set_title(title or "Top eigenvalues per group (solid: majority group of its class)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure_atomic(fig, path)

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from stratalab.analysis import group_spectra, plot_group_spectra, spectral_imbalance
+
+
+def _gaussians(rng, spec):
+    """spec: list of (class, group, n, diagonal variances)."""
+    zs, ys, gs = [], [], []
+    for c, g, n, var in spec:
+        zs.append(rng.standard_normal((n, len(var))) * np.sqrt(var))
+        ys += [c] * n
+        gs += [g] * n
+    return np.concatenate(zs), np.array(ys), np.array(gs)
+
+
+def test_known_covariances_give_their_eigenvalues_and_rho():
+    """Gaussians with chosen diagonal covariances: the estimated top eigenvalues match the chosen
+    variances (within sampling error at n = 20,000) and rho = 9 / 2 and 1 / 4 by construction."""
+    rng = np.random.default_rng(0)
+    z, y, g = _gaussians(rng, [(0, 0, 20000, [2.0, 1.0, 0.5]), (0, 1, 2000, [9.0, 1.0, 0.1]),
+                               (1, 2, 20000, [4.0, 3.0, 1.0]), (1, 3, 3000, [1.0, 0.5, 0.2])])
+    spectra = group_spectra(z, y, g, top_k=3)
+    for (c, grp), want in {(0, 0): [2.0, 1.0, 0.5], (0, 1): [9.0, 1.0, 0.1], (1, 2): [4.0, 3.0, 1.0],
+                           (1, 3): [1.0, 0.5, 0.2]}.items():
+        assert np.allclose(spectra[(c, grp)], want, rtol=0.08), (c, grp, spectra[(c, grp)])
+    rep = spectral_imbalance(z, y, g, top_k=3)
+    r = rep.ratios.set_index("class")
+    assert (r.loc[0, "minority_group"], r.loc[0, "majority_group"]) == (1, 0)
+    assert r.loc[0, "rho"] == pytest.approx(9.0 / 2.0, rel=0.1)
+    assert r.loc[1, "rho"] == pytest.approx(1.0 / 4.0, rel=0.1)
+
+
+def test_exact_small_case_divides_by_n_and_uses_the_gram_trick():
+    """Two points per group in 5 dimensions (n < d): covariance (1/n) sum (z - mu)(z - mu)^T has one
+    non-zero eigenvalue ||z1 - z2||^2 / 4."""
+    z = np.array([[1.0, 0, 0, 0, 0], [-1.0, 0, 0, 0, 0], [0, 3.0, 0, 0, 4.0], [0, -3.0, 0, 0, -4.0]])
+    spectra = group_spectra(z, [0, 0, 0, 0], [0, 0, 1, 1], top_k=2)
+    assert np.allclose(spectra[(0, 0)], [1.0, 0.0]) and np.allclose(spectra[(0, 1)], [25.0, 0.0])
+
+
+def test_accuracy_gap_counts_and_bad_input(tmp_path):
+    rng = np.random.default_rng(1)
+    z, y, g = _gaussians(rng, [(0, 0, 50, [1, 1]), (0, 1, 10, [4, 4])])
+    pred = np.where(g == 1, 1, 0)  # the minority group is all wrong
+    rep = spectral_imbalance(z, y, g, pred=pred)
+    row = rep.ratios.iloc[0]
+    assert row["accuracy_gap"] == 1.0 and row["accuracy_minority"] == 0.0
+    # group_counts decide minority and majority (e.g. train counts), not the counts here
+    flipped = spectral_imbalance(z, y, g, group_counts={0: 5, 1: 500}).ratios.iloc[0]
+    assert (flipped["minority_group"], flipped["majority_group"]) == (0, 1)
+    assert plot_group_spectra(rep, tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="NaN"):
+        spectral_imbalance(np.full((3, 2), np.nan), [0, 0, 0], [0, 0, 0])
+    with pytest.raises(ValueError, match="groups has 2 entries"):
+        spectral_imbalance(np.zeros((3, 2)), [0, 0, 0], [0, 0])
+
+
+def test_spectral_cli_on_features_and_on_a_data_set(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from stratalab.cli.main import app
+
+    rng = np.random.default_rng(2)
+    z, y, g = _gaussians(rng, [(0, 0, 400, [1, 1, 1]), (0, 1, 60, [5, 1, 1]), (1, 2, 400, [2, 1, 1]), (1, 3, 60, [1, 1, 1])])
+    np.savez(tmp_path / "f.npz", features=z, y=y, g=g)
+    res = CliRunner().invoke(app, ["spectral", "--features", str(tmp_path / "f.npz"), "--json", "--top-k", "3"])
+    assert res.exit_code == 0, res.output
+    ratios = {r["class"]: r["rho"] for r in json.loads(res.stdout)["ratios"]}
+    assert ratios[0] > 3 and ratios[1] < 0.8
+    res = CliRunner().invoke(app, ["spectral", "--dataset", "u-digits", "--epochs", "2", "--plot", str(tmp_path / "s.png")])
+    assert res.exit_code == 0, res.output
+    assert "rho >= 1 in" in res.output and (tmp_path / "s.png").exists()
+    bad = CliRunner().invoke(app, ["spectral", "--dataset", "u-digits", "--features", str(tmp_path / "f.npz")])
+    assert bad.exit_code == 2 and "exactly one" in bad.output
