@@ -469,6 +469,8 @@ def train(
     gdro_balanced_sampler: bool = typer.Option(False, "--gdro-balanced-sampler", help="Group DRO with group-balanced batches."),
     jtt_epochs: int = typer.Option(1, help="JTT: epochs T of the error-finding ERM model."),
     jtt_upsample: int = typer.Option(20, help="JTT: lambda_up, times each error appears per epoch."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Finetune from weights written by `stratalab pretrain` (same --model and --width)."),
+    finetune: str = typer.Option("full", "--finetune", help="With --init: full (every layer) | last_layer (only the head is trained)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON with dataset, dataset_options and config: {TrainConfig fields}, "
                                           "or a result file; options given here override it."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
@@ -485,7 +487,8 @@ def train(
     cli = dict(method=method, model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
                weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, seed=seed, select=select,
                mixture_ratio=mixture_ratio, gdro_eta=gdro_eta, gdro_adjustment=gdro_adjustment,
-               gdro_balanced_sampler=gdro_balanced_sampler, jtt_epochs=jtt_epochs, jtt_upsample=jtt_upsample)
+               gdro_balanced_sampler=gdro_balanced_sampler, jtt_epochs=jtt_epochs, jtt_upsample=jtt_upsample,
+               init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune)
     name, ddir, opts = _dataset_args(ctx, file_cfg, dataset, data_dir, option)
     _train(name, ddir, opts, _merge(ctx, file_cfg.get("config", {}), cli), checkpoint_dir=checkpoint_dir,
            output=output, json_out=json_out)
@@ -503,6 +506,10 @@ def _train(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], cfg_dic
     check_output_path(output, (".json",), "--output")
     if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
         raise ValueError(f"--checkpoint-dir {checkpoint_dir} is a file; give a folder (created if missing).")
+    if cfg.init is not None:
+        from ..models import read_pretrained
+
+        read_pretrained(cfg.init)  # a missing or foreign weights file fails before any work
     if cfg.select == "val_worst_estimated":
         raise ValueError("--select val_worst_estimated needs estimated val groups, which `stratalab train` cannot make; "
                          "`stratalab run george` selects on its clusters, or call stratalab.train.run(..., "
@@ -951,6 +958,117 @@ def spectral(
     for what, p in (("results", output), ("figure", plot)):
         if p is not None:
             console.print(f"wrote {what}: {p}")
+
+
+@app.command()
+@_clean_errors
+def pretrain(
+    dataset: str = typer.Option(..., "--dataset", help="Source task, e.g. mnist-digits (10-way MNIST) or digits (embedded, 8x8)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the weights (.pt; loads with weights_only=True)."),
+    model: str = typer.Option("lenet5", "--model", help="mlp | lenet5 | resnet | linear: the family finetuned later with --init."),
+    width: float = typer.Option(1.0, help="Width multiplier (> 0); finetune with the same --width."),
+    epochs: int = typer.Option(3, help="Pretraining epochs."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    batch_size: int = typer.Option(128, help="Mini-batch size."),
+    seed: int = typer.Option(0, help="Seed of data and initialisation."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value (repeatable), e.g. n_train=20000."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Pretrain a model on a source task and save its weights, to finetune with `stratalab train
+    --init` (LaBonte et al. 2024 finetune pretrained models; nothing can be downloaded here, so the
+    pretraining is ours).
+
+    Example: `stratalab pretrain --dataset mnist-digits -d ../shared/data --width 2 -o lenet-w2.pt`
+    """
+    import numpy as np
+
+    from ..data import load
+    from ..models import n_params, save_pretrained
+    from ..report import check_output_path
+    from ..train import TrainConfig, run
+
+    cfg = TrainConfig(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, select="val_avg")
+    check_output_path(output, (".pt",), "--output")
+    ds = load(dataset, data_dir=data_dir, seed=seed, **_parse_options(option))
+    t0 = time.perf_counter()
+    res = run(ds, cfg)
+    shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
+    save_pretrained(res.model, output, model_name=model, width=width, input_shape=shape, n_classes=ds.n_classes,
+                    source=ds.name, config=cfg.to_dict())
+    info = {"output": str(output), "source": ds.name, "model": model, "width": width, "params": n_params(res.model),
+            "source_test_accuracy": res.reports["test"].average_accuracy, "seconds": time.perf_counter() - t0}
+    if json_out:
+        print(json.dumps(info, indent=2))
+        return
+    console.print(f"pretrained {model} x{width:g} ({info['params']:,} parameters) on {ds.name}: test accuracy "
+                  f"{100 * info['source_test_accuracy']:.1f}%, {info['seconds']:.0f} s; wrote {output}")
+
+
+@run_app.command("scaling")
+@_clean_errors
+def run_scaling_cmd(
+    dataset: str = typer.Option("spurious-mnist", "--dataset", help="Target task (finetuned)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Target data-set option key=value, e.g. class_imbalance=5 n_train=6000."),
+    pretrain_dataset: str = typer.Option("mnist-digits", help="Source task of the pretraining."),
+    pretrain_option: Optional[list[str]] = typer.Option(None, "--pretrain-option", help="Source data-set option key=value."),
+    model: str = typer.Option("lenet5", "--model", help="The model family."),
+    widths: str = typer.Option("0.25,0.5,1,2,4", help="Comma-separated width multipliers (the family's sizes)."),
+    methods: str = typer.Option("erm,subsetting,upsampling,upweighting,mixture", help="Class-balancing methods (erm = none)."),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds."),
+    epochs: int = typer.Option(10, help="Finetuning epochs."),
+    pretrain_epochs: int = typer.Option(3, help="Pretraining epochs per width (0 = no pretraining: train from scratch)."),
+    finetune: str = typer.Option("full", help="full | last_layer."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate (pretraining and finetuning)."),
+    mixture_ratio: float = typer.Option(2.0, help="Mixture balancing: cap each class at r x the smallest class."),
+    select: str = typer.Option("val_wga", help="Epoch selection for the table: val_wga | val_wca | val_avg; the last epoch is reported too."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Keep (and reuse) each width's pretrained weights here."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data sets' files."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the study (config, table, every run with its WGA curve) as .json."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="The scaling figure: WGA vs parameters per method (.png/.pdf/.svg)."),
+    collapse_figure: Optional[Path] = typer.Option(None, "--collapse-figure", help="WGA over finetuning epochs per method at the largest width."),
+    json_out: bool = typer.Option(False, "--json", help="Print the study as JSON."),
+) -> None:
+    """LaBonte et al. (2024) model scaling x class balancing: for each width, pretrain on the source
+    task, finetune on the target with each class-balancing method and seed; test worst-group and
+    average accuracy against parameter count, and WGA over finetuning epochs (collapse).
+
+    Example: `stratalab run scaling -d ../shared/data --option class_imbalance=5 --option n_train=6000 --figure scaling.png`
+    """
+    from ..experiments import ScalingConfig, plot_collapse, plot_scaling, run_scaling
+    from ..report import check_output_path, scaling_table
+
+    def floats(text: str, what: str) -> tuple[float, ...]:
+        try:
+            return tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"{what} takes comma-separated numbers, e.g. 0.5,1,2; got {text!r}.") from None
+
+    cfg = ScalingConfig(dataset=dataset, dataset_options=_parse_options(option), pretrain_dataset=pretrain_dataset,
+                        pretrain_options=_parse_options(pretrain_option), model=model, widths=floats(widths, "--widths"),
+                        methods=tuple(m.strip() for m in methods.split(",") if m.strip()), seeds=tuple(_parse_seeds(seeds)),
+                        epochs=epochs, pretrain_epochs=pretrain_epochs, finetune=finetune, lr=lr,
+                        mixture_ratio=mixture_ratio, select=select)
+    check_output_path(output, (".json",), "--output")
+    check_output_path(figure, FIGURE_SUFFIXES, "--figure")
+    check_output_path(collapse_figure, FIGURE_SUFFIXES, "--collapse-figure")
+    if weights_dir is not None and weights_dir.exists() and not weights_dir.is_dir():
+        raise ValueError(f"--weights-dir {weights_dir} is a file; give a folder.")
+    res = run_scaling(cfg, data_dir=data_dir, weights_dir=weights_dir,
+                      progress=None if json_out else (lambda m: err.print(f"[dim]{m}[/dim]")))
+    written = []
+    if figure is not None:
+        written.append(("scaling figure", plot_scaling(res, figure)))
+    if collapse_figure is not None:
+        written.append(("collapse figure", plot_collapse(res, collapse_figure)))
+    payload = {"invocation": {"command": "run scaling", "config": cfg.to_dict(),
+                              "data_dir": str(data_dir) if data_dir else None}, **res.to_dict()}
+    if _write_payload(payload, output, json_out):
+        return
+    console.print(scaling_table(res.table(), cfg.dataset, cfg.select))
+    console.print(f"{len(res.runs)} finetuning runs in {res.seconds:.0f} s.")
+    for what, p in written:
+        console.print(f"wrote {what}: {p}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -187,6 +187,61 @@ def spurious_mnist(
     )
 
 
+@register("mnist-digits", "MNIST 10-way digit classification (a pretraining source task; groups = digits)", "mnist.npz")
+def mnist_digits(*, data_dir: Path | None = None, seed: int = 0, val_fraction: float = 0.1, n_train: int | None = None) -> Dataset:
+    """Plain MNIST, 10 classes, images zero-padded to 1x32x32: a source task for ``stratalab
+    pretrain`` (LaBonte et al. finetune pretrained models; nothing can be downloaded here, so the
+    pretraining is ours). Val = ``round(val_fraction * n_d)`` of each digit of the 60k train images
+    (seeded); test = the official 10k. ``n_train`` caps train (seeded). No spurious feature: the
+    targets built on MNIST (``spurious-mnist``, ``u-mnist``) are binary tasks with other labels.
+    """
+    m = _read_mnist(data_dir, "mnist-digits")
+    rng = np.random.default_rng(seed)
+    digit = m["y_train"].astype(np.int64)
+    val = take_per_label(digit, val_fraction, rng)
+    train_idx = np.flatnonzero(~val)
+    if n_train is not None:
+        if int(n_train) < 10:
+            raise ValueError(f"n_train must be >= 10, got {n_train}.")
+        if n_train < train_idx.size:
+            train_idx = np.sort(rng.permutation(train_idx)[: int(n_train)])
+    x = pad_to(m["x_train"], 32)[:, None]
+    xt = pad_to(m["x_test"], 32)[:, None]
+    dt = m["y_test"].astype(np.int64)
+    splits = {
+        "train": _split_images(x, digit, digit, train_idx),
+        "val": _split_images(x, digit, digit, np.flatnonzero(val)),
+        "test": Split(x=xt, y=dt, g=dt, loader=uint8_to_float),
+    }
+    return Dataset(name="mnist-digits", splits=splits, class_names=DIGIT_NAMES, group_names=DIGIT_NAMES,
+                   description="MNIST, 10 digit classes, 1x32x32 (a pretraining source task)")
+
+
+@register("digits", "scikit-learn's 8x8 digits, 10-way (embedded; a pretraining source task for u-digits)")
+def digits10(*, seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2) -> Dataset:
+    """sklearn's bundled 8x8 digits as a 10-class task (groups = digits), split per digit like
+    ``u-digits`` (same fractions and seed give the same split): the embedded pretraining source for
+    finetuning on ``u-digits`` in tests and demos."""
+    from sklearn.datasets import load_digits
+
+    if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
+        raise ValueError("val_fraction and test_fraction must be positive and sum to less than 1.")
+    d = load_digits()
+    images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
+    digit = d.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    test = take_per_label(digit, test_fraction, rng)
+    rest = np.flatnonzero(~test)
+    val_rel = take_per_label(digit[rest], val_fraction / (1 - test_fraction), rng)
+    val = np.zeros_like(test)
+    val[rest[val_rel]] = True
+    train = ~(test | val)
+    splits = {name: _split_images(images, digit, digit, np.flatnonzero(m))
+              for name, m in (("train", train), ("val", val), ("test", test))}
+    return Dataset(name="digits", splits=splits, class_names=DIGIT_NAMES, group_names=DIGIT_NAMES,
+                   description="sklearn digits 8x8, 10 classes (a pretraining source task)")
+
+
 def _add_spurious(images: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray:
     if kind == "patch":
         out = images[:, None].copy()

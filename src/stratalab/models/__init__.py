@@ -3,5 +3,7 @@
 from .build import MODELS, Embedding, build_model, embed
 from .convnets import CifarResNet, LeNet5, LinearHead
 from .mlp import MLP
+from .pretrained import load_pretrained, n_params, read_pretrained, save_pretrained
 
-__all__ = ["MLP", "LeNet5", "CifarResNet", "LinearHead", "build_model", "embed", "Embedding", "MODELS"]
+__all__ = ["MLP", "LeNet5", "CifarResNet", "LinearHead", "build_model", "embed", "Embedding", "MODELS",
+           "save_pretrained", "load_pretrained", "read_pretrained", "n_params"]

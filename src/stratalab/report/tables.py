@@ -165,3 +165,16 @@ def sweep_table(sweep_mean: pd.DataFrame) -> Table:
         std = f" ± {100 * r.val_wga_std:.1f}" if r.seeds > 1 else ""
         t.add_row(r.curve, str(r.k), f"{100 * r.val_wga_mean:.1f}{std}")
     return t
+
+
+def scaling_table(table: pd.DataFrame, dataset: str, select: str) -> Table:
+    """LaBonte et al. scaling study: test WGA (selected epoch and last epoch) and average accuracy
+    per class-balancing method and width, mean ± std over seeds."""
+    t = _table(f"Finetuning on {dataset}: test accuracy (%), mean ± std over seeds (WGA at the epoch chosen by {select} "
+               "and at the last epoch)", ["balancing", "width", "params", "WGA", "WGA last epoch", "average"],
+               left=("balancing",))
+    for r in table.itertuples(index=False):
+        t.add_row("none" if r.method == "erm" else r.method, f"{r.width:g}", f"{r.params:,}",
+                  f"{100 * r.wga_mean:.1f} ± {100 * r.wga_std:.1f}", f"{100 * r.wga_last_mean:.1f} ± {100 * r.wga_last_std:.1f}",
+                  f"{100 * r.avg_mean:.1f} ± {100 * r.avg_std:.1f}")
+    return t

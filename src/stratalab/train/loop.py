@@ -56,6 +56,8 @@ class TrainConfig:
     (C), ``gdro_balanced_sampler``. Mixture balancing: ``mixture_ratio`` (r). JTT: ``jtt_epochs``
     (T) and ``jtt_upsample`` (lambda_up, an integer: each error appears lambda_up times per epoch, so
     its total weight is lambda_up, not 1 + lambda_up). DFR: ``dfr_cs`` and ``dfr_retrains``.
+    Finetuning (LaBonte et al. 2024): ``init``, weights written by ``stratalab pretrain``, and
+    ``finetune``: "full" (every layer) or "last_layer" (only the head is trained).
     """
 
     method: str = "erm"
@@ -81,6 +83,8 @@ class TrainConfig:
     jtt_upsample: int = 20
     dfr_cs: tuple[float, ...] = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
     dfr_retrains: int = 20
+    init: str | None = None
+    finetune: str = "full"
 
     def __post_init__(self) -> None:
         """Check every field before any work starts (the method's needs come from its MethodSpec)."""
@@ -108,6 +112,12 @@ class TrainConfig:
             _finite("each milestone", m, low=0, high=1, hint="Milestones are fractions of the epochs, e.g. 0.5,0.75.")
         _finite("gdro_eta", self.gdro_eta, low=0, low_open=True)
         _finite("gdro_adjustment", self.gdro_adjustment, low=0)
+        if self.finetune not in ("full", "last_layer"):
+            raise ValueError(f"finetune must be full or last_layer, got {self.finetune!r}.")
+        if self.finetune == "last_layer" and self.init is None:
+            raise ValueError("finetune='last_layer' trains only the head of a pretrained model; give init (--init PATH).")
+        if self.init is not None:
+            self.init = str(self.init)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}.")
         if self.schedule not in SCHEDULES:

@@ -14,7 +14,7 @@ from torch import nn
 from .sampling import balance_groups
 from ..data.core import Dataset
 from ..metrics import GroupReport, group_report
-from ..models import build_model, embed
+from ..models import build_model, embed, load_pretrained
 from .loop import TrainConfig, fit, predict, split_report
 from .registry import METHODS
 
@@ -184,6 +184,10 @@ def run(
                          "pass estimated groups (e.g. GEORGE clusters).")
     input_shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
     model = build_model(cfg.model, input_shape, ds.n_classes, width=cfg.width, seed=cfg.seed)
+    pretrained = None
+    if cfg.init is not None:  # finetune: the body from the pretrained file, the head fresh unless it fits
+        pretrained = load_pretrained(model, cfg.init, model_name=cfg.model, width=cfg.width, input_shape=input_shape,
+                                     finetune=cfg.finetune)
     init_state = copy.deepcopy(model.state_dict())
 
     def cb(stage: str, total: int):
@@ -215,6 +219,8 @@ def run(
         res = fit(model, ds.train, cfg, train_groups=train_groups, checkpoint_dir=checkpoint_dir,
                   progress=cb(cfg.method, cfg.epochs), **common)
         reports = _reports(res.model, ds)
+    if pretrained is not None:
+        extra["pretrained"] = pretrained
     return RunResult(config=cfg, dataset={"name": ds.name, **ds.options}, history=res.history,
                      selected_epoch=int(res.selected_epoch or cfg.epochs), labels_used=res.labels_used,
                      reports=reports, model=res.model, extra=extra)

@@ -1,0 +1,254 @@
+"""LaBonte et al. (2024), "The Group Robustness is in the Details": model scaling x class balancing
+when finetuning pretrained models, and worst-group accuracy over finetuning epochs.
+
+One study: for every width of a model family, pretrain once on a source task (``pretrain_dataset``,
+e.g. 10-way MNIST digits), then finetune on the target task (e.g. class-imbalanced spurious-mnist)
+with every class-balancing method (none = ERM, subsetting, upsampling, upweighting, mixture) and
+every seed. Each finetune records test worst-group and average accuracy at the epoch selected on val
+(``select``) and at the last epoch, the parameter count, and its whole history (test WGA per epoch,
+for the collapse figure). Everything goes through the one training loop and the method registry.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..data import load
+from ..models import build_model, n_params, save_pretrained
+from ..train import TrainConfig, run
+
+BALANCING = ("erm", "subsetting", "upsampling", "upweighting", "mixture")
+LABELS = {"erm": "none", "subsetting": "subsetting", "upsampling": "upsampling", "upweighting": "upweighting",
+          "mixture": "mixture"}
+
+
+@dataclass
+class ScalingConfig:
+    """The study's settings; round-trips through :meth:`to_dict` / :meth:`from_dict`."""
+
+    dataset: str = "spurious-mnist"
+    dataset_options: dict[str, Any] | None = None
+    pretrain_dataset: str = "mnist-digits"
+    pretrain_options: dict[str, Any] | None = None
+    model: str = "lenet5"
+    widths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    methods: tuple[str, ...] = BALANCING
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 10
+    pretrain_epochs: int = 3
+    finetune: str = "full"
+    lr: float = 1e-3
+    batch_size: int = 128
+    mixture_ratio: float = 2.0
+    select: str = "val_wga"
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(float(w) for w in self.widths)
+        self.methods = tuple(self.methods)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.dataset_options = dict(self.dataset_options or {})
+        self.pretrain_options = dict(self.pretrain_options or {})
+        bad = [m for m in self.methods if m not in BALANCING]
+        if bad or not self.methods:
+            raise ValueError(f"unknown balancing method {bad[0] if bad else ''!r}; choose from {', '.join(BALANCING)} "
+                             "(erm = no class balancing).")
+        if not self.widths or not self.seeds:
+            raise ValueError("give at least one width and one seed.")
+        if len(set(self.seeds)) != len(self.seeds) or len(set(self.widths)) != len(self.widths):
+            raise ValueError("widths and seeds must not repeat.")
+        if int(self.pretrain_epochs) != self.pretrain_epochs or self.pretrain_epochs < 0:
+            raise ValueError(f"pretrain_epochs must be an integer >= 0 (0 = train from scratch), got {self.pretrain_epochs}.")
+        if self.finetune == "last_layer" and self.pretrain_epochs == 0:
+            raise ValueError("finetune='last_layer' needs pretrained weights (pretrain_epochs >= 1).")
+        for w in self.widths:  # every run's settings are checked before the first one starts
+            self.train_config("mixture", 0, w)
+
+    def train_config(self, method: str, seed: int, width: float, init: str | None = None) -> TrainConfig:
+        return TrainConfig(method=method, model=self.model, width=width, epochs=self.epochs, lr=self.lr,
+                           batch_size=self.batch_size, seed=seed, select=self.select,
+                           mixture_ratio=self.mixture_ratio if method == "mixture" else None,
+                           init=init, finetune=self.finetune if init is not None else "full")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["widths"], d["methods"], d["seeds"] = list(self.widths), list(self.methods), list(self.seeds)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ScalingConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown scaling config key {unknown[0]!r}; known keys: {', '.join(sorted(names))}.")
+        return cls(**d)
+
+
+@dataclass
+class ScalingResult:
+    config: ScalingConfig
+    runs: list[dict[str, Any]]  # one per (width, method, seed)
+    pretraining: list[dict[str, Any]]  # one per width
+    seconds: float
+
+    def rows(self) -> pd.DataFrame:
+        return pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in self.runs])
+
+    def table(self) -> pd.DataFrame:
+        """Mean and std (ddof 0) over seeds per (method, width): test WGA and average accuracy at the
+        selected epoch and at the last epoch."""
+        df = self.rows()
+        g = df.groupby(["method", "width"], sort=False)
+        out = g.agg(params=("params", "first"), seeds=("seed", "size"),
+                    wga_mean=("test_wga", "mean"), wga_std=("test_wga", lambda v: float(np.std(v))),
+                    avg_mean=("test_avg", "mean"), avg_std=("test_avg", lambda v: float(np.std(v))),
+                    wga_last_mean=("test_wga_last", "mean"), wga_last_std=("test_wga_last", lambda v: float(np.std(v))))
+        return out.reset_index()
+
+    def curves(self, width: float | None = None) -> pd.DataFrame:
+        """Test WGA per epoch, mean and std over seeds, per method (at ``width``, default the largest)."""
+        w = max(self.config.widths) if width is None else float(width)
+        rows = []
+        for r in self.runs:
+            if r["width"] == w:
+                rows += [{"method": r["method"], "seed": r["seed"], "epoch": e + 1, "test_wga": v} for e, v in enumerate(r["curve"])]
+        df = pd.DataFrame(rows)
+        if df.empty:
+            return df
+        out = df.groupby(["method", "epoch"], sort=False)["test_wga"].agg(["mean", lambda v: float(np.std(v))])
+        out.columns = ["wga_mean", "wga_std"]
+        return out.reset_index()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "seconds": self.seconds, "pretraining": self.pretraining,
+                "table": self.table().to_dict(orient="records"), "runs": self.runs}
+
+
+def _test_wga_curve(history: list[dict[str, Any]]) -> list[float]:
+    return [float(h["test"]["worst_group_accuracy"]) for h in history if "test" in h]
+
+
+def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weights_dir: str | Path | None = None,
+                progress: Callable[[str], None] | None = None) -> ScalingResult:
+    """Run the whole study. ``weights_dir`` keeps each width's pretrained weights
+    (``<model>-w<width>.pt``) and reuses them when present with the same pretraining config."""
+    say = progress or (lambda m: None)
+    t0 = time.perf_counter()
+    src = load(cfg.pretrain_dataset, data_dir=data_dir, seed=0, **cfg.pretrain_options) if cfg.pretrain_epochs else None
+    data = {s: load(cfg.dataset, data_dir=data_dir, seed=s, **cfg.dataset_options) for s in cfg.seeds}
+    first = data[cfg.seeds[0]]
+    input_shape = tuple(np.asarray(first.train.load_x(np.arange(1))).shape[1:])
+    if src is not None:
+        src_shape = tuple(np.asarray(src.train.load_x(np.arange(1))).shape[1:])
+        if src_shape != input_shape:
+            raise ValueError(f"the pretraining data {cfg.pretrain_dataset!r} has inputs {src_shape}, the target "
+                             f"{cfg.dataset!r} {input_shape}; pretrain on data of the same shape.")
+    wdir = Path(weights_dir) if weights_dir is not None else None
+    if wdir is not None:
+        wdir.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory(prefix="stratalab-scaling-")
+    runs, pre = [], []
+    try:
+        for w in cfg.widths:
+            init = None
+            params = n_params(build_model(cfg.model, input_shape, first.n_classes, width=w))
+            if src is not None:
+                path = (wdir or Path(tmp.name)) / f"{cfg.model}-w{w:g}.pt"
+                pcfg = TrainConfig(model=cfg.model, width=w, epochs=cfg.pretrain_epochs, lr=cfg.lr,
+                                   batch_size=cfg.batch_size, seed=0, select="val_avg")
+                reuse = False
+                if path.is_file():
+                    from ..models import read_pretrained
+
+                    reuse = read_pretrained(path).get("config") == pcfg.to_dict()
+                t = time.perf_counter()
+                if not reuse:
+                    say(f"pretrain {cfg.model} x{w:g} on {cfg.pretrain_dataset} ({cfg.pretrain_epochs} epochs)")
+                    r = run(src, pcfg)
+                    save_pretrained(r.model, path, model_name=cfg.model, width=w, input_shape=input_shape,
+                                    n_classes=src.n_classes, source=cfg.pretrain_dataset, config=pcfg.to_dict())
+                    pre.append({"width": w, "source_test_accuracy": r.reports["test"].average_accuracy,
+                                "seconds": time.perf_counter() - t, "reused": False})
+                else:
+                    pre.append({"width": w, "reused": True})
+                init = str(path)
+            for method in cfg.methods:
+                for s in cfg.seeds:
+                    say(f"finetune x{w:g} ({params} params) with {LABELS[method]} balancing, seed {s}")
+                    t = time.perf_counter()
+                    r = run(data[s], cfg.train_config(method, s, w, init))
+                    curve = _test_wga_curve(r.history)
+                    last = r.history[-1]["test"]
+                    runs.append({"width": w, "params": params, "method": method, "seed": s,
+                                 "selected_epoch": r.selected_epoch,
+                                 "test_wga": r.reports["test"].worst_group_accuracy,
+                                 "test_avg": r.reports["test"].average_accuracy,
+                                 "test_wga_last": float(last["worst_group_accuracy"]),
+                                 "test_avg_last": float(last["average_accuracy"]),
+                                 "seconds": time.perf_counter() - t, "curve": curve})
+    finally:
+        tmp.cleanup()
+    return ScalingResult(config=cfg, runs=runs, pretraining=pre, seconds=time.perf_counter() - t0)
+
+
+_COLOURS = {"erm": "tab:gray", "subsetting": "tab:blue", "upsampling": "tab:orange", "upweighting": "tab:red",
+            "mixture": "tab:green"}
+
+
+def plot_scaling(result: ScalingResult, path: str | Path, *, last_epoch: bool = False) -> Path:
+    """LaBonte et al.'s scaling figure: test worst-group accuracy against parameter count (log
+    scale), one line per class-balancing method, mean over seeds with a +-1 std band."""
+    from matplotlib.figure import Figure
+
+    from ..report import save_figure_atomic
+
+    tab = result.table()
+    m, s = ("wga_last_mean", "wga_last_std") if last_epoch else ("wga_mean", "wga_std")
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for method in result.config.methods:
+        sub = tab[tab["method"] == method].sort_values("params")
+        ax.plot(sub["params"], 100 * sub[m], marker="o", color=_COLOURS[method], label=LABELS[method])
+        ax.fill_between(sub["params"], 100 * (sub[m] - sub[s]), 100 * (sub[m] + sub[s]), color=_COLOURS[method], alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("test worst-group accuracy (%)")
+    c = result.config
+    ax.set_title(f"{c.model} finetuned on {c.dataset} ({len(c.seeds)} seeds, {'last epoch' if last_epoch else 'selected by ' + c.select})",
+                 fontsize=9)
+    ax.legend(title="class balancing", fontsize=8)
+    fig.tight_layout()
+    return save_figure_atomic(fig, path)
+
+
+def plot_collapse(result: ScalingResult, path: str | Path, width: float | None = None) -> Path:
+    """Test worst-group accuracy over finetuning epochs per class-balancing method (mean +- std over
+    seeds), the figure where LaBonte et al. see upsampling and upweighting collapse."""
+    from matplotlib.figure import Figure
+
+    from ..report import save_figure_atomic
+
+    cur = result.curves(width)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for method in result.config.methods:
+        sub = cur[cur["method"] == method]
+        ax.plot(sub["epoch"], 100 * sub["wga_mean"], color=_COLOURS[method], label=LABELS[method])
+        ax.fill_between(sub["epoch"], 100 * (sub["wga_mean"] - sub["wga_std"]), 100 * (sub["wga_mean"] + sub["wga_std"]),
+                        color=_COLOURS[method], alpha=0.15)
+    ax.set_xlabel("finetuning epoch")
+    ax.set_ylabel("test worst-group accuracy (%)")
+    w = max(result.config.widths) if width is None else width
+    ax.set_title(f"WGA over epochs, {result.config.model} x{w:g} on {result.config.dataset}", fontsize=9)
+    ax.legend(title="class balancing", fontsize=8)
+    fig.tight_layout()
+    return save_figure_atomic(fig, path)
+
+
