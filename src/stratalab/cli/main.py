@@ -878,6 +878,8 @@ def spectral(
     width: float = typer.Option(1.0, help="With --dataset: width multiplier."),
     epochs: int = typer.Option(10, help="With --dataset: training epochs."),
     split: str = typer.Option("test", help="With --dataset: the split whose features are analysed (train | val | test)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="With --dataset: finetune from these pretrained weights (`stratalab pretrain`)."),
+    finetune: str = typer.Option("full", "--finetune", help="With --init: full | last_layer."),
     seed: int = typer.Option(0, help="With --dataset: seed of data and training."),
     top_k: int = typer.Option(10, "--top-k", help="Eigenvalues per group."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
@@ -920,7 +922,12 @@ def spectral(
         from ..models import embed
         from ..train import TrainConfig, run
 
-        cfg = TrainConfig(method=method, model=model, width=width, epochs=epochs, seed=seed)
+        cfg = TrainConfig(method=method, model=model, width=width, epochs=epochs, seed=seed,
+                          init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune)
+        if cfg.init is not None:
+            from ..models import read_pretrained
+
+            read_pretrained(cfg.init)
         ds = load(dataset, data_dir=data_dir, seed=seed, **_parse_options(option))
         sp = ds.splits[split]
         if sp.g is None:
@@ -931,7 +938,8 @@ def spectral(
         if ds.train.g is not None:
             counts = {int(k): int(v) for k, v in zip(*np.unique(ds.train.g, return_counts=True))}
         names = {"class_names": ds.class_names, "group_names": ds.group_names}
-        source = f"{ds.name} {split} features of {method} ({model} x{width:g}, {epochs} epochs, seed {seed})"
+        source = (f"{ds.name} {split} features of {method} ({model} x{width:g}, {epochs} epochs, seed {seed}"
+                  + (f", finetuned from {init.name}" if init is not None else "") + ")")
     rep = spectral_imbalance(z, yv, gv, top_k=top_k, pred=pv, group_counts=counts, **names)
     if plot is not None:
         plot_group_spectra(rep, plot)

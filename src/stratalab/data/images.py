@@ -133,6 +133,7 @@ def spurious_mnist(
     class_imbalance: float = 1.0,
     val_fraction: float = 0.2,
     n_train: int | None = None,
+    n_eval: int | None = None,
 ) -> Dataset:
     """MNIST with a spurious feature. Class ``y = digit >= 5``; spurious value ``a`` in {0, 1}.
 
@@ -142,7 +143,8 @@ def spurious_mnist(
     top-left (a=0) or bottom-right (a=1) corner of the 1x32x32 image; ``spurious="color"``: the
     digit drawn in red (a=0) or green (a=1) on a 3x32x32 image. ``class_imbalance`` = r > 1 keeps
     only 1/r of class 1 in train (so class 0 is r times larger), as in LaBonte et al.'s
-    class-imbalanced settings. ``n_train`` caps the train split (seeded).
+    class-imbalanced settings. ``n_train`` caps the train split (seeded); ``n_eval`` caps val and
+    test at ``n_eval // 4`` examples per group each (seeded; for studies with many evaluations).
     """
     if not 0 <= spurious_correlation <= 1:
         raise ValueError(f"spurious_correlation must be in [0, 1], got {spurious_correlation}.")
@@ -150,6 +152,8 @@ def spurious_mnist(
         raise ValueError(f"spurious must be 'patch' or 'color', got {spurious!r}.")
     if class_imbalance < 1:
         raise ValueError(f"class_imbalance must be >= 1 (the ratio class 0 : class 1 in train), got {class_imbalance}.")
+    if n_eval is not None and int(n_eval) < 4:
+        raise ValueError(f"n_eval must be >= 4 (one example per group of val and test), got {n_eval}.")
     m = _read_mnist(data_dir, "spurious-mnist")
     rng = np.random.default_rng(seed)
     digit = m["y_train"].astype(np.int64)
@@ -172,7 +176,8 @@ def spurious_mnist(
             a = np.where(rng.random(y.size) < agree_p, y, 1 - y)
         x = _add_spurious(pad_to(images, 32), a, spurious)
         g = groups_from_pairs(y, a, 2)
-        idx = np.arange(y.size) if agree_p is not None else balance_groups(g, rng)
+        idx = np.arange(y.size) if agree_p is not None else balance_groups(
+            g, rng, per_group=None if n_eval is None else int(n_eval) // 4)
         return _split_images(x, y, g, idx, digit=digits, spurious=a)
 
     splits = {

@@ -1,0 +1,142 @@
+"""LaBonte et al. (2024) "The Group Robustness is in the Details", at CPU scale on spurious-mnist.
+
+1. Scaling x class balancing: LeNet-5 at widths 0.25-2 (3.3k-203k parameters, 60x), each pretrained
+   on 10-way MNIST digits (mnist-digits, 20k images, 2 epochs), finetuned on class-imbalanced
+   spurious-mnist (class 0 : class 1 = 5 : 1, 6k train, val/test 2k group-balanced) with no
+   balancing, subsetting, upsampling, upweighting and mixture (r = 2), 3 seeds, 8 epochs; test WGA
+   at the epoch chosen on val WGA and at the last epoch; WGA over epochs (collapse).
+2. Spectral imbalance of the finetuned features (width 2, each balancing method, seed 0).
+3. Mixture ablation: class-imbalance ratio sweep (1, 3, 10) at width 1 for subsetting, upsampling
+   and mixture (mixture without its subsetting step is upsampling).
+
+Writes benchmarks/results/labonte_{scaling,spectral,ablation}.{json,md} and the figures.
+Run: python benchmarks/labonte_study.py [--part all|scaling|spectral|ablation] [--seeds 0,1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, data_dir, write  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from stratalab.analysis import plot_group_spectra, spectral_imbalance  # noqa: E402
+from stratalab.data import load  # noqa: E402
+from stratalab.experiments import ScalingConfig, plot_collapse, plot_scaling, run_scaling  # noqa: E402
+from stratalab.models import embed  # noqa: E402
+from stratalab.train import run  # noqa: E402
+
+TARGET = {"class_imbalance": 5, "n_train": 6000, "n_eval": 2000}
+SOURCE = {"n_train": 20000}
+
+
+def study(seeds: tuple[int, ...]) -> ScalingConfig:
+    return ScalingConfig(dataset="spurious-mnist", dataset_options=TARGET, pretrain_dataset="mnist-digits",
+                         pretrain_options=SOURCE, model="lenet5", widths=(0.25, 0.5, 1.0, 1.5, 2.0), seeds=seeds,
+                         epochs=8, pretrain_epochs=2, mixture_ratio=2.0, select="val_wga")
+
+
+def pct(v: float, s: float | None = None) -> str:
+    return f"{100 * v:.1f}" + ("" if s is None else f" ± {100 * s:.1f}")
+
+
+def part_scaling(seeds: tuple[int, ...], weights: Path) -> None:
+    cfg = study(seeds)
+    res = run_scaling(cfg, data_dir=data_dir(), weights_dir=weights, progress=lambda m: print(m, flush=True))
+    tab = res.table()
+    lines = ["| balancing | width | params | test WGA (val-selected) | test WGA (last epoch) | average |", "|---|---|---|---|---|---|"]
+    for r in tab.itertuples(index=False):
+        lines.append(f"| {'none' if r.method == 'erm' else r.method} | {r.width:g} | {r.params:,} | {pct(r.wga_mean, r.wga_std)} | "
+                     f"{pct(r.wga_last_mean, r.wga_last_std)} | {pct(r.avg_mean, r.avg_std)} |")
+    cur = res.curves()
+    lines += ["", f"WGA over epochs at width {max(cfg.widths):g} (mean over seeds, %):", "",
+              "| balancing | " + " | ".join(f"ep {e}" for e in range(1, cfg.epochs + 1)) + " |",
+              "|---|" + "---|" * cfg.epochs]
+    for m in cfg.methods:
+        sub = cur[cur["method"] == m].sort_values("epoch")
+        lines.append(f"| {'none' if m == 'erm' else m} | " + " | ".join(f"{100 * v:.1f}" for v in sub["wga_mean"]) + " |")
+    lines.append(f"\n{len(res.runs)} finetunes + {sum(not p.get('reused') for p in res.pretraining)} pretrainings in "
+                 f"{res.seconds / 60:.1f} min.")
+    md = "\n".join(lines)
+    print(md)
+    plot_scaling(res, RESULTS / "labonte_scaling.png")
+    plot_collapse(res, RESULTS / "labonte_collapse.png")
+    write("labonte_scaling", res.to_dict(), md)
+
+
+def part_spectral(weights: Path) -> None:
+    cfg = study((0,))
+    ds = load("spurious-mnist", data_dir=data_dir(), seed=0, **TARGET)
+    counts = {int(k): int(v) for k, v in zip(*np.unique(ds.train.g, return_counts=True))}
+    w = max(cfg.widths)
+    init = weights / f"lenet5-w{w:g}.pt"
+    lines = ["| balancing | class | minority / majority group | lambda_1 minority | lambda_1 majority | rho | accuracy gap (points) |",
+             "|---|---|---|---|---|---|---|"]
+    out = {}
+    t0 = time.perf_counter()
+    for m in cfg.methods:
+        r = run(ds, cfg.train_config(m, 0, w, str(init) if init.is_file() else None))
+        e = embed(r.model, ds.test)
+        rep = spectral_imbalance(e.features, ds.test.y, ds.test.g, pred=e.pred, group_counts=counts,
+                                 class_names=ds.class_names, group_names=ds.group_names)
+        out[m] = rep.to_dict()
+        if m == "mixture":
+            plot_group_spectra(rep, RESULTS / "labonte_spectra.png", title="spurious-mnist test features, LeNet-5 x2, mixture")
+        for q in rep.ratios.itertuples(index=False):
+            lines.append(f"| {'none' if m == 'erm' else m} | {q.class_name} | {ds.group_names[q.minority_group]} / "
+                         f"{ds.group_names[q.majority_group]} | {q.lambda1_minority:.3g} | {q.lambda1_majority:.3g} | "
+                         f"{q.rho:.2f} | {100 * q.accuracy_gap:.1f} |")
+    n = sum(1 for v in out.values() for q in v["ratios"])
+    ge = sum(1 for v in out.values() for q in v["ratios"] if q["rho"] >= 1)
+    md = "\n".join(lines) + f"\n\nrho >= 1 in {ge} of {n} (method, class) pairs; {time.perf_counter() - t0:.0f} s."
+    print(md)
+    write("labonte_spectral", {"config": cfg.to_dict(), "group_counts_train": counts, "reports": out}, md)
+
+
+def part_ablation(seeds: tuple[int, ...], weights: Path) -> None:
+    rows = []
+    t0 = time.perf_counter()
+    for ratio in (1, 3, 10):
+        cfg = ScalingConfig(dataset="spurious-mnist", dataset_options={**TARGET, "class_imbalance": ratio},
+                            pretrain_dataset="mnist-digits", pretrain_options=SOURCE, model="lenet5", widths=(1.0,),
+                            methods=("subsetting", "upsampling", "mixture"), seeds=seeds, epochs=8, pretrain_epochs=2,
+                            mixture_ratio=2.0)
+        res = run_scaling(cfg, data_dir=data_dir(), weights_dir=weights, progress=lambda m: print(m, flush=True))
+        for r in res.table().itertuples(index=False):
+            rows.append({"class_imbalance": ratio, "method": r.method, "wga_mean": r.wga_mean, "wga_std": r.wga_std,
+                         "wga_last_mean": r.wga_last_mean, "avg_mean": r.avg_mean})
+    lines = ["| class imbalance | subsetting | upsampling (= mixture without subsetting) | mixture (r = 2) |", "|---|---|---|---|"]
+    for ratio in (1, 3, 10):
+        by = {r["method"]: r for r in rows if r["class_imbalance"] == ratio}
+        lines.append(f"| {ratio}:1 | " + " | ".join(pct(by[m]["wga_mean"], by[m]["wga_std"]) for m in ("subsetting", "upsampling", "mixture")) + " |")
+    md = ("Test WGA (%, val-selected, mean ± std over seeds), LeNet-5 x1 pretrained on mnist-digits:\n\n" + "\n".join(lines)
+          + f"\n\n{time.perf_counter() - t0:.0f} s.")
+    print(md)
+    write("labonte_ablation", {"rows": rows}, md)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", default="all", choices=["all", "scaling", "spectral", "ablation"])
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--weights", default=str(RESULTS / ".." / ".labonte_weights"), help="pretrained weights cache")
+    args = ap.parse_args()
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    weights = Path(args.weights).resolve()
+    t0 = time.perf_counter()
+    if args.part in ("all", "scaling"):
+        part_scaling(seeds, weights)
+    if args.part in ("all", "spectral"):
+        part_spectral(weights)
+    if args.part in ("all", "ablation"):
+        part_ablation(seeds, weights)
+    print(f"total {(time.perf_counter() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
