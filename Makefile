@@ -24,7 +24,8 @@ test: setup
 
 # minutes-long runs (paper-scale acceptance checks, long property runs); CI runs them after `make test`
 test-slow: setup
-	HYPOTHESIS_PROFILE=slow $(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow
+	STRATALAB_PROPERTY_EXAMPLES=1000 $(PY) -m pytest -q tests/property
 
 test-all: setup
 	$(PY) -m pytest -q -m ''

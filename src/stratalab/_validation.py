@@ -11,11 +11,16 @@ from typing import Any
 import numpy as np
 
 
-def as_label_array(values: Any, name: str, *, n: int | None = None) -> np.ndarray:
+MAX_UINT_LABEL = 2**63 - 1  # an unsigned label above this would wrap around in int64
+MAX_FLOAT_LABEL = 2**53  # a float above this is not an exact whole number
+
+
+def as_label_array(values: Any, name: str, *, n: int | None = None, n_name: str = "y_true") -> np.ndarray:
     """Return ``values`` as a 1-D int64 array of non-negative integer labels.
 
     Accepts integer arrays, and float arrays whose values are all whole numbers (as pandas gives
-    for integer columns read from CSV). Rejects NaN, non-integers, negatives and wrong lengths.
+    for integer columns read from CSV). Rejects NaN, infinities, non-integers, negatives, labels
+    beyond ``2**31 - 1`` and wrong lengths (``n``, the length of ``n_name``).
     """
     arr = np.asarray(values)
     if arr.ndim != 1:
@@ -25,11 +30,14 @@ def as_label_array(values: Any, name: str, *, n: int | None = None) -> np.ndarra
             raise ValueError(f"{name} must be a 1-D array of integer labels, got shape {arr.shape}.")
     if n is not None and arr.shape[0] != n:
         raise ValueError(
-            f"{name} has {arr.shape[0]} entries but y_true has {n}; pass one label per example."
+            f"{name} has {arr.shape[0]} entries but {n_name} has {n}; pass one label per example."
         )
     if arr.dtype == bool:
         return arr.astype(np.int64)
     if arr.dtype.kind in "iu":
+        if arr.size and arr.dtype.kind == "u" and arr.max() > MAX_UINT_LABEL:
+            i = int(np.argmax(arr))
+            raise ValueError(f"{name} holds label {arr[i]} at position {i}, beyond int64; use labels 0..K-1.")
         out = arr.astype(np.int64, copy=False)
     elif arr.dtype.kind == "f":
         if np.isnan(arr).any():
@@ -37,6 +45,9 @@ def as_label_array(values: Any, name: str, *, n: int | None = None) -> np.ndarra
             raise ValueError(
                 f"{name} contains NaN (first at position {i}); drop or fill those rows before computing metrics."
             )
+        if not np.isfinite(arr).all() or (arr.size and np.abs(arr).max() > MAX_FLOAT_LABEL):
+            i = int(np.flatnonzero(~np.isfinite(arr) | (np.abs(np.where(np.isfinite(arr), arr, 0)) > MAX_FLOAT_LABEL))[0])
+            raise ValueError(f"{name} holds {float(arr[i])!r} at position {i}, not a label; use integer labels 0..K-1.")
         if not np.all(np.mod(arr, 1) == 0):
             i = int(np.flatnonzero(np.mod(arr, 1) != 0)[0])
             raise ValueError(
@@ -56,8 +67,14 @@ def as_label_array(values: Any, name: str, *, n: int | None = None) -> np.ndarra
 
 
 def check_probabilities(scores: Any, n: int, name: str = "y_score") -> np.ndarray:
-    """Return scores as float64, shape (n,) for binary or (n, C); reject NaN and values outside [0, 1]."""
-    arr = np.asarray(scores, dtype=np.float64)
+    """Return scores as float64, shape (n,) for binary or (n, C); reject non-numbers, NaN and values
+    outside [0, 1]."""
+    raw = np.asarray(scores)
+    if raw.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers (probabilities), got dtype {raw.dtype}.")
+    arr = raw.astype(np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise ValueError(f"{name} has no columns; pass the positive-class probability (n,) or class probabilities (n, C).")
     if arr.ndim not in (1, 2) or arr.shape[0] != n:
         raise ValueError(
             f"{name} must have shape (n,) with the positive-class probability or (n, C) with class "

@@ -267,10 +267,9 @@ def _column(df: Any, col: str, path: Path, what: str, *, integer: bool = True) -
             i = int(np.flatnonzero(~np.isfinite(v))[0])
             raise ValueError(f"column {col!r} of {path} has an infinite value at row {i}.")
         return v
-    if v.dtype.kind == "f" and not (np.isfinite(v).all() and (v == np.round(v)).all()):
-        i = int(np.flatnonzero(~np.isfinite(v) | (v != np.round(v)))[0])
-        raise ValueError(f"column {col!r} of {path} must hold integer labels, row {i} is {v[i]!r}.")
-    return v.astype(np.int64)
+    from .._validation import as_label_array
+
+    return as_label_array(v, f"column {col!r} of {path}")  # whole numbers 0..2**31-1, no NaN/inf
 
 
 @app.command()

@@ -50,7 +50,7 @@ class Split:
         if len(self.x) != n:
             raise ValueError(f"x has {len(self.x)} entries but y has {n}; they must match one to one.")
         if self.g is not None:
-            self.g = as_label_array(self.g, "g", n=n)
+            self.g = as_label_array(self.g, "g", n=n, n_name="y")
         for k, v in self.attrs.items():
             if len(v) != n:
                 raise ValueError(f"attribute column {k!r} has {len(v)} entries but the split has {n}.")

@@ -79,9 +79,10 @@ def read_npz(path: Path, keys: Sequence[str] | None = None, *, what: str = "") -
     if not path.is_file():
         raise FileNotFoundError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; give an .npz file{what}.")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise ValueError("it holds a single .npy array, not an .npz archive of named arrays")
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):  # a single .npy array saved under an .npz name
+            raise ValueError("it holds a single .npy array, not an .npz archive of named arrays")
+        with loaded as f:
             names = list(f.files)
             missing = [k for k in (keys or []) if k not in names]
             if missing:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validation import as_label_array
 from .core import SPLITS, Dataset, Split, groups_from_pairs, pair_group_names
 from .images import uint8_to_float
 from .files import ImageLoader, check_files_exist, normalise_split_column, read_csv_checked, read_npz
@@ -52,31 +53,56 @@ def _load_npz(p: Path, class_names: Sequence[str] | None, group_names: Sequence[
     if any(has_g) and not all(has_g):
         raise ValueError(f"{p} has groups for some splits only; give g_train, g_val and g_test, or none.")
     splits = {}
+    shapes = {}
     for s in SPLITS:
         x = arrays[f"x_{s}"]
         if x.dtype.kind not in "fiub":
             raise ValueError(f"{p}: x_{s} must be numeric, got dtype {x.dtype}.")
+        if x.ndim < 2:
+            raise ValueError(f"{p}: x_{s} must have one row per example, shape (n, d) or (n, C, H, W); got shape {x.shape}.")
+        if x.shape[0] == 0:
+            raise ValueError(f"{p}: split {s!r} has no examples (x_{s} has 0 rows); every split needs examples.")
+        shapes[s] = x.shape[1:]
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise ValueError(f"{p}: x_{s} contains NaN or infinite values; clean them before loading.")
         # uint8 images (n, C, H, W) are scaled to [0, 1] like the built-in image data sets
         loader = uint8_to_float if (x.dtype == np.uint8 and x.ndim == 4) else None
         try:
-            splits[s] = Split(x=x, y=arrays[f"y_{s}"], g=arrays.get(f"g_{s}"), loader=loader)
+            yv = as_label_array(arrays[f"y_{s}"], f"y_{s}")
+            gv = None if f"g_{s}" not in arrays else as_label_array(arrays[f"g_{s}"], f"g_{s}", n=yv.shape[0], n_name=f"y_{s}")
+            splits[s] = Split(x=x, y=yv, g=gv, loader=loader)
         except (ValueError, TypeError) as e:
             raise ValueError(f"{p}, split {s!r}: {e}") from None
+    odd = [s for s in SPLITS if shapes[s] != shapes["train"]]
+    if odd:
+        raise ValueError(f"{p}: x_{odd[0]} has examples of shape {shapes[odd[0]]} but x_train {shapes['train']}; "
+                         "every split needs the same example shape.")
+    n_total = sum(len(sp) for sp in splits.values())
     n_classes = max(int(sp.y.max()) for sp in splits.values()) + 1
+    _check_dense(p, "y", n_classes, n_total)
     cnames = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
     gnames = None
     if all(has_g):
         n_groups = max(int(sp.g.max()) for sp in splits.values()) + 1  # type: ignore[union-attr]
+        _check_dense(p, "g", n_groups, n_total)
         gnames = list(group_names) if group_names is not None else [str(i) for i in range(n_groups)]
     return Dataset(name=p.name, splits=splits, class_names=cnames, group_names=gnames,
                    description=f"user arrays from {p}")
 
 
+def _check_dense(p: Path, what: str, n_ids: int, n_examples: int) -> None:
+    """Labels must be ids 0..K-1: a largest id far beyond the number of examples is a mistake (and
+    would make K names and K-row tables)."""
+    if n_ids > max(1024, 2 * n_examples):
+        raise ValueError(f"{p}: {what} holds id {n_ids - 1} but there are only {n_examples} examples; "
+                         f"{what} must be ids 0..K-1 (re-encode them, e.g. with numpy.unique(..., return_inverse=True)).")
+
+
 def _load_csv(p: Path, root: Path, class_names: Sequence[str] | None, group_names: Sequence[str] | None,
               image_size: int | None) -> Dataset:
     df = read_csv_checked(p, ["id", "filename", "split", "y", "a"])
+    if len(df) == 0:
+        raise ValueError(f"{p} has a header but no rows; write one row per image (id,filename,split,y,a).")
     split = normalise_split_column(df["split"], p)
     for col in ("y", "a"):
         if df[col].isna().any():
@@ -87,6 +113,8 @@ def _load_csv(p: Path, root: Path, class_names: Sequence[str] | None, group_name
     a = as_label_array(df["a"].to_numpy(), f"{p.name} column 'a'")
     n_attr = int(a.max()) + 1
     n_classes = int(y.max()) + 1
+    _check_dense(p, "y", n_classes, len(df))
+    _check_dense(p, "a", n_attr, len(df))
     files = np.array([str(root / f) for f in df["filename"].astype(str)], dtype=object)
     check_files_exist(files, p)
     loader = ImageLoader(image_size)

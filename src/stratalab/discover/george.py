@@ -18,9 +18,14 @@ CLUSTER_METHODS = ("gmm", "kmeans")
 
 
 def _check_features(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
+    raw = np.asarray(x)
+    if raw.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {raw.dtype}.")
+    arr = raw.astype(np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n_examples, n_features), got shape {arr.shape}.")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); GEORGE needs examples with at least one feature.")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values; check the model's activations.")
     return arr
@@ -39,7 +44,8 @@ def mean_cluster_silhouette(x: np.ndarray, labels: np.ndarray, *, sample_size: i
     if sample_size is not None and x.shape[0] > sample_size:
         idx = np.sort((rng or np.random.default_rng(0)).choice(x.shape[0], sample_size, replace=False))
     lab = labels[idx]
-    if np.unique(lab).size < 2:
+    n_lab = np.unique(lab).size
+    if n_lab < 2 or n_lab >= lab.size:  # silhouettes need 2 <= clusters <= points - 1
         return -1.0, np.zeros(idx.size), idx
     sil = silhouette_samples(x[idx], lab)
     uniq, inv = np.unique(lab, return_inverse=True)
@@ -130,8 +136,23 @@ class George:
             raise ValueError(f"reducer must be one of {', '.join(REDUCERS)}; got {self.reducer!r}.")
         if self.cluster_method not in CLUSTER_METHODS:
             raise ValueError(f"cluster_method must be one of {', '.join(CLUSTER_METHODS)}; got {self.cluster_method!r}.")
+        def is_int(v: Any) -> bool:
+            return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+        for name in ("k_min", "k_max", "overcluster_factor", "min_cluster_size", "min_val_size", "n_components",
+                     "umap_n_neighbors", "random_state"):
+            v = getattr(self, name)
+            low = 0 if name in ("random_state", "min_cluster_size", "min_val_size") else 1
+            if not is_int(v) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}.")
         if not 1 <= self.k_min <= self.k_max:
             raise ValueError(f"need 1 <= k_min <= k_max, got {self.k_min}, {self.k_max}.")
+        if self.silhouette_sample_size is not None and (not is_int(self.silhouette_sample_size)
+                                                        or self.silhouette_sample_size < 2 * self.k_max + 1):
+            raise ValueError(f"silhouette_sample_size must be None (all points) or an integer > 2 * k_max "
+                             f"({2 * self.k_max}), got {self.silhouette_sample_size!r}.")
+        if not (np.isfinite(self.min_cluster_frac) and 0 <= self.min_cluster_frac < 1):
+            raise ValueError(f"min_cluster_frac must be in [0, 1), got {self.min_cluster_frac!r}.")
         if self.reducer == "hardness":
             w = None if self.head_weights is None else np.asarray(self.head_weights)
             if w is None or w.ndim != 2 or w.shape[0] != 2:
@@ -170,11 +191,17 @@ class George:
         loss = None if losses is None else np.asarray(losses, dtype=np.float64).reshape(-1)
         if loss is not None and loss.shape[0] != x.shape[0]:
             raise ValueError(f"losses has {loss.shape[0]} entries but features has {x.shape[0]} rows.")
+        if loss is not None and not np.isfinite(loss).all():
+            raise ValueError("losses contain NaN or infinite values; pass the ERM model's finite per-example losses "
+                             "(or None to skip the loss condition of overclustering).")
         vx = vy = None
         if val_features is not None:
             vx = _check_features(val_features, "val_features")
             vy = as_label_array(val_y, "val_y", n=vx.shape[0])
         self.classes_ = np.unique(yy)
+        for c in self.classes_:  # every class checked before any is fitted
+            if (yy == c).sum() < 2 * self.k_min:
+                raise ValueError(f"class {int(c)} has only {int((yy == c).sum())} training examples; too few to cluster.")
         self.models_: dict[int, _ClassModel] = {}
         self.offsets_: dict[int, int] = {}
         offset = 0

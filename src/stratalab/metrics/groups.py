@@ -23,6 +23,7 @@ References
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,23 +43,38 @@ __all__ = [
 ]
 
 
+def _check_cells(values: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` and ``weights`` as 1-D float arrays of equal length: finite, weights >= 0."""
+    try:
+        s = np.asarray(values, dtype=np.float64)
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"values and weights must be numbers ({e}).") from None
+    if s.shape != w.shape or s.ndim != 1:
+        raise ValueError(f"values and weights must be 1-D of equal length, got {s.shape} and {w.shape}.")
+    if not np.isfinite(s).all():
+        raise ValueError("values contains NaN or infinite values; pass one finite accuracy per subgroup.")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("weights must be finite and non-negative (the number of examples of each subgroup).")
+    return s, w
+
+
 def weighted_std(values: Any, weights: Any) -> float:
     """Weighted standard deviation of subgroup accuracies, eq. (5) of Chiu et al.
 
     ``sigma_w = sqrt( sum_i w_i (s_i - s_bar)^2 / (sum_i w_i - 1) )`` with ``s_bar`` the
     ``w``-weighted mean and ``w_i`` the number of examples of subgroup ``i`` (frequency weights,
-    hence the ``- 1``). One subgroup, or a total weight of at most one, has no spread: 0.0.
-    The result is in the units of ``values`` (fractions here; the paper prints percentages).
+    hence the ``- 1``). No subgroup, one subgroup, or a total weight of at most one has no spread:
+    0.0. The result is in the units of ``values`` (fractions here; the paper prints percentages).
     """
-    s = np.asarray(values, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
-    if s.shape != w.shape or s.ndim != 1:
-        raise ValueError(f"values and weights must be 1-D of equal length, got {s.shape} and {w.shape}.")
+    s, w = _check_cells(values, weights)
     return float(_weighted_std_rows(s[None, :], w)[0])
 
 
 def _weighted_std_rows(s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Eq. (5) for each row of ``s`` (shape (B, K)) with shared weights ``w`` (K,)."""
+    """Eq. (5) for each row of ``s`` (shape (B, K)) with shared weights ``w`` (K,). Row-wise
+    reductions only, so a row's result does not depend on the other rows (the bootstrap relies on
+    this to give the same intervals whatever its chunk size)."""
     total = w.sum()
     if s.shape[1] <= 1 or total <= 1:
         return np.zeros(s.shape[0])
@@ -71,32 +87,57 @@ def macro_std(values: Any, weights: Any, cell_class: Any) -> float:
     """MacroStd, eq. (6) of Chiu et al.: ``sqrt( mean_c sigma_w^(c)^2 )``.
 
     ``sigma_w^(c)`` is the :func:`weighted_std` of the subgroup accuracies inside class ``c``;
-    a class with a single subgroup contributes 0.
+    a class with a single subgroup contributes 0, and no subgroup at all gives 0.0.
     """
-    s = np.asarray(values, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
+    s, w = _check_cells(values, weights)
     c = as_label_array(cell_class, "cell_class", n=s.shape[0])
-    return float(_macro_std_rows(s[None, :], w, c)[0])
+    if s.size == 0:
+        return 0.0
+    return float(_macro_std_rows(s[None, :], w, _ClassSegments(c))[0])
 
 
-def _class_weighted_std_rows(s: np.ndarray, w: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Per-class WeightedStd for each row of ``s``: returns (B, n_classes_present), ordered by class id."""
-    classes, ci = np.unique(c, return_inverse=True)
-    n_c = len(classes)
-    onehot = np.zeros((s.shape[1], n_c))
-    onehot[np.arange(s.shape[1]), ci] = 1.0
-    wsum = w @ onehot  # (C,)
-    cells_per_class = onehot.sum(axis=0)
-    mean = ((s * w) @ onehot) / np.where(wsum > 0, wsum, 1.0)  # (B, C)
-    dev2 = (s - mean[:, ci]) ** 2 * w  # (B, K)
+class _ClassSegments:
+    """Cells grouped by class, for per-class sums with ``np.add.reduceat`` (no cells x classes
+    one-hot matrix, whose size would be K x C).
+
+    ``order`` sorts the cells by class (None when they already are, as in :func:`group_report`,
+    whose cells come sorted by (class, group)); ``starts`` is the first sorted cell of each class
+    and ``sizes`` the number of cells of each class, classes in increasing order of id.
+    """
+
+    def __init__(self, cell_class: np.ndarray) -> None:
+        c = np.asarray(cell_class)
+        if c.size and (np.diff(c) < 0).any():
+            self.order: np.ndarray | None = np.argsort(c, kind="stable")
+            c = c[self.order]
+        else:
+            self.order = None
+        self.starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]]) if c.size else np.zeros(0, dtype=np.intp)
+        self.sizes = np.diff(np.r_[self.starts, c.size])
+
+    def sort(self, a: np.ndarray) -> np.ndarray:
+        """``a`` (..., K) with its last axis in class order."""
+        return a if self.order is None else a[..., self.order]
+
+    def sums(self, a: np.ndarray) -> np.ndarray:
+        """Per-class sums over the last axis of a class-sorted ``a``: (..., C)."""
+        return np.add.reduceat(a, self.starts, axis=-1)
+
+
+def _class_weighted_std_rows(s: np.ndarray, w: np.ndarray, seg: _ClassSegments) -> np.ndarray:
+    """Per-class WeightedStd for each row of ``s`` (B, K): returns (B, n_classes_present), ordered by class id."""
+    s, w = seg.sort(s), seg.sort(w)
+    wsum = seg.sums(w)  # (C,)
+    mean = seg.sums(s * w) / np.where(wsum > 0, wsum, 1.0)  # (B, C)
+    dev2 = (s - np.repeat(mean, seg.sizes, axis=1)) ** 2 * w  # (B, K)
     denom = wsum - 1.0
-    ok = (cells_per_class > 1) & (denom > 0)
-    var = np.where(ok, (dev2 @ onehot) / np.where(ok, denom, 1.0), 0.0)
+    ok = (seg.sizes > 1) & (denom > 0)
+    var = np.where(ok, seg.sums(dev2) / np.where(ok, denom, 1.0), 0.0)
     return np.sqrt(np.maximum(var, 0.0))
 
 
-def _macro_std_rows(s: np.ndarray, w: np.ndarray, c: np.ndarray) -> np.ndarray:
-    per_class = _class_weighted_std_rows(s, w, c)
+def _macro_std_rows(s: np.ndarray, w: np.ndarray, seg: _ClassSegments) -> np.ndarray:
+    per_class = _class_weighted_std_rows(s, w, seg)
     return np.sqrt((per_class**2).mean(axis=1))
 
 
@@ -222,13 +263,16 @@ def _train_weights(
     if not isinstance(train_group_counts, Mapping) and hasattr(train_group_counts, "items") and hasattr(train_group_counts, "index"):
         train_group_counts = dict(train_group_counts.items())  # a pandas Series: keyed by its index, not by position
     if isinstance(train_group_counts, Mapping):
-        mapping = {(tuple(int(x) for x in k) if isinstance(k, tuple) else int(k)): float(v)
-                   for k, v in train_group_counts.items()}
+        mapping = {_count_key(k): _count_value(v) for k, v in train_group_counts.items()}
     else:
-        arr = np.asarray(train_group_counts, dtype=np.float64)
+        try:
+            arr = np.asarray(train_group_counts, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("train_group_counts must hold numbers: a 1-D array of counts indexed by group, "
+                             "or a dict {group: count}.") from None
         if arr.ndim != 1:
             raise ValueError("train_group_counts must be a 1-D array indexed by group, or a dict.")
-        mapping = {i: float(v) for i, v in enumerate(arr)}
+        mapping = {i: _count_value(v) for i, v in enumerate(arr)}
     by_cell = any(isinstance(k, tuple) for k in mapping)
     if by_cell:
         keys = [(int(c), int(g)) for c, g in zip(cell_class, cell_group)]
@@ -250,11 +294,34 @@ def _train_weights(
             "give a count (possibly 0) for every group."
         )
     w = np.array([mapping[k] for k in keys], dtype=np.float64)
-    if (w < 0).any() or not np.isfinite(w).all():
-        raise ValueError("train_group_counts must be finite and non-negative.")
     seen = set(keys)
-    absent = [k for k, v in mapping.items() if v > 0 and k not in seen]
+    absent = sorted((k for k, v in mapping.items() if v > 0 and k not in seen), key=lambda k: (isinstance(k, tuple), k))
     return w, absent
+
+
+def _count_key(k: Any) -> int | tuple[int, int]:
+    """A key of ``train_group_counts``: a group id, or a (class, group) tuple of ids."""
+    if isinstance(k, tuple) and len(k) == 2:
+        return (_int_key(k[0], k), _int_key(k[1], k))
+    return _int_key(k, k)
+
+
+def _int_key(x: Any, key: Any) -> int:
+    if isinstance(x, (numbers.Integral, np.integer)) and not isinstance(x, (bool, np.bool_)):
+        return int(x)
+    if isinstance(x, (float, np.floating)) and math.isfinite(x) and float(x).is_integer():
+        return int(x)  # e.g. the float index of value_counts() on a float column
+    raise ValueError(f"train_group_counts keys must be integer group ids or (class, group) tuples of ids, got {key!r}.")
+
+
+def _count_value(v: Any) -> float:
+    try:
+        out = float(v)
+    except (TypeError, ValueError):
+        out = float("nan")
+    if not math.isfinite(out) or out < 0:
+        raise ValueError(f"train_group_counts must hold finite, non-negative counts, got {v!r}.")
+    return out
 
 
 def group_report(
@@ -289,9 +356,11 @@ def group_report(
         ``train_weighted_accuracy`` = sum over cells of train proportion x test accuracy
         (Sagawa et al.'s Waterbirds convention) and a ``train_n`` column.
     y_score : array of shape (n,) or (n, C), optional
-        Probabilities: of class 1 for binary tasks, or of every class. Adds per-cell mean
-        cross-entropy ``loss`` and, for binary tasks, per-cell ``auroc``: the AUROC of the cell's
-        examples against all examples of the other class (Sohoni et al.'s subclass AUROC).
+        Probabilities: of class 1 for binary tasks (then ``y_true`` must be 0/1), or of every
+        class. Adds per-cell mean cross-entropy ``loss`` and, for binary tasks, per-cell ``auroc``:
+        the AUROC of the cell's examples against all examples of the other class (Sohoni et al.'s
+        subclass AUROC). ``auroc`` is NaN when ``y_true`` holds a single class (no other class to
+        rank against).
     class_names, group_names : sequence of str, optional
         Names for class and group ids, used in tables. Named groups with no example are reported
         in ``missing_groups``.
@@ -299,9 +368,17 @@ def group_report(
         If > 0, adds percentile confidence intervals (level ``confidence``) for every summary
         metric and per-cell accuracy. The bootstrap is stratified by cell (each cell keeps its
         size), which for a cell of n examples with c correct is exactly Binomial(n, c/n) / n, so
-        it is drawn in closed form without resampling rows.
+        it is drawn in closed form without resampling rows. Resamples are drawn in chunks of
+        bounded size (about 64 MB of working memory, whatever ``n_bootstrap``), and per-cell
+        intervals come from per-cell histograms of the resampled counts, so extra memory is
+        O(chunk + n + 56 bytes x n_bootstrap); the intervals do not depend on the chunk size.
+        Intervals of the accuracies (average, balanced, per cell, train-weighted: unbiased under
+        resampling) contain the point estimate in practice (with a hundred resamples or more);
+        those of worst-group / worst-class accuracy and of the two stds need not: a minimum or a
+        spread of noisy resampled accuracies is biased (down, resp. up), so e.g. many cells of
+        equal accuracy give a WeightedStd of 0 whose interval lies above 0.
     random_state : int, Generator or None
-        Seed of the bootstrap.
+        Seed of the bootstrap (a non-negative integer, a ``numpy.random.Generator`` or None).
 
     Returns
     -------
@@ -333,10 +410,17 @@ def group_report(
         y_pred_arr = as_label_array(y_pred, "y_pred", n=n)
     grp = as_label_array(groups, "groups", n=n)
     cls = y_true_arr if classes is None else as_label_array(classes, "classes", n=n)
+    if not isinstance(confidence, numbers.Real) or isinstance(confidence, (bool, np.bool_)):
+        raise TypeError(f"confidence must be a number in (0, 1), e.g. 0.95; got {confidence!r}.")
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
+        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence}.")
+    if not isinstance(n_bootstrap, (numbers.Integral, np.integer)) or isinstance(n_bootstrap, (bool, np.bool_)):
+        raise TypeError(f"n_bootstrap must be an integer number of resamples (0 = none, e.g. 1000); got {n_bootstrap!r}.")
     if n_bootstrap < 0:
-        raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}.")
+        raise ValueError(f"n_bootstrap must be >= 0 (0 = no intervals), got {n_bootstrap}.")
+    for arg, names in (("class_names", class_names), ("group_names", group_names)):
+        if isinstance(names, (str, bytes)):
+            raise TypeError(f"{arg} must be a sequence of names, one per id, not a single string ({names!r}).")
 
     correct = (y_true_arr == y_pred_arr).astype(np.float64)
     cell, cell_class, cell_group, cell_n = _cell_index(cls, grp)
@@ -372,7 +456,8 @@ def group_report(
     order = np.lexsort((cell_acc, cell_ci))  # by class, then accuracy ascending
     first = np.searchsorted(cell_ci[order], np.arange(n_classes))
     worst_cell_of_class = order[first]
-    class_wstd = _class_weighted_std_rows(cell_acc[None, :], cell_n.astype(float), cell_class)[0]
+    seg = _ClassSegments(cell_class)
+    class_wstd = _class_weighted_std_rows(cell_acc[None, :], cell_n.astype(float), seg)[0]
     class_table = pd.DataFrame(
         {
             "class": class_ids.astype(np.int64),
@@ -397,7 +482,7 @@ def group_report(
         worst_group=(int(cell_class[worst]), int(cell_group[worst])),
         worst_class_accuracy=float(class_acc.min()),
         weighted_std=float(_weighted_std_rows(cell_acc[None, :], w)[0]),
-        macro_std=float(_macro_std_rows(cell_acc[None, :], w, cell_class)[0]),
+        macro_std=float(_macro_std_rows(cell_acc[None, :], w, seg)[0]),
     )
 
     missing: list[Any] = []
@@ -424,7 +509,7 @@ def group_report(
         )
 
     if n_bootstrap:
-        _bootstrap(report, cell_n, cell_correct, cell_class, cell_ci, n_bootstrap, confidence, random_state)
+        _bootstrap(report, cell_n, cell_correct, seg, n_bootstrap, confidence, random_state)
     return report
 
 
@@ -442,6 +527,11 @@ def _names(ids: np.ndarray, names: Sequence[str] | None, arg: str) -> list[str]:
 
 def _cell_loss(scores: np.ndarray, y: np.ndarray, cell: np.ndarray, cell_n: np.ndarray) -> np.ndarray:
     if scores.ndim == 1:
+        if int(y.max()) > 1:
+            raise ValueError(
+                f"y_score has shape (n,), the probability of class 1 of a binary task, but y_true has label "
+                f"{int(y.max())}; pass y_score of shape (n, C) with one probability column per class."
+            )
         p_true = np.where(y == 1, scores, 1.0 - scores)
     else:
         if int(y.max()) >= scores.shape[1]:
@@ -479,45 +569,104 @@ def _cell_auroc(pos_score: np.ndarray, y: np.ndarray, cell: np.ndarray, cell_n: 
     return out
 
 
+# Working memory of one chunk of bootstrap resamples (a handful of float64 (rows, cells) arrays).
+_BOOTSTRAP_CHUNK_BYTES = 64 * 2**20
+_BOOTSTRAP_ARRAYS = 8  # (rows, cells) arrays alive at once while a chunk's summaries are computed
+
+
 def _bootstrap(
     report: GroupReport,
     cell_n: np.ndarray,
     cell_correct: np.ndarray,
-    cell_class: np.ndarray,
-    cell_ci: np.ndarray,
+    seg: _ClassSegments,
     n_bootstrap: int,
     confidence: float,
     random_state: int | np.random.Generator | None,
 ) -> None:
-    rng = check_random_state(random_state)
+    """Percentile intervals from ``n_bootstrap`` cell-stratified resamples, drawn in chunks.
+
+    Resample ``b`` is one row of Binomial(cell_n, cell accuracy) counts; rows are drawn in order
+    from one generator, so chunking does not change the draws, and every summary of a row is a
+    row-wise reduction, so it does not change the summaries either. Each summary keeps its
+    ``n_bootstrap`` values (one float each) for ``np.quantile``; per-cell accuracies are kept as a
+    histogram of the resampled counts (``sum(cell_n) + n_cells`` integers), from which the same
+    order statistics, hence the same interval, are read as from the full (n_bootstrap, cells)
+    matrix, which is never built.
+    """
+    try:
+        rng = check_random_state(random_state)
+    except (TypeError, ValueError):
+        raise ValueError(f"random_state must be a non-negative integer, a numpy Generator or None; got {random_state!r}.") from None
+    k = cell_n.size
+    n_int = cell_n.astype(np.int64)
     p = cell_correct / cell_n
-    corr_b = rng.binomial(cell_n[None, :], p[None, :], size=(n_bootstrap, cell_n.size)).astype(np.float64)
-    acc_b = corr_b / cell_n
-    n_classes = int(cell_ci.max()) + 1
-    onehot = np.zeros((cell_n.size, n_classes))
-    onehot[np.arange(cell_n.size), cell_ci] = 1.0
-    class_acc_b = (corr_b @ onehot) / (cell_n @ onehot)
     w = cell_n.astype(np.float64)
-    samples = {
-        "average_accuracy": corr_b.sum(axis=1) / cell_n.sum(),
-        "balanced_accuracy": acc_b.mean(axis=1),
-        "worst_group_accuracy": acc_b.min(axis=1),
-        "worst_class_accuracy": class_acc_b.min(axis=1),
-        "weighted_std": _weighted_std_rows(acc_b, w),
-        "macro_std": _macro_std_rows(acc_b, w, cell_class),
-    }
+    class_n = seg.sums(seg.sort(w))
     tw = report.table.get("train_n")
+    tw_arr = None
     if tw is not None and report.train_weighted_accuracy is not None and not math.isnan(report.train_weighted_accuracy):
         tw_arr = tw.to_numpy(dtype=np.float64)
-        samples["train_weighted_accuracy"] = acc_b @ tw_arr / tw_arr.sum()
+    keys = ["average_accuracy", "balanced_accuracy", "worst_group_accuracy", "worst_class_accuracy",
+            "weighted_std", "macro_std"] + (["train_weighted_accuracy"] if tw_arr is not None else [])
+    samples = {key: np.empty(n_bootstrap) for key in keys}
+    # Per-cell histogram of resampled correct counts: cell j's count c lands in hist[offsets[j] + c].
+    offsets = np.concatenate([[0], np.cumsum(n_int + 1)[:-1]])
+    hist = np.zeros(int(n_int.sum()) + k, dtype=np.int64)
+    rows = max(1, min(n_bootstrap, _BOOTSTRAP_CHUNK_BYTES // (8 * _BOOTSTRAP_ARRAYS * max(k, 1))))
+    for start in range(0, n_bootstrap, rows):
+        stop = min(start + rows, n_bootstrap)
+        corr = rng.binomial(n_int, p, size=(stop - start, k))
+        hist += np.bincount((corr + offsets).ravel(), minlength=hist.size)
+        corr_f = corr.astype(np.float64)
+        del corr
+        acc = corr_f / cell_n
+        b = slice(start, stop)
+        samples["average_accuracy"][b] = corr_f.sum(axis=1) / cell_n.sum()
+        samples["balanced_accuracy"][b] = acc.mean(axis=1)
+        samples["worst_group_accuracy"][b] = acc.min(axis=1)
+        samples["worst_class_accuracy"][b] = (seg.sums(seg.sort(corr_f)) / class_n).min(axis=1)
+        del corr_f
+        samples["weighted_std"][b] = _weighted_std_rows(acc, w)
+        samples["macro_std"][b] = _macro_std_rows(acc, w, seg)
+        if tw_arr is not None:
+            samples["train_weighted_accuracy"][b] = (acc * tw_arr).sum(axis=1) / tw_arr.sum()
+        del acc
     alpha = (1.0 - confidence) / 2.0
     qs = [alpha, 1.0 - alpha]
-    report.intervals = {k: tuple(float(x) for x in np.quantile(v, qs)) for k, v in samples.items()}
-    lo, hi = np.quantile(acc_b, qs, axis=0)
+    report.intervals = {key: tuple(float(x) for x in np.quantile(v, qs)) for key, v in samples.items()}
+    lo, hi = (_histogram_quantile(hist, offsets, cell_n, n_bootstrap, q) for q in qs)
     report.table["accuracy_low"] = lo
     report.table["accuracy_high"] = hi
     report.confidence = confidence
     report.n_bootstrap = n_bootstrap
+
+
+def _histogram_quantile(hist: np.ndarray, offsets: np.ndarray, cell_n: np.ndarray, n_samples: int, q: float) -> np.ndarray:
+    """Per cell, ``np.quantile(counts / cell_n, q)`` (method 'linear') over the ``n_samples``
+    resampled counts whose histogram is ``hist`` (cell j's counts at ``offsets[j]:offsets[j]+cell_n[j]+1``).
+
+    The i-th smallest count of cell j is the first value whose cumulative count exceeds i; the
+    interpolation between the two order statistics is numpy's, step for step.
+    """
+    cum = np.cumsum(hist)  # cell j's block ends at (j + 1) * n_samples
+    base = np.arange(cell_n.size, dtype=np.int64) * n_samples
+    virtual = (n_samples - 1) * q
+    prev = math.floor(virtual)
+    if virtual >= n_samples - 1:
+        prev = nxt = n_samples - 1
+    else:
+        nxt = prev + 1
+    gamma = virtual - prev
+
+    def order_stat(i: int) -> np.ndarray:
+        return (np.searchsorted(cum, base + i, side="right") - offsets) / cell_n
+
+    a, b = order_stat(prev), order_stat(nxt)
+    diff = b - a
+    out = a + diff * gamma
+    if gamma >= 0.5:
+        out = b - diff * (1 - gamma)
+    return out
 
 
 def bias_unsupervised_score(y_true: Any, y_pred: Any, bias_pred: Any) -> float:
