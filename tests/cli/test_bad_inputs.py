@@ -183,3 +183,40 @@ def test_bias_unsupervised_selection_from_the_cli(tmp_path):
     d = json.loads(res.stdout)
     assert "bias proxy" in d["labels_used"]["selection"]
     assert all("bias_unsupervised" in h["selection"] for h in d["history"])
+
+
+def test_outputs_never_overwrite_inputs_and_options_are_typed(tmp_path, no_training):
+    import pandas as pd
+
+    pd.DataFrame({"y": [0, 1], "p": [0, 1], "g": [0, 1]}).to_csv(tmp_path / "p.csv", index=False)
+    before = (tmp_path / "p.csv").read_bytes()
+    cases = [
+        (["audit", str(tmp_path / "p.csv"), "--y", "y", "--pred", "p", "--group", "g", "-o", str(tmp_path / "p.csv")],
+         "would be overwritten"),
+        (["datasets", "show", "u-digits", "--option", "rare_keep=abc"], "must be a number"),
+        (["datasets", "show", "u-digits", "--seed", "-1"], "seed must be"),
+        (["run", "d3m", *DIGITS, "--methods", ","], "lists no method"),
+    ]
+    for args, message in cases:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and message in res.output, (args, res.output)
+    assert (tmp_path / "p.csv").read_bytes() == before
+
+
+def test_damaged_own_checkpoint_is_refused(tmp_path):
+    ck = tmp_path / "ck"
+    assert runner.invoke(app, ["train", "--dataset", "u-digits", "--epochs", "2", "--checkpoint-dir", str(ck)]).exit_code == 0
+    state = torch.load(ck / "last.pt", weights_only=True)
+    state["epoch"] = 999
+    torch.save(state, ck / "last.pt")
+    res = runner.invoke(app, ["train", "--dataset", "u-digits", "--epochs", "2", "--checkpoint-dir", str(ck)])
+    assert res.exit_code == 2 and "damaged" in res.output, res.output
+    state["epoch"] = 2
+    state["model"] = {k: v[:1] for k, v in state["model"].items()}
+    torch.save(state, ck / "last.pt")
+    res = runner.invoke(app, ["train", "--dataset", "u-digits", "--epochs", "2", "--checkpoint-dir", str(ck)])
+    assert res.exit_code == 2 and "does not fit this model" in res.output, res.output
+    (ck / "last.pt").unlink()
+    (ck / "last.pt").mkdir()
+    res = runner.invoke(app, ["train", "--dataset", "u-digits", "--epochs", "2", "--checkpoint-dir", str(ck)])
+    assert res.exit_code == 2 and "is not a file" in res.output, res.output

@@ -150,6 +150,19 @@ def _check_input_file(path: Path, what: str, suffixes: tuple[str, ...] = ()) -> 
     return p
 
 
+def _not_an_input(output: Optional[Path], what: str, *inputs: Any) -> None:
+    """Refuse an output path that is one of the command's input files (it would be overwritten)."""
+    if output is None:
+        return
+    out = output.expanduser().resolve()
+    for inp in inputs:
+        if inp is None:
+            continue
+        p = Path(str(inp)).expanduser()
+        if p.exists() and p.resolve() == out:
+            raise ValueError(f"{what} {output} is an input of this command; it would be overwritten. Choose another file.")
+
+
 def _read_config_file(path: Path, command: str) -> dict[str, Any]:
     """A ``--config`` file: YAML or JSON with ``dataset``, ``dataset_options``, ``data_dir``,
     ``seeds`` (run commands), ``config`` (and ``d3m_config`` for run d3m), as every result file's
@@ -299,6 +312,8 @@ def audit(
 
     check_output_path(output, (".json",) + TABLE_SUFFIXES, "--output")
     check_output_path(plot, FIGURE_SUFFIXES, "--plot")
+    _not_an_input(output, "--output", predictions)
+    _not_an_input(plot, "--plot", predictions)
     if bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0 (0 = no intervals), got {bootstrap}.")
     df = _read_predictions(predictions)
@@ -503,6 +518,7 @@ def _train(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], cfg_dic
 
     cfg = TrainConfig.from_dict(cfg_dict)
     check_output_path(output, (".json",), "--output")
+    _not_an_input(output, "--output", dataset, cfg.init)
     if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
         raise ValueError(f"--checkpoint-dir {checkpoint_dir} is a file; give a folder (created if missing).")
     if cfg.init is not None:
@@ -612,6 +628,7 @@ def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], se
     cfg = GeorgeConfig.from_dict({**base, **overrides}) if base is not None else GeorgeConfig.for_dataset(dataset, **overrides)
     check_output_path(output, (".json",), "--output")
     check_output_path(plot, FIGURE_SUFFIXES, "--plot")
+    _not_an_input(output, "--output", dataset, features)
     user_feats = None
     if features is not None:
         user_feats = check_features(read_npz(_check_input_file(features, "--features", (".npz",)), ("train", "val", "test"),
@@ -707,8 +724,10 @@ def run_d3m_cmd(
             d3m_cfg[k] = v
     if auto:
         d3m_cfg["methods"] = ("erm", "auto-d3m")
-    elif methods:
+    elif methods is not None:
         d3m_cfg["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
+        if not d3m_cfg["methods"]:
+            raise ValueError("--methods lists no method; give e.g. erm,d3m (or leave it out for all rows).")
     train_cli = dict(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     train_cfg = _merge(ctx, file_cfg.get("config", {}), train_cli)
     _run_d3m(name, ddir, opts, seed_list, train_cfg, d3m_cfg, figure=figure, scores=scores, output=output,
@@ -735,6 +754,8 @@ def _run_d3m(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_
     check_output_path(output, (".json",), "--output")
     check_output_path(figure, FIGURE_SUFFIXES, "--figure")
     check_output_path(removed, TABLE_SUFFIXES, "--removed")
+    for what, out in (("--output", output), ("--removed", removed)):
+        _not_an_input(out, what, dataset)
     if scores is not None:
         check_output_path(scores, (".npy",), "--scores")
     if figure is not None and not dcfg.sweep_points:

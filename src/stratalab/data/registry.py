@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
+
+import numpy as np
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +102,8 @@ def load(name: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None =
         Data-set specific options; ``stratalab datasets show NAME`` lists them.
     """
     sname = str(name)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}.")
     if sname not in _REGISTRY:
         p = Path(sname).expanduser()
         if p.is_dir():
@@ -120,6 +124,17 @@ def load(name: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None =
             f"data set {sname!r} has no option {unknown[0]!r}; its options are: "
             + (", ".join(f"{k}={v!r}" for k, v in valid.items()) or "none")
         )
+    for k, v in options.items():  # a value of the wrong kind fails here, not deep inside the loader
+        default = valid[k]
+        number = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        if isinstance(default, bool) and not isinstance(v, bool):
+            raise TypeError(f"data set option {k} must be True or False, got {v!r}.")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and not number:
+            raise TypeError(f"data set option {k} must be a number (default {default!r}), got {v!r}.")
+        if isinstance(default, str) and not isinstance(v, str):
+            raise TypeError(f"data set option {k} must be a string (default {default!r}), got {v!r}.")
+        if default is None and v is not None and not number:
+            raise TypeError(f"data set option {k} must be a number or None, got {v!r}.")
     kwargs: dict[str, Any] = dict(options)
     params = inspect.signature(entry.fn).parameters
     if "data_dir" in params:

@@ -358,6 +358,8 @@ def fit(
         if ckpt.parent.exists() and not ckpt.parent.is_dir():
             raise ValueError(f"checkpoint_dir {ckpt.parent} is a file; give a folder (it is created if missing).")
         ckpt.parent.mkdir(parents=True, exist_ok=True)
+        if ckpt.exists() and not ckpt.is_file():
+            raise ValueError(f"{ckpt} is not a file; remove it or use a fresh checkpoint_dir.")
         if ckpt.is_file():
             state = load_checkpoint(ckpt)
             if state["config"] != cfg.to_dict():
@@ -365,8 +367,15 @@ def fit(
             if state.get("data") != fingerprint:
                 raise ValueError(f"{ckpt} was written by a run on other data (labels, groups or splits differ); "
                                  "use a fresh checkpoint_dir.")
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+            if not isinstance(state["epoch"], int) or not 0 <= state["epoch"] <= cfg.epochs:
+                raise ValueError(f"{ckpt} records epoch {state['epoch']!r} of a {cfg.epochs}-epoch run; it is damaged. "
+                                 "Delete it or use a fresh checkpoint_dir.")
+            try:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{ckpt} does not fit this model ({str(e).splitlines()[0][:160]}); delete it or use "
+                                 "a fresh checkpoint_dir.") from None
             rng.bit_generator.state = state["rng"]
             aug_gen.set_state(state["aug_gen"])
             torch.set_rng_state(state["torch_rng"])
