@@ -40,7 +40,7 @@ def _bad_cases(tmp):
     return [
         (["train", *DIGITS, "--output", str(missing / "r.json")], "does not exist"),
         (["train", *DIGITS, "--output", str(tmp / "run.csv")], "use .json"),
-        (["train", *DIGITS, "--output", str(tmp)], "is a folder"),
+        (["train", *DIGITS, "--output", str(tmp)], "is a directory"),
         (["train", *DIGITS, "--checkpoint-dir", str(a_file)], "is a file"),
         (["train", *DIGITS, "--width", "0"], "width must be a finite number > 0"),
         (["train", *DIGITS, "--width", "-3"], "width must be a finite number > 0"),
@@ -53,7 +53,7 @@ def _bad_cases(tmp):
         (["train", *DIGITS, "--select", "val_worst_estimated"], "run george"),
         (["train", *DIGITS, "--select", "bogus"], "select must be one of"),
         (["train", "--dataset", str(tmp / "x.npz")], "does not exist"),
-        (["train", "--dataset", str(tmp)], "is a folder"),
+        (["train", "--dataset", str(tmp)], "is a directory"),
         (["train", "--dataset", str(garbage)], "not a readable .npz"),
         (["train", "--epochs", "1"], "give --dataset"),
         (["train", *DIGITS, "--config", str(tmp / "none.yaml")], "does not exist"),
@@ -73,7 +73,7 @@ def _bad_cases(tmp):
         (["run", "d3m", *DIGITS, "--methods", "erm,bogus"], "unknown method 'bogus'"),
         (["run", "d3m", *DIGITS, "--trak-alpha", "0"], "alpha must be in (0, 1]"),
         (["run", "d3m", *DIGITS, "--weighting", "bogus"], "weighting must be one of"),
-        (["audit", str(tmp), "--y", "a", "--pred", "b", "--group", "c"], "is a folder"),
+        (["audit", str(tmp), "--y", "a", "--pred", "b", "--group", "c"], "is a directory"),
         (["audit", str(a_file), "--y", "a", "--pred", "b", "--group", "c"], "unknown format"),
         (["rerun", str(tmp / "none.json")], "does not exist"),
     ]

@@ -345,5 +345,5 @@ def test_user_npz_never_unpickles(tmp_path):
     np.savez(tmp_path / "obj.npz", **arrays)
     with pytest.raises(ValueError, match="pickle"):
         load(tmp_path / "obj.npz")
-    with pytest.raises(ValueError, match="is a folder"):
+    with pytest.raises(ValueError, match="is a directory"):
         load(tmp_path)

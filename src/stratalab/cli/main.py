@@ -142,7 +142,7 @@ def _parse_options(options: list[str] | None) -> dict[str, Any]:
 def _check_input_file(path: Path, what: str, suffixes: tuple[str, ...] = ()) -> Path:
     p = path.expanduser()
     if p.is_dir():
-        raise ValueError(f"{what} {p} is a folder; give a file.")
+        raise ValueError(f"{what} {p} is a directory; give a file.")
     if not p.is_file():
         raise FileNotFoundError(f"{what} {p} does not exist.")
     if suffixes and p.suffix.lower() not in suffixes:
@@ -664,6 +664,9 @@ def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], se
     if len(first.recovery):
         console.print(recovery_table(first.recovery, first.recovery_overall, first.seed))
     console.print("clusters per class: " + ", ".join(f"{k}: {v}" for k, v in first.george.n_clusters_per_class_.items()))
+    if "GDRO (true subclasses)" not in first.rows:
+        console.print(f"{dataset} has no true subclass labels in train and val, so there is no oracle row and the "
+                      "robust accuracy uses the test groups (or the classes) it has.")
     for what, p in (("results", output), ("figure", plot)):
         if p is not None:
             console.print(f"wrote {what}: {p}")

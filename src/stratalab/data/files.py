@@ -77,7 +77,7 @@ def read_npz(path: Path, keys: Sequence[str] | None = None, *, what: str = "") -
     errors into one ValueError that names the file. ``keys``: the arrays that must be present (all
     arrays are returned)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; give an .npz file{what}.")
+        raise FileNotFoundError(f"{path} {'is a directory' if path.is_dir() else 'does not exist'}; give an .npz file{what}.")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not hasattr(loaded, "files"):  # a single .npy array saved under an .npz name

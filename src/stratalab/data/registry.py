@@ -74,6 +74,8 @@ def require_file(data_dir: Path | None, filename: str, dataset: str, *alternativ
         raise NotADirectoryError(f"data directory {data_dir} is a file; give the folder that holds {filename}.")
     candidates = [data_dir / filename] + [data_dir / a for a in alternatives]
     for c in candidates:
+        if c.is_dir():
+            raise ValueError(f"data set {dataset!r} reads the file {c}, but it is a directory; put the {filename} file there.")
         if c.is_file():
             from .files import verify_checksum
 
@@ -107,7 +109,7 @@ def load(name: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None =
     if sname not in _REGISTRY:
         p = Path(sname).expanduser()
         if p.is_dir():
-            raise ValueError(f"{p} is a folder; give a data set name (stratalab datasets lists them) or the path of "
+            raise ValueError(f"{p} is a directory; give a data set name (stratalab datasets lists them) or the path of "
                              "your .npz or .csv file. A data set's own folder goes in --data-dir.")
         if p.suffix.lower() in (".npz", ".csv"):
             from .user import load_user

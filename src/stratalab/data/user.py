@@ -37,7 +37,7 @@ def load_user(
     """
     p = Path(path).expanduser()
     if p.is_dir():
-        raise ValueError(f"{p} is a folder; give the path of your .npz or .csv file.")
+        raise ValueError(f"{p} is a directory; give the path of your .npz or .csv file.")
     if not p.is_file():
         raise FileNotFoundError(f"{p} does not exist; give the path of your .npz or .csv file.")
     if p.suffix.lower() == ".npz":

@@ -35,13 +35,13 @@ def read_pretrained(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a pretrained file (``weights_only=True``); a file that is not one gives one ValueError."""
     p = Path(path).expanduser()
     if p.is_dir():
-        raise ValueError(f"pretrained weights {p} is a folder; give the .pt file `stratalab pretrain` wrote.")
+        raise ValueError(f"pretrained weights {p} is a directory; give the .pt file `stratalab pretrain` wrote.")
     if not p.is_file():
         raise FileNotFoundError(f"pretrained weights {p} does not exist; write it with `stratalab pretrain`.")
     try:
         d = torch.load(p, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
-            TypeError, KeyError, IndexError, UnicodeDecodeError) as e:
+            TypeError, KeyError, IndexError, UnicodeDecodeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{p} is not readable pretrained weights ({first[:160]}); write it with `stratalab pretrain`.") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(d.get("state"), dict):

@@ -26,7 +26,7 @@ def check_output_path(path: str | os.PathLike[str] | None, suffixes: tuple[str, 
         return None
     p = Path(path).expanduser()
     if p.is_dir():
-        raise ValueError(f"{what} {p} is a folder; give a file name inside it, e.g. {p / ('result' + suffixes[0])}.")
+        raise ValueError(f"{what} {p} is a directory; give a file name inside it, e.g. {p / ('result' + suffixes[0])}.")
     if suffixes and p.suffix.lower() not in suffixes:
         raise ValueError(f"{what} {p}: unknown format {p.suffix or '(no suffix)'!r}; use {' or '.join(suffixes)}.")
     parent = p.parent
@@ -50,7 +50,7 @@ def _atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path
     absent. The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600."""
     target = Path(path)
     if target.is_dir():
-        raise ValueError(f"cannot write {target}: it is a folder; give a file name.")
+        raise ValueError(f"cannot write {target}: it is a directory; give a file name.")
     if target.parent and not target.parent.exists():
         raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist.")
     try:

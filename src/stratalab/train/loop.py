@@ -257,7 +257,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         state = torch.load(p, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
-            TypeError, KeyError, IndexError, UnicodeDecodeError) as e:
+            TypeError, KeyError, IndexError, UnicodeDecodeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{p} is not a readable stratalab checkpoint ({first[:160]}); it may be truncated or "
                          "written by another program. Delete it or use a fresh --checkpoint-dir.") from None
