@@ -334,6 +334,13 @@ def audit(
     _emit_report(report, json_out=json_out, output=output, plot=plot, source=str(predictions))
 
 
+def _say_written(*pairs: tuple[str, Any]) -> None:
+    """One "wrote WHAT: PATH" line per output actually written (None paths skipped)."""
+    for what, path in pairs:
+        if path is not None:
+            console.print(f"wrote {what}: {path}")
+
+
 def _write_payload(payload: dict[str, Any], output: Optional[Path], json_out: bool) -> bool:
     """Write ``payload`` as JSON to ``output`` (atomically) when given; with ``--json`` also print it
     on stdout and return True, so the caller skips its tables."""
@@ -360,9 +367,7 @@ def _emit_report(report: Any, *, json_out: bool, output: Optional[Path], plot: O
         return
     console.print(group_table(report))
     console.print(summary_table(report))
-    for what, p in (("report", output), ("figure", plot)):
-        if p is not None:
-            console.print(f"wrote {what}: {p}")
+    _say_written(("report", output), ("figure", plot))
 
 
 @app.command()
@@ -667,9 +672,7 @@ def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], se
     if "GDRO (true subclasses)" not in first.rows:
         console.print(f"{dataset} has no true subclass labels in train and val, so there is no oracle row and the "
                       "robust accuracy uses the test groups (or the classes) it has.")
-    for what, p in (("results", output), ("figure", plot)):
-        if p is not None:
-            console.print(f"wrote {what}: {p}")
+    _say_written(("results", output), ("figure", plot))
     return payload
 
 
@@ -800,8 +803,7 @@ def _run_d3m(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_
     sw = table.sweep_mean()
     if not sw.empty:
         console.print(sweep_table(sw))
-    for what, pth in written:
-        console.print(f"wrote {what}: {pth}")
+    _say_written(*written)
     return payload
 
 
@@ -918,10 +920,9 @@ def spectral(
     Example: `stratalab spectral --dataset spurious-mnist -d ../shared/data --model lenet5 --epochs 3 --plot spec.png`
     """
     import numpy as np
-    from rich.table import Table
 
     from ..analysis import plot_group_spectra, spectral_imbalance
-    from ..report import check_output_path
+    from ..report import check_output_path, spectral_table
 
     if (features is None) == (dataset is None):
         raise ValueError("give exactly one of --features FILE.npz or --dataset NAME.")
@@ -969,26 +970,11 @@ def spectral(
     payload = {"source": source, **rep.to_dict()}
     if _write_payload(payload, output, json_out):
         return
-    t = Table(title=f"Spectral imbalance of {source} (minority/majority by {'train' if counts else 'these'} counts)",
-              title_justify="left")
-    cols = ["class", "minority", "majority", "lambda_1 minority", "lambda_1 majority", "rho"]
-    has_acc = "accuracy_gap" in rep.ratios
-    cols += ["acc. minority (%)", "acc. majority (%)", "gap (points)"] if has_acc else []
-    for c in cols:
-        t.add_column(c, justify="left" if c == "class" else "right")
-    gname = (lambda g: names["group_names"][g]) if names.get("group_names") else str
-    for r in rep.ratios.itertuples(index=False):
-        row = [r.class_name, gname(r.minority_group), gname(r.majority_group), f"{r.lambda1_minority:.4g}",
-               f"{r.lambda1_majority:.4g}", f"{r.rho:.2f}"]
-        if has_acc:
-            row += [f"{100 * r.accuracy_minority:.1f}", f"{100 * r.accuracy_majority:.1f}", f"{100 * r.accuracy_gap:.1f}"]
-        t.add_row(*row)
-    console.print(t)
+    console.print(spectral_table(rep.ratios, f"Spectral imbalance of {source} (minority/majority by "
+                                 f"{'train' if counts else 'these'} counts)", names.get("group_names")))
     n_ge = int((rep.ratios["rho"] >= 1).sum()) if len(rep.ratios) else 0
     console.print(f"rho >= 1 in {n_ge} of {len(rep.ratios)} classes.")
-    for what, p in (("results", output), ("figure", plot)):
-        if p is not None:
-            console.print(f"wrote {what}: {p}")
+    _say_written(("results", output), ("figure", plot))
 
 
 @app.command()
@@ -1098,8 +1084,7 @@ def run_scaling_cmd(
         return
     console.print(scaling_table(res.table(), cfg.dataset, cfg.select))
     console.print(f"{len(res.runs)} finetuning runs in {res.seconds:.0f} s.")
-    for what, p in written:
-        console.print(f"wrote {what}: {p}")
+    _say_written(*written)
 
 
 if __name__ == "__main__":  # pragma: no cover

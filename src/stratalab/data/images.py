@@ -44,6 +44,26 @@ def _split_images(x: np.ndarray, y: np.ndarray, g: np.ndarray | None, idx: np.nd
     )
 
 
+def _sklearn_digit_splits(seed: int, val_fraction: float, test_fraction: float) -> tuple[np.ndarray, ...]:
+    """sklearn's 8x8 digits as uint8 images (n, 1, 8, 8), their digit, and train / val / test masks
+    drawn per digit (``round(test_fraction * n_d)`` to test, then val, one seeded generator, which
+    is returned for further draws)."""
+    from sklearn.datasets import load_digits
+
+    if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
+        raise ValueError("val_fraction and test_fraction must be positive and sum to less than 1.")
+    d = load_digits()
+    images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
+    digit = d.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    test = take_per_label(digit, test_fraction, rng)
+    rest = np.flatnonzero(~test)
+    val_rel = take_per_label(digit[rest], val_fraction / (1 - test_fraction), rng)
+    val = np.zeros_like(test)
+    val[rest[val_rel]] = True
+    return images, digit, ~(test | val), val, test, rng
+
+
 @register("u-digits", "scikit-learn's 8x8 digits as U-MNIST in miniature: < 5 vs >= 5, subclass = digit, 8 rare (embedded default)")
 def u_digits(*, seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2, rare_digit: int = 8, rare_keep: float = 0.25) -> Dataset:
     """The embedded default: sklearn's bundled 8x8 digits (1,797 images), no files needed.
@@ -54,24 +74,11 @@ def u_digits(*, seed: int = 0, val_fraction: float = 0.2, test_fraction: float =
     superclass (about 26 of ~100) yet enough to form a cluster. Images are 1x8x8, values 0..16
     scaled to [0, 1].
     """
-    from sklearn.datasets import load_digits
-
     if not 0 <= rare_digit <= 9:
         raise ValueError(f"rare_digit must be a digit 0..9, got {rare_digit}.")
     if not 0 < rare_keep <= 1:
         raise ValueError(f"rare_keep must be in (0, 1], got {rare_keep}.")
-    if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
-        raise ValueError("val_fraction and test_fraction must be positive and sum to less than 1.")
-    digits = load_digits()
-    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
-    digit = digits.target.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    test = take_per_label(digit, test_fraction, rng)
-    rest = np.flatnonzero(~test)
-    val_rel = take_per_label(digit[rest], val_fraction / (1 - test_fraction), rng)
-    val = np.zeros_like(test)
-    val[rest[val_rel]] = True
-    train = ~(test | val)
+    images, digit, train, val, test, rng = _sklearn_digit_splits(seed, val_fraction, test_fraction)
     keep = drop_fraction(train & (digit == rare_digit), 1 - rare_keep, rng)
     train &= keep
     y = (digit >= 5).astype(np.int64)
@@ -227,20 +234,7 @@ def digits10(*, seed: int = 0, val_fraction: float = 0.2, test_fraction: float =
     """sklearn's bundled 8x8 digits as a 10-class task (groups = digits), split per digit like
     ``u-digits`` (same fractions and seed give the same split): the embedded pretraining source for
     finetuning on ``u-digits`` in tests and demos."""
-    from sklearn.datasets import load_digits
-
-    if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
-        raise ValueError("val_fraction and test_fraction must be positive and sum to less than 1.")
-    d = load_digits()
-    images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
-    digit = d.target.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    test = take_per_label(digit, test_fraction, rng)
-    rest = np.flatnonzero(~test)
-    val_rel = take_per_label(digit[rest], val_fraction / (1 - test_fraction), rng)
-    val = np.zeros_like(test)
-    val[rest[val_rel]] = True
-    train = ~(test | val)
+    images, digit, train, val, test, _ = _sklearn_digit_splits(seed, val_fraction, test_fraction)
     splits = {name: _split_images(images, digit, digit, np.flatnonzero(m))
               for name, m in (("train", train), ("val", val), ("test", test))}
     return Dataset(name="digits", splits=splits, class_names=DIGIT_NAMES, group_names=DIGIT_NAMES,

@@ -11,7 +11,7 @@ the majority group).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +26,7 @@ from ..models import build_model, embed
 from ..train import TrainConfig, fit, predict, run
 from ..train.registry import METHODS
 from ..train.sampling import examples_left_out
+from .._config import config_from_dict
 
 # Table 1 rows in the paper's order. The baselines' names and group-label columns come from the
 # method registry (ERM selected on val average accuracy, the baselines on val worst-group accuracy);
@@ -95,11 +96,7 @@ class D3MConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "D3MConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown D3M config key {unknown[0]!r}; known keys: {', '.join(sorted(names))}.")
-        return cls(**d)
+        return config_from_dict(cls, d, "D3M config")
 
 
 @dataclass

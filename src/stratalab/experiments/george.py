@@ -9,7 +9,7 @@ DRO on the true subclasses (selected by val worst-group accuracy).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +19,7 @@ from ..data.core import Dataset
 from ..discover import George, cluster_quality
 from ..models import embed
 from ..train import TrainConfig, run
+from .._config import config_from_dict
 
 ROWS = ("ERM", "GEORGE", "GDRO (true subclasses)")
 
@@ -61,11 +62,7 @@ class GeorgeConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GeorgeConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown GEORGE config key {unknown[0]!r}; known keys: {', '.join(sorted(names))}.")
-        return cls(**d)
+        return config_from_dict(cls, d, "GEORGE config")
 
     @classmethod
     def for_dataset(cls, name: str, **overrides: Any) -> "GeorgeConfig":

@@ -12,7 +12,7 @@ for the collapse figure). Everything goes through the one training loop and the 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +22,7 @@ import pandas as pd
 from ..data import load
 from ..models import build_model, n_params, save_pretrained
 from ..train import TrainConfig, run
+from .._config import config_from_dict
 
 BALANCING = ("erm", "subsetting", "upsampling", "upweighting", "mixture")
 LABELS = {"erm": "none", "subsetting": "subsetting", "upsampling": "upsampling", "upweighting": "upweighting",
@@ -82,11 +83,7 @@ class ScalingConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ScalingConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown scaling config key {unknown[0]!r}; known keys: {', '.join(sorted(names))}.")
-        return cls(**d)
+        return config_from_dict(cls, d, "scaling config")
 
 
 @dataclass

@@ -178,3 +178,20 @@ def scaling_table(table: pd.DataFrame, dataset: str, select: str) -> Table:
                   f"{100 * r.wga_mean:.1f} ± {100 * r.wga_std:.1f}", f"{100 * r.wga_last_mean:.1f} ± {100 * r.wga_last_std:.1f}",
                   f"{100 * r.avg_mean:.1f} ± {100 * r.avg_std:.1f}")
     return t
+
+
+def spectral_table(ratios: pd.DataFrame, title: str, group_names: list[str] | None = None) -> Table:
+    """LaBonte et al. spectral imbalance per class: minority and majority group, their top
+    eigenvalues, rho(y) and, when predictions were given, their accuracies and gap."""
+    has_acc = "accuracy_gap" in ratios
+    cols = ["class", "minority", "majority", "lambda_1 minority", "lambda_1 majority", "rho"]
+    cols += ["acc. minority (%)", "acc. majority (%)", "gap (points)"] if has_acc else []
+    t = _table(title, cols, left=("class",))
+    name = (lambda g: group_names[g]) if group_names else str
+    for r in ratios.itertuples(index=False):
+        row = [r.class_name, name(r.minority_group), name(r.majority_group), f"{r.lambda1_minority:.4g}",
+               f"{r.lambda1_majority:.4g}", f"{r.rho:.2f}"]
+        if has_acc:
+            row += [_pct(r.accuracy_minority), _pct(r.accuracy_majority), f"{100 * r.accuracy_gap:.1f}"]
+        t.add_row(*row)
+    return t

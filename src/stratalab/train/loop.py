@@ -15,7 +15,7 @@ import json
 import os
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from .objectives import GroupDRO, class_weights, per_example_ce
 from .registry import METHODS, get_method
 from .sampling import make_plan
 from .selection import CRITERIA, check_criterion, selection_scores
+from .._config import config_from_dict
 
 SCHEDULES = ("constant", "multistep", "cosine", "linear")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -147,11 +148,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s): {sorted(unknown)}.")
-        return cls(**d)
+        return config_from_dict(cls, d, "TrainConfig")
 
     def to_yaml(self) -> str:
         import yaml

@@ -1,0 +1,20 @@
+"""The one ``from_dict`` of every config dataclass (TrainConfig, D3MConfig, GeorgeConfig,
+ScalingConfig): unknown keys are refused by name, then the dataclass checks its values."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def config_from_dict(cls: type[T], d: dict[str, Any], what: str) -> T:
+    """``cls(**d)`` after refusing keys that are not fields of ``cls`` (``what`` names the config)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} must be a mapping of settings, got {type(d).__name__}.")
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {what} key {unknown[0]!r}; known keys: {', '.join(sorted(names))}.")
+    return cls(**d)
