@@ -8,9 +8,11 @@
 2. Spectral imbalance of the finetuned features (width 2, each balancing method, seed 0).
 3. Mixture ablation: class-imbalance ratio sweep (1, 3, 10) at width 1 for subsetting, upsampling
    and mixture (mixture without its subsetting step is upsampling).
+4. Collapse: WGA over 30 finetuning epochs at width 1 for every balancing method, 3 seeds (does
+   upsampling / upweighting collapse with long finetuning?).
 
-Writes benchmarks/results/labonte_{scaling,spectral,ablation}.{json,md} and the figures.
-Run: python benchmarks/labonte_study.py [--part all|scaling|spectral|ablation] [--seeds 0,1,2]
+Writes benchmarks/results/labonte_{scaling,spectral,ablation,collapse}.{json,md} and the figures.
+Run: python benchmarks/labonte_study.py [--part all|scaling|spectral|ablation|collapse] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -120,9 +122,30 @@ def part_ablation(seeds: tuple[int, ...], weights: Path) -> None:
     write("labonte_ablation", {"rows": rows}, md)
 
 
+def part_collapse(seeds: tuple[int, ...], weights: Path, epochs: int = 30) -> None:
+    cfg = ScalingConfig(dataset="spurious-mnist", dataset_options=TARGET, pretrain_dataset="mnist-digits",
+                        pretrain_options=SOURCE, model="lenet5", widths=(1.0,), seeds=seeds, epochs=epochs,
+                        pretrain_epochs=2, mixture_ratio=2.0)
+    res = run_scaling(cfg, data_dir=data_dir(), weights_dir=weights, progress=lambda m: print(m, flush=True))
+    cur = res.curves(1.0)
+    shown = [e for e in (1, 2, 4, 6, 8, 10, 15, 20, 25, 30) if e <= epochs]
+    lines = [f"Test WGA (%) over {epochs} finetuning epochs, LeNet-5 x1, mean ± std over seeds {list(seeds)}:", "",
+             "| balancing | " + " | ".join(f"ep {e}" for e in shown) + " | best epoch (val-selected WGA) |",
+             "|---|" + "---|" * (len(shown) + 1)]
+    tab = res.table().set_index("method")
+    for m in cfg.methods:
+        sub = cur[cur["method"] == m].set_index("epoch")
+        lines.append(f"| {'none' if m == 'erm' else m} | " + " | ".join(pct(sub.loc[e, 'wga_mean'], sub.loc[e, 'wga_std']) for e in shown)
+                     + f" | {pct(tab.loc[m, 'wga_mean'], tab.loc[m, 'wga_std'])} |")
+    md = "\n".join(lines) + f"\n\n{len(res.runs)} finetunes in {res.seconds / 60:.1f} min."
+    print(md)
+    plot_collapse(res, RESULTS / "labonte_collapse_long.png", width=1.0)
+    write("labonte_collapse", res.to_dict(), md)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", default="all", choices=["all", "scaling", "spectral", "ablation"])
+    ap.add_argument("--part", default="all", choices=["all", "scaling", "spectral", "ablation", "collapse"])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--weights", default=str(RESULTS / ".." / ".labonte_weights"), help="pretrained weights cache")
     args = ap.parse_args()
@@ -135,6 +158,8 @@ def main() -> None:
         part_spectral(weights)
     if args.part in ("all", "ablation"):
         part_ablation(seeds, weights)
+    if args.part in ("all", "collapse"):
+        part_collapse(seeds, weights)
     print(f"total {(time.perf_counter() - t0) / 60:.1f} min")
 
 
