@@ -75,3 +75,16 @@ def test_spectral_cli_on_features_and_on_a_data_set(tmp_path):
     assert "rho >= 1 in" in res.output and (tmp_path / "s.png").exists()
     bad = CliRunner().invoke(app, ["spectral", "--dataset", "u-digits", "--features", str(tmp_path / "f.npz")])
     assert bad.exit_code == 2 and "exactly one" in bad.output
+
+
+def test_tied_counts_never_pick_one_group_twice_and_json_has_no_nan():
+    import json
+
+    rng = np.random.default_rng(3)
+    z, y, g = _gaussians(rng, [(0, 0, 50, [9, 1]), (0, 1, 50, [1, 1])])
+    rep = spectral_imbalance(z, y, g, top_k=4)  # equal counts; top_k > d leaves NaN eigenvalues
+    row = rep.ratios.iloc[0]
+    assert row["minority_group"] != row["majority_group"]
+    assert (row["minority_group"], row["majority_group"]) == (0, 1)  # a tie: the lower id is the minority
+    assert row["rho"] == pytest.approx(9.0, rel=0.35)
+    json.dumps(rep.to_dict(), allow_nan=False)

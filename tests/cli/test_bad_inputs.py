@@ -220,3 +220,35 @@ def test_damaged_own_checkpoint_is_refused(tmp_path):
     (ck / "last.pt").mkdir()
     res = runner.invoke(app, ["train", "--dataset", "u-digits", "--epochs", "2", "--checkpoint-dir", str(ck)])
     assert res.exit_code == 2 and "is not a file" in res.output, res.output
+
+
+def test_review_fixes_rerun_from_elsewhere_and_config_protection(tmp_path, monkeypatch):
+    """A relative --data-dir is recorded absolute (rerun works from another folder); --config and
+    a rerun's record are inputs that -o must not overwrite; an infinite integer setting is named."""
+    import shutil
+
+    from tests.conftest import shared_file
+
+    mnist = shared_file("mnist.npz")
+    work = tmp_path / "a"
+    (work / "data").mkdir(parents=True)
+    shutil.copy(mnist, work / "data" / "mnist.npz")
+    monkeypatch.chdir(work)
+    res = runner.invoke(app, ["train", "--dataset", "spurious-mnist", "-d", "data", "--option", "n_train=300",
+                              "--option", "n_eval=40", "--epochs", "1", "-o", str(tmp_path / "sm.json")])
+    assert res.exit_code == 0, res.output
+    monkeypatch.chdir(tmp_path)  # another folder: the recorded data dir is absolute
+    rr = runner.invoke(app, ["rerun", str(tmp_path / "sm.json"), "--json"])
+    assert rr.exit_code == 0 and json.loads(rr.stdout)["reproduced"], rr.output
+    (tmp_path / "inf.yaml").write_text("dataset: u-digits\nconfig: {epochs: .inf}\n")
+    bad = runner.invoke(app, ["train", "--config", str(tmp_path / "inf.yaml")])
+    assert bad.exit_code == 2 and "epochs must be an integer" in bad.output, bad.output
+    (tmp_path / "c.yaml").write_text("dataset: u-digits\nconfig: {epochs: 1}\n")
+    clash = runner.invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "c.yaml")])
+    assert clash.exit_code == 2 and "would be overwritten" in clash.output
+    ok = runner.invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "r.json")])
+    assert ok.exit_code == 0, ok.output
+    again = runner.invoke(app, ["rerun", str(tmp_path / "r.json"), "-o", str(tmp_path / "r.json")])
+    assert again.exit_code == 2 and "would be overwritten" in again.output
+    wid = runner.invoke(app, ["train", "--dataset", "u-digits", "--config", str(tmp_path / "c.yaml"), "--width", "nan"])
+    assert wid.exit_code == 2 and "width" in wid.output

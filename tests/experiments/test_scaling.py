@@ -82,3 +82,34 @@ def test_scaling_study_outputs_have_the_grid_shape(tmp_path):
         ScalingConfig(methods=("erm", "gdro"))
     with pytest.raises(ValueError, match="width must be"):
         ScalingConfig(widths=(1.0, 0.0))
+
+
+def test_review_fixes_weights_source_and_frozen_batchnorm(tmp_path):
+    """Cached weights are reused only for the same source task; last-layer finetuning of a model
+    with BatchNorm leaves every body tensor (running statistics included) unchanged."""
+    cfg = ScalingConfig(dataset="u-digits", pretrain_dataset="digits", model="mlp", widths=(0.25,), methods=("erm",),
+                        seeds=(0,), epochs=1, pretrain_epochs=1)
+    run_scaling(cfg, weights_dir=tmp_path / "w")
+    other = ScalingConfig(**{**cfg.to_dict(), "pretrain_dataset": "u-digits"})
+    res = run_scaling(other, weights_dir=tmp_path / "w")
+    assert res.pretraining[0]["reused"] is False and read_pretrained(tmp_path / "w" / "mlp-w0.25.pt")["source"] == "u-digits"
+
+    rng = np.random.default_rng(0)
+    from stratalab.data import Dataset, Split
+
+    def split(n):
+        return Split(x=rng.random((n, 3, 32, 32)).astype(np.float32), y=np.arange(n) % 2)
+
+    ds = Dataset(name="toy", splits={"train": split(16), "val": split(8), "test": split(8)}, class_names=["a", "b"])
+    src = build_model("resnet", (3, 32, 32), 2, width=0.25, seed=0)
+    save_pretrained(src, tmp_path / "r.pt", model_name="resnet", width=0.25, input_shape=(3, 32, 32), n_classes=2,
+                    source="toy", config={})
+    ft = run(ds, TrainConfig(model="resnet", width=0.25, epochs=1, batch_size=8, init=str(tmp_path / "r.pt"),
+                             finetune="last_layer"))
+    before = {k: v for k, v in src.state_dict().items() if not k.startswith("head.")}
+    assert all(torch.equal(ft.model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_options_that_may_be_none_or_free_form_pass_the_type_check():
+    ds = load("synthetic-gmm", subclass_probs=(0.25, 0.25, 0.25, 0.25))
+    assert ds.n_classes == 2

@@ -8,7 +8,8 @@ spectral-norm ratio
 
     rho(y) = lambda_1(Sigma_{minority group of y}) / lambda_1(Sigma_{majority group of y}),
 
-where the minority (majority) group of ``y`` is its group with the fewest (most) examples, counted in
+where the minority (majority) group of ``y`` is its group with the fewest (most) examples (ties: the
+lower id is the minority, the next one the majority), counted in
 ``group_counts`` (e.g. the training set) or else in the data given. The paper finds ``rho(y) >= 1``
 for almost every class: minority groups have the larger spectral norm.
 """
@@ -38,8 +39,12 @@ class SpectralReport:
     top_k: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"top_k": self.top_k, "spectra": self.spectra.to_dict(orient="records"),
-                "ratios": self.ratios.to_dict(orient="records")}
+        """JSON-ready: missing eigenvalues (NaN) and an infinite rho are written as null."""
+        def clean(df: pd.DataFrame) -> list[dict[str, Any]]:
+            return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+                    for r in df.to_dict(orient="records")]
+
+        return {"top_k": self.top_k, "spectra": clean(self.spectra), "ratios": clean(self.ratios)}
 
 
 def _check(features: Any, y: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,7 +113,7 @@ def spectral_imbalance(features: Any, y: Any, groups: Any, *, top_k: int = 10, p
         if len(usable) < 2:
             continue
         minority = min(usable, key=lambda t: (t[2], t[0]))
-        majority = max(usable, key=lambda t: (t[2], -t[0]))
+        majority = max((u for u in usable if u[0] != minority[0]), key=lambda t: (t[2], -t[0]))  # never the same group
         lam_min, lam_maj = spectra[(int(c), minority[0])][0], spectra[(int(c), majority[0])][0]
         row = {"class": int(c), "class_name": class_names[c] if class_names else str(c),
                "minority_group": minority[0], "majority_group": majority[0],

@@ -61,7 +61,7 @@ def _pass_through() -> tuple[type[BaseException], ...]:
 
 
 _PASS_THROUGH = _pass_through()
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, OSError, EOFError)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, OSError, EOFError, OverflowError)
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -150,6 +150,11 @@ def _check_input_file(path: Path, what: str, suffixes: tuple[str, ...] = ()) -> 
     return p
 
 
+def _abs(path: Optional[Path]) -> Optional[str]:
+    """A path as recorded in a result file: absolute, so a rerun works from any folder."""
+    return str(Path(path).expanduser().resolve()) if path is not None else None
+
+
 def _not_an_input(output: Optional[Path], what: str, *inputs: Any) -> None:
     """Refuse an output path that is one of the command's input files (it would be overwritten)."""
     if output is None:
@@ -187,6 +192,12 @@ def _read_config_file(path: Path, command: str) -> dict[str, Any]:
     for k in ("config", "d3m_config", "dataset_options"):
         if k in d and not isinstance(d[k], dict):
             raise ValueError(f"--config {p}: {k!r} must be a mapping of settings.")
+    for k in ("data_dir", "features"):  # relative paths in a config file are relative to the file
+        if isinstance(d.get(k), str) and not Path(d[k]).expanduser().is_absolute():
+            d[k] = str((p.parent / d[k]).resolve())
+    if isinstance(d.get("dataset"), str) and Path(d["dataset"]).suffix.lower() in (".npz", ".csv") \
+            and not Path(d["dataset"]).expanduser().is_absolute():
+        d["dataset"] = str((p.parent / d["dataset"]).resolve())
     return d
 
 
@@ -448,7 +459,7 @@ def _dataset_args(ctx: typer.Context, file_cfg: dict[str, Any], dataset: Optiona
     if not name:
         raise ValueError("give --dataset NAME (see `stratalab datasets`) or a --config file that names one.")
     ddir = data_dir if data_dir is not None else (Path(file_cfg["data_dir"]) if file_cfg.get("data_dir") else None)
-    same = dataset is None or dataset == file_cfg.get("dataset")  # the file's options belong to its data set
+    same = dataset is None or _resolved_name(dataset) == file_cfg.get("dataset") or dataset == file_cfg.get("dataset")
     opts = {**(file_cfg.get("dataset_options") or {} if same else {}), **_parse_options(option)}
     return str(name), ddir, opts
 
@@ -503,6 +514,7 @@ def train(
     Example: `stratalab train --dataset u-digits --method gdro --epochs 30 --select val_wga`
     """
     file_cfg = _read_config_file(config, "train") if config is not None else {}
+    _not_an_input(output, "--output", config)
     cli = dict(method=method, model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
                weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, seed=seed, select=select,
                mixture_ratio=mixture_ratio, gdro_eta=gdro_eta, gdro_adjustment=gdro_adjustment,
@@ -561,7 +573,7 @@ def _train(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], cfg_dic
         result = run(ds, cfg, val_bias_pred=bias, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
                      progress=progress)
     invocation = {"command": "train", "dataset": _resolved_name(dataset), "dataset_options": opts,
-                  "data_dir": str(data_dir) if data_dir else None, "config": cfg.to_dict()}
+                  "data_dir": _abs(data_dir), "config": cfg.to_dict()}
     payload = {"invocation": invocation, **result.to_dict()}
     if bias is not None:
         payload["labels_used"]["selection"] = "bias_unsupervised (an ERM bias proxy's val predictions; no group label)"
@@ -607,6 +619,7 @@ def run_george_cmd(
     beside ERM and Group DRO on the true subclasses. No true subclass label is used by GEORGE itself.
     """
     file_cfg = _read_config_file(config, "run george") if config is not None else {}
+    _not_an_input(output, "--output", config)
     name, ddir, opts = _dataset_args(ctx, file_cfg, dataset, data_dir, option)
     seed_list = _seeds_arg(ctx, file_cfg, seeds)
     overrides = dict(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, reducer=reducer,
@@ -656,7 +669,7 @@ def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], se
             plot_clusters(ds, res, str(plot))
     table = summarise(results)
     invocation = {"command": "run george", "dataset": _resolved_name(dataset), "dataset_options": opts,
-                  "data_dir": str(data_dir) if data_dir else None, "seeds": seed_list, "config": cfg.to_dict(),
+                  "data_dir": _abs(data_dir), "seeds": seed_list, "config": cfg.to_dict(),
                   "features": str(features.resolve()) if features is not None else None}
     payload = {"invocation": invocation, "dataset": dataset, "config": cfg.to_dict(), "seeds": seed_list,
                "table": table.to_dict(orient="records"), "runs": [r.to_dict() for r in results],
@@ -716,6 +729,7 @@ def run_d3m_cmd(
     no group label anywhere. Also Fig. 2 (--sweep-points, --figure) and Fig. 4 (the cells of train
     data with the most negative alignment)."""
     file_cfg = _read_config_file(config, "run d3m") if config is not None else {}
+    _not_an_input(output, "--output", config)
     name, ddir, opts = _dataset_args(ctx, file_cfg, dataset, data_dir, option)
     seed_list = _seeds_arg(ctx, file_cfg, seeds)
     if auto and methods:
@@ -789,7 +803,7 @@ def _run_d3m(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_
         if parts:
             written.append(("removed examples", write_table_atomic(removed, pd.concat(parts, ignore_index=True))))
     invocation = {"command": "run d3m", "dataset": _resolved_name(dataset), "dataset_options": opts,
-                  "data_dir": str(data_dir) if data_dir else None, "seeds": seed_list,
+                  "data_dir": _abs(data_dir), "seeds": seed_list,
                   "config": cfg.to_dict(), "d3m_config": dcfg.to_dict()}
     payload = {"invocation": invocation, **table.to_dict()}
     if _write_payload(payload, output, json_out):
@@ -845,6 +859,7 @@ def rerun(
     import math
 
     p = _check_input_file(result, "result file", (".json",))
+    _not_an_input(output, "--output", p)
     try:
         recorded = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -1079,7 +1094,7 @@ def run_scaling_cmd(
     if collapse_figure is not None:
         written.append(("collapse figure", plot_collapse(res, collapse_figure)))
     payload = {"invocation": {"command": "run scaling", "config": cfg.to_dict(),
-                              "data_dir": str(data_dir) if data_dir else None}, **res.to_dict()}
+                              "data_dir": _abs(data_dir)}, **res.to_dict()}
     if _write_payload(payload, output, json_out):
         return
     console.print(scaling_table(res.table(), cfg.dataset, cfg.select))

@@ -128,6 +128,8 @@ def load(name: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None =
         )
     for k, v in options.items():  # a value of the wrong kind fails here, not deep inside the loader
         default = valid[k]
+        if v is None or default is None:  # None-able options and free-form ones are checked by the loader
+            continue
         number = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
         if isinstance(default, bool) and not isinstance(v, bool):
             raise TypeError(f"data set option {k} must be True or False, got {v!r}.")
@@ -135,8 +137,6 @@ def load(name: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None =
             raise TypeError(f"data set option {k} must be a number (default {default!r}), got {v!r}.")
         if isinstance(default, str) and not isinstance(v, str):
             raise TypeError(f"data set option {k} must be a string (default {default!r}), got {v!r}.")
-        if default is None and v is not None and not number:
-            raise TypeError(f"data set option {k} must be a number or None, got {v!r}.")
     kwargs: dict[str, Any] = dict(options)
     params = inspect.signature(entry.fn).parameters
     if "data_dir" in params:

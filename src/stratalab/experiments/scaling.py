@@ -160,17 +160,19 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
                 path = (wdir or Path(tmp.name)) / f"{cfg.model}-w{w:g}.pt"
                 pcfg = TrainConfig(model=cfg.model, width=w, epochs=cfg.pretrain_epochs, lr=cfg.lr,
                                    batch_size=cfg.batch_size, seed=0, select="val_avg")
+                record = {"train": pcfg.to_dict(), "source_options": dict(cfg.pretrain_options)}
                 reuse = False
-                if path.is_file():
+                if path.is_file():  # reused only when source, its options and training all match
                     from ..models import read_pretrained
 
-                    reuse = read_pretrained(path).get("config") == pcfg.to_dict()
+                    old = read_pretrained(path)
+                    reuse = old.get("config") == record and old.get("source") == cfg.pretrain_dataset
                 t = time.perf_counter()
                 if not reuse:
                     say(f"pretrain {cfg.model} x{w:g} on {cfg.pretrain_dataset} ({cfg.pretrain_epochs} epochs)")
                     r = run(src, pcfg)
                     save_pretrained(r.model, path, model_name=cfg.model, width=w, input_shape=input_shape,
-                                    n_classes=src.n_classes, source=cfg.pretrain_dataset, config=pcfg.to_dict())
+                                    n_classes=src.n_classes, source=cfg.pretrain_dataset, config=record)
                     pre.append({"width": w, "source_test_accuracy": r.reports["test"].average_accuracy,
                                 "seconds": time.perf_counter() - t, "reused": False})
                 else:

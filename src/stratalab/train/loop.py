@@ -38,8 +38,12 @@ MODEL_NAMES = ("mlp", "lenet5", "resnet", "linear")  # stratalab.models.build_mo
 
 def _finite(name: str, value: float, *, low: float | None = None, low_open: bool = False,
             high: float | None = None, hint: str = "") -> None:
-    """Reject NaN/inf and values outside [low, high] (``low_open``: > low) with one clear sentence."""
-    v = float(value)
+    """Reject non-numbers, NaN/inf and values outside [low, high] (``low_open``: > low) with one
+    clear sentence."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}.") from None
     ok = np.isfinite(v) and (low is None or (v > low if low_open else v >= low)) and (high is None or v <= high)
     if not ok:
         rng = (f" > {low:g}" if low_open else f" >= {low:g}") if low is not None else ""
@@ -89,14 +93,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Check every field before any work starts (the method's needs come from its MethodSpec)."""
-        self.milestones = tuple(float(m) for m in self.milestones)
-        self.dfr_cs = tuple(float(c) for c in self.dfr_cs)
+        for name in ("milestones", "dfr_cs"):
+            try:
+                setattr(self, name, tuple(float(m) for m in getattr(self, name)))
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a list of numbers, got {getattr(self, name)!r}.") from None
         spec = get_method(self.method)
         if self.model not in MODEL_NAMES:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
         for name in ("epochs", "batch_size", "eval_every", "jtt_epochs", "dfr_retrains", "seed"):
             v = getattr(self, name)
-            if isinstance(v, bool) or int(v) != v:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
+                    or int(v) != v:
                 raise ValueError(f"{name} must be an integer, got {v!r}.")
             setattr(self, name, int(v))
         for name in ("epochs", "batch_size", "eval_every"):
@@ -131,6 +139,7 @@ class TrainConfig:
         if self.mixture_ratio is not None:
             _finite("mixture_ratio", self.mixture_ratio, low=1,
                     hint="Mixture caps each class at r times the smallest class, e.g. 2.")
+        _finite("jtt_upsample", self.jtt_upsample, low=1)
         if int(self.jtt_upsample) != self.jtt_upsample or self.jtt_upsample < 1 or self.jtt_epochs < 1:
             raise ValueError("jtt needs jtt_epochs >= 1 and an integer jtt_upsample >= 1, "
                              f"got {self.jtt_epochs} and {self.jtt_upsample!r}.")
@@ -386,6 +395,10 @@ def fit(
         for pg, lr0 in zip(opt.param_groups, base_lrs):
             pg["lr"] = lr0 * factor
         model.train()
+        if cfg.finetune == "last_layer":  # a frozen body also keeps its BatchNorm statistics and has no dropout
+            for name, module in model.named_modules():
+                if name and not name.startswith("head"):
+                    module.eval()
         order = torch.as_tensor(plan.epoch(rng))
         total, seen = 0.0, 0
         for start in range(0, order.numel(), cfg.batch_size):
