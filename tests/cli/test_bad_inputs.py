@@ -47,6 +47,7 @@ def _bad_cases(tmp):
         (["train", *DIGITS, "--lr", "inf"], "lr must be a finite number"),
         (["train", *DIGITS, "--lr", "nan"], "lr must be a finite number"),
         (["train", *DIGITS, "--epochs", "0"], "epochs must be >= 1"),
+        (["train", *DIGITS, "--seed", "99999999999999999999"], "seed must be"),
         (["train", *DIGITS, "--method", "bogus"], "unknown method 'bogus'"),
         (["train", *DIGITS, "--model", "bogus"], "unknown model 'bogus'"),
         (["train", *DIGITS, "--method", "mixture"], "needs mixture_ratio"),

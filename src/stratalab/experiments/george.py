@@ -55,8 +55,9 @@ class GeorgeConfig:
             raise ValueError(f"cluster_method must be one of {', '.join(CLUSTER_METHODS)}; got {self.cluster_method!r}.")
         for name in ("k_max", "min_cluster_size", "min_val_size"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
-                    or int(v) != v or v < 1:
+            whole = isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and np.isfinite(v)
+                                                         and float(v).is_integer())
+            if isinstance(v, bool) or not whole or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
             setattr(self, name, int(v))
         self.train_config("gdro", 0, "val_wca")  # model, width, epochs, lr, ... checked by TrainConfig

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import random
 from collections.abc import Callable
@@ -103,15 +104,16 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
         for name in ("epochs", "batch_size", "eval_every", "jtt_epochs", "dfr_retrains", "seed"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
-                    or int(v) != v:
+            whole = isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and math.isfinite(v)
+                                                         and float(v).is_integer())
+            if isinstance(v, bool) or not whole:
                 raise ValueError(f"{name} must be an integer, got {v!r}.")
             setattr(self, name, int(v))
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed}.")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed}.")
         _finite("width", self.width, low=0, low_open=True, hint="The width multiplier scales the model, e.g. 0.5, 1, 4.")
         _finite("lr", self.lr, low=0, low_open=True, hint="Typical: 1e-3 for Adam, 0.1 for SGD.")
         _finite("weight_decay", self.weight_decay, low=0)
