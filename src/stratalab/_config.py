@@ -1,9 +1,10 @@
-"""The one ``from_dict`` of every config dataclass (TrainConfig, D3MConfig, GeorgeConfig,
-ScalingConfig): unknown keys are refused by name, then the dataclass checks its values."""
+"""The one ``to_dict`` / ``from_dict`` of every config dataclass (TrainConfig, D3MConfig,
+GeorgeConfig, ScalingConfig): tuples are written as lists (JSON/YAML), unknown keys are refused by
+name, then the dataclass checks its values."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -18,3 +19,9 @@ def config_from_dict(cls: type[T], d: dict[str, Any], what: str) -> T:
     if unknown:
         raise ValueError(f"unknown {what} key {unknown[0]!r}; known keys: {', '.join(sorted(names))}.")
     return cls(**d)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """``dataclasses.asdict`` with every tuple field as a list, so the dict round-trips through
+    JSON and YAML unchanged."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}

@@ -19,8 +19,9 @@ def as_label_array(values: Any, name: str, *, n: int | None = None, n_name: str 
     """Return ``values`` as a 1-D int64 array of non-negative integer labels.
 
     Accepts integer arrays, and float arrays whose values are all whole numbers (as pandas gives
-    for integer columns read from CSV). Rejects NaN, infinities, non-integers, negatives, labels
-    beyond ``2**31 - 1`` and wrong lengths (``n``, the length of ``n_name``).
+    for integer columns read from CSV). Rejects NaN, infinities, non-integers, negatives, floats
+    beyond 2**53 and unsigned values beyond int64 (they would wrap around), and wrong lengths
+    (``n``, the length of ``n_name``).
     """
     arr = np.asarray(values)
     if arr.ndim != 1:

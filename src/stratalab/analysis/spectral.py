@@ -66,7 +66,11 @@ def group_spectra(features: Any, y: Any, groups: Any, *, top_k: int = 10) -> dic
     ``n_g x n_g`` Gram matrix, which has the same non-zero eigenvalues)."""
     if int(top_k) != top_k or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}.")
-    z, yy, gg = _check(features, y, groups)
+    return _spectra(*_check(features, y, groups), int(top_k))
+
+
+def _spectra(z: np.ndarray, yy: np.ndarray, gg: np.ndarray, top_k: int) -> dict[tuple[int, int], np.ndarray]:
+    """:func:`group_spectra` on checked arrays."""
     out: dict[tuple[int, int], np.ndarray] = {}
     for c, g in sorted({(int(a), int(b)) for a, b in zip(yy, gg)}):
         zc = z[(yy == c) & (gg == g)]
@@ -96,8 +100,10 @@ def spectral_imbalance(features: Any, y: Any, groups: Any, *, top_k: int = 10, p
     group_counts : dict, optional
         Examples per group id defining minority and majority (e.g. train counts); default: counts here.
     """
+    if int(top_k) != top_k or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}.")
     z, yy, gg = _check(features, y, groups)
-    spectra = group_spectra(z, yy, gg, top_k=top_k)
+    spectra = _spectra(z, yy, gg, int(top_k))  # the features are checked and converted once
     pv = None if pred is None else as_label_array(pred, "pred", n=yy.shape[0])
     rows, ratios = [], []
     for c in np.unique(yy):

@@ -11,7 +11,7 @@ the majority group).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +26,7 @@ from ..models import build_model, embed
 from ..train import TrainConfig, fit, predict, run
 from ..train.registry import METHODS
 from ..train.sampling import examples_left_out
-from .._config import config_from_dict
+from .._config import config_from_dict, config_to_dict
 
 # Table 1 rows in the paper's order. The baselines' names and group-label columns come from the
 # method registry (ERM selected on val average accuracy, the baselines on val worst-group accuracy);
@@ -90,9 +90,7 @@ class D3MConfig:
             raise ValueError("sweep_points must be >= 0 and search_points >= 2 (values of k tried by removal='search').")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["methods"] = list(self.methods)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "D3MConfig":

@@ -9,7 +9,7 @@ DRO on the true subclasses (selected by val worst-group accuracy).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -19,7 +19,7 @@ from ..data.core import Dataset
 from ..discover import George, cluster_quality
 from ..models import embed
 from ..train import TrainConfig, run
-from .._config import config_from_dict
+from .._config import config_from_dict, config_to_dict
 
 ROWS = ("ERM", "GEORGE", "GDRO (true subclasses)")
 
@@ -77,7 +77,7 @@ class GeorgeConfig:
                            seed=seed, select=select, gdro_eta=self.gdro_eta)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config_to_dict(self)
 
 
 # Per data set recipes. u-mnist: the paper's (the class defaults). u-digits (the embedded default, 8x8

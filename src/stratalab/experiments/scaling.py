@@ -12,7 +12,7 @@ for the collapse figure). Everything goes through the one training loop and the 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +22,7 @@ import pandas as pd
 from ..data import load
 from ..models import build_model, n_params, save_pretrained
 from ..train import TrainConfig, run
-from .._config import config_from_dict
+from .._config import config_from_dict, config_to_dict
 
 BALANCING = ("erm", "subsetting", "upsampling", "upweighting", "mixture")
 LABELS = {"erm": "none", "subsetting": "subsetting", "upsampling": "upsampling", "upweighting": "upweighting",
@@ -77,9 +77,7 @@ class ScalingConfig:
                            init=init, finetune=self.finetune if init is not None else "full")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["widths"], d["methods"], d["seeds"] = list(self.widths), list(self.methods), list(self.seeds)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ScalingConfig":

@@ -31,6 +31,18 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike[str], *, model_nam
     return _atomic(path, lambda p: torch.save(payload, p))
 
 
+def load_weights_only(path: Path, what: str, fix: str) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists and dicts only, so
+    nothing in the file can run code. Any failure (crafted, truncated, another tool's file) is one
+    ValueError: "``path`` is not ``what`` (reason); ``fix``"."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
+            TypeError, KeyError, IndexError, UnicodeDecodeError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not {what} ({first[:160]}); {fix}") from None
+
+
 def read_pretrained(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a pretrained file (``weights_only=True``); a file that is not one gives one ValueError."""
     p = Path(path).expanduser()
@@ -38,12 +50,7 @@ def read_pretrained(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"pretrained weights {p} is a directory; give the .pt file `stratalab pretrain` wrote.")
     if not p.is_file():
         raise FileNotFoundError(f"pretrained weights {p} does not exist; write it with `stratalab pretrain`.")
-    try:
-        d = torch.load(p, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
-            TypeError, KeyError, IndexError, UnicodeDecodeError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{p} is not readable pretrained weights ({first[:160]}); write it with `stratalab pretrain`.") from None
+    d = load_weights_only(p, "readable pretrained weights", "write it with `stratalab pretrain`.")
     if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(d.get("state"), dict):
         raise ValueError(f"{p} is not a stratalab pretrained file (format {FORMAT}); write it with `stratalab pretrain`.")
     return d

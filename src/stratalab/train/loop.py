@@ -16,7 +16,7 @@ import math
 import os
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,17 @@ from torch import nn
 
 from ..data.core import Split
 from ..metrics import GroupReport, group_report
+from ..models.build import MODELS
+from ..models.pretrained import FINETUNE_MODES, load_weights_only
+from ..report.io import _atomic
 from .objectives import GroupDRO, class_weights, per_example_ce
 from .registry import METHODS, get_method
 from .sampling import make_plan
 from .selection import CRITERIA, check_criterion, selection_scores
-from .._config import config_from_dict
+from .._config import config_from_dict, config_to_dict
 
 SCHEDULES = ("constant", "multistep", "cosine", "linear")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-MODEL_NAMES = ("mlp", "lenet5", "resnet", "linear")  # stratalab.models.build_model's names
 
 
 def _finite(name: str, value: float, *, low: float | None = None, low_open: bool = False,
@@ -100,8 +102,8 @@ class TrainConfig:
             except (TypeError, ValueError):
                 raise ValueError(f"{name} must be a list of numbers, got {getattr(self, name)!r}.") from None
         spec = get_method(self.method)
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}.")
         for name in ("epochs", "batch_size", "eval_every", "jtt_epochs", "dfr_retrains", "seed"):
             v = getattr(self, name)
             whole = isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and math.isfinite(v)
@@ -123,8 +125,8 @@ class TrainConfig:
             _finite("each milestone", m, low=0, high=1, hint="Milestones are fractions of the epochs, e.g. 0.5,0.75.")
         _finite("gdro_eta", self.gdro_eta, low=0, low_open=True)
         _finite("gdro_adjustment", self.gdro_adjustment, low=0)
-        if self.finetune not in ("full", "last_layer"):
-            raise ValueError(f"finetune must be full or last_layer, got {self.finetune!r}.")
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}.")
         if self.finetune == "last_layer" and self.init is None:
             raise ValueError("finetune='last_layer' trains only the head of a pretrained model; give init (--init PATH).")
         if self.init is not None:
@@ -152,10 +154,7 @@ class TrainConfig:
             _finite("each DFR C", c, low=0, low_open=True)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["milestones"] = list(self.milestones)
-        d["dfr_cs"] = list(self.dfr_cs)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -248,27 +247,13 @@ def evaluate(model: nn.Module, split: Split, class_names: list[str] | None = Non
     return split_report(split, predict(model, split), class_names, group_names)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`fit` safely: ``torch.load(weights_only=True)`` (tensors,
     numbers, strings, lists and dicts only; nothing in the file can run code). A file that is not
     such a checkpoint (crafted, truncated, another tool's) gives one ValueError that says so."""
-    import pickle
-    import zipfile
-
     p = Path(path)
-    try:
-        state = torch.load(p, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
-            TypeError, KeyError, IndexError, UnicodeDecodeError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{p} is not a readable stratalab checkpoint ({first[:160]}); it may be truncated or "
-                         "written by another program. Delete it or use a fresh --checkpoint-dir.") from None
+    state = load_weights_only(p, "a readable stratalab checkpoint", "it may be truncated or written by another "
+                                                                    "program. Delete it or use a fresh --checkpoint-dir.")
     keys = {"config", "data", "epoch", "model", "optimizer", "rng", "aug_gen", "torch_rng", "history",
             "best_score", "best_state", "best_epoch"}
     if not isinstance(state, dict) or not keys <= set(state):
@@ -439,14 +424,15 @@ def fit(
             if test is not None:
                 tp = predict(model, test)
                 row["test"] = split_report(test, tp).summary()
-        history.append(row)
+        history.append(json.loads(json.dumps(row)))  # plain Python numbers: JSON and weights_only checkpoints
         if ckpt is not None:
-            _atomic_torch_save({
+            state = {
                 "config": cfg.to_dict(), "data": fingerprint, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "rng": rng.bit_generator.state, "aug_gen": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "dro": dro.state_dict() if dro is not None else None, "history": json.loads(json.dumps(history)),
+                "dro": dro.state_dict() if dro is not None else None, "history": history,
                 "best_score": float(best_score), "best_state": best_state, "best_epoch": best_epoch,
-            }, ckpt)
+            }
+            _atomic(ckpt, lambda path: torch.save(state, path))
         if progress is not None:
             progress(epoch + 1, row)
 
@@ -459,6 +445,6 @@ def fit(
         "val_groups": "yes" if (val is not None and cfg.select == "val_wga") else "no",
         "selection": cfg.select if val is not None else "last epoch (no val split)",
     }
-    return TrainResult(model=model, config=cfg, history=json.loads(json.dumps(history)),
+    return TrainResult(model=model, config=cfg, history=history,
                        selected_epoch=best_epoch if best_state is not None else cfg.epochs,
                        labels_used=labels, last_state=last_state)

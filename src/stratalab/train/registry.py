@@ -142,4 +142,5 @@ def get_method(name: str) -> MethodSpec:
 
 def methods_help() -> str:
     """``--method`` help, built from the registry."""
-    return "; ".join(f"{s.name}: {s.summary}" for s in METHODS.values())
+    return "; ".join(f"{s.name}: {s.summary}" + (f" (options: {', '.join(s.options)})" if s.options else "")
+                     for s in METHODS.values())

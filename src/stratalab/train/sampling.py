@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
 @dataclass
 class SamplingPlan:
     """``subset``: indices trained on; ``mode``: 'shuffle' (a permutation of the subset), 'weighted'
