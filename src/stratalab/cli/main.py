@@ -201,6 +201,20 @@ def _read_config_file(path: Path, command: str) -> dict[str, Any]:
     return d
 
 
+BACKEND_HELP = ("Where the grid's tasks run: local (this process, one after another) | ray (a Ray cluster: "
+                "pip install 'stratalab[ray]'; a local one with every CPU unless --address).")
+ADDRESS_HELP = "With --backend ray: the cluster to join (auto, HOST:PORT or ray://HOST:10001); default: start a local one."
+WORK_DIR_HELP = ("Keep every finished task's result in this folder and reuse it when the command runs again "
+                 "(resume a half-done grid); on a multi-machine cluster it must be storage every node sees.")
+
+
+def _backend(kind: str, address: Optional[str], work_dir: Optional[Path]) -> Any:
+    """The grid backend, checked at the door (an unknown kind, Ray not installed, a bad --work-dir)."""
+    from ..experiments.backend import Backend
+
+    return Backend(kind, address=address, work_dir=work_dir)
+
+
 def _explicit(ctx: typer.Context, name: str) -> bool:
     """Whether option ``name`` was given on the command line (not a default)."""
     src = ctx.get_parameter_source(name)
@@ -614,6 +628,9 @@ def run_george_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the results (config, per-seed rows, cluster recovery) as .json."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the Fig. 5 style figure of the first seed (.png/.pdf/.svg)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON instead of tables."),
+    backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
 ) -> None:
     """GEORGE (Sohoni et al. 2020): ERM -> cluster its features per class -> Group DRO on the clusters,
     beside ERM and Group DRO on the true subclasses. No true subclass label is used by GEORGE itself.
@@ -628,17 +645,21 @@ def run_george_cmd(
     overrides = {k: v for k, v in overrides.items() if v is not None}
     feats = features if features is not None else (Path(file_cfg["features"]) if file_cfg.get("features") else None)
     _run_george(name, ddir, opts, seed_list, file_cfg.get("config"), overrides, features=feats, output=output,
-                plot=plot, json_out=json_out)
+                plot=plot, json_out=json_out, backend=_backend(backend, address, work_dir))
 
 
 def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_list: list[int],
                 base: Optional[dict[str, Any]], overrides: dict[str, Any], *, features: Optional[Path] = None,
-                output: Optional[Path] = None, plot: Optional[Path] = None, json_out: bool = False) -> dict[str, Any]:
-    import numpy as np
+                output: Optional[Path] = None, plot: Optional[Path] = None, json_out: bool = False,
+                backend: Any = None) -> dict[str, Any]:
+    import base64
 
-    from ..data import load
+    import numpy as np
+    import pandas as pd
+
     from ..data.files import read_npz
-    from ..experiments import GeorgeConfig, check_features, plot_clusters, run_george, summarise
+    from ..experiments import GeorgeConfig, check_features, run_george_grid, summarise
+    from ..experiments.backend import DataSpec
     from ..experiments.george import RECIPES
     from ..report import check_output_path, george_table, recovery_table
 
@@ -651,38 +672,42 @@ def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], se
     if features is not None:
         user_feats = check_features(read_npz(_check_input_file(features, "--features", (".npz",)), ("train", "val", "test"),
                                              what=" (--features: arrays train, val, test)"))
-    results, datasets = [], {}
-    for seed in seed_list:
-        datasets[seed] = load(dataset, data_dir=data_dir, seed=seed, **opts)
+    datasets, specs = {}, {}
+    for seed in seed_list:  # every seed's data loads here (a missing or corrupt file fails before any training)
+        specs[seed] = DataSpec(dataset, seed, str(data_dir.resolve()) if data_dir is not None else None, dict(opts))
+        datasets[seed] = specs[seed].load()
     if base is None and "model" not in overrides and dataset not in RECIPES:
         shape = tuple(np.asarray(datasets[seed_list[0]].train.load_x(np.arange(1))).shape[1:])
         cfg = GeorgeConfig.for_dataset(dataset, **{**overrides, "model": "lenet5" if len(shape) == 3 and shape[-2:] == (32, 32) else "mlp"})
     if user_feats is not None:
         for ds in datasets.values():
             check_features(user_feats, {s: len(ds.splits[s]) for s in ("train", "val", "test")})
-    for seed in seed_list:
-        ds = datasets[seed]
-        res = run_george(ds, cfg, seed, features=user_feats,
-                         progress=None if json_out else (lambda m, s=seed: err.print(f"[dim]seed {s}: {m}[/dim]")))
-        results.append(res)
-        if plot is not None and seed == seed_list[0]:
-            plot_clusters(ds, res, str(plot))
+    results = run_george_grid(specs.__getitem__, cfg, seed_list, backend=backend, features=user_feats,
+                              figure_suffix=plot.suffix.lower() if plot is not None else None,
+                              progress=None if json_out else (lambda m: err.print(f"[dim]{m}[/dim]")))
+    if plot is not None:
+        from ..report.io import _atomic
+
+        picture = base64.b64decode(results[0].pop("figure"))
+        _atomic(plot, lambda p: p.write_bytes(picture))
     table = summarise(results)
     invocation = {"command": "run george", "dataset": _resolved_name(dataset), "dataset_options": opts,
                   "data_dir": _abs(data_dir), "seeds": seed_list, "config": cfg.to_dict(),
                   "features": str(features.resolve()) if features is not None else None}
+    if backend is not None and backend.kind != "local":
+        invocation["backend"] = backend.to_dict()
     payload = {"invocation": invocation, "dataset": dataset, "config": cfg.to_dict(), "seeds": seed_list,
-               "table": table.to_dict(orient="records"), "runs": [r.to_dict() for r in results],
+               "table": table.to_dict(orient="records"), "runs": results,
                "labels_used": {"GEORGE": "class labels only (clusters replace subclasses)",
                                "GDRO (true subclasses)": "true train and val subclass labels"}}
     if _write_payload(payload, output, json_out):
         return payload
     console.print(george_table(table, dataset, ",".join(map(str, seed_list))))
     first = results[0]
-    if len(first.recovery):
-        console.print(recovery_table(first.recovery, first.recovery_overall, first.seed))
-    console.print("clusters per class: " + ", ".join(f"{k}: {v}" for k, v in first.george.n_clusters_per_class_.items()))
-    if "GDRO (true subclasses)" not in first.rows:
+    if first["recovery"]:
+        console.print(recovery_table(pd.DataFrame(first["recovery"]), first["recovery_overall"], first["seed"]))
+    console.print("clusters per class: " + ", ".join(f"{k}: {v}" for k, v in first["clusters_per_class"].items()))
+    if "GDRO (true subclasses)" not in first["rows"]:
         console.print(f"{dataset} has no true subclass labels in train and val, so there is no oracle row and the "
                       "robust accuracy uses the test groups (or the classes) it has.")
     _say_written(("results", output), ("figure", plot))
@@ -722,6 +747,9 @@ def run_d3m_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result as .json (configs, table, every seed's metrics, sweep)."),
     removed: Optional[Path] = typer.Option(None, "--removed", help="Write the removed train examples with their alignment scores (.csv or .parquet; all seeds)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON instead of tables."),
+    backend: str = typer.Option("local", "--backend", help=BACKEND_HELP + " Tasks: each seed's ERM, baselines, TRAK ensemble members and retrains."),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
 ) -> None:
     """D3M Table 1 (Jain et al. 2024): ERM, AUTO-D3M, JTT, DFR, D3M, RWG, SUBG and Group DRO, each
     with the group labels it needs, worst-group and balanced test accuracy over seeds; D3M finds the
@@ -751,17 +779,17 @@ def run_d3m_cmd(
     train_cli = dict(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     train_cfg = _merge(ctx, file_cfg.get("config", {}), train_cli)
     _run_d3m(name, ddir, opts, seed_list, train_cfg, d3m_cfg, figure=figure, scores=scores, output=output,
-             removed=removed, json_out=json_out)
+             removed=removed, json_out=json_out, backend=_backend(backend, address, work_dir))
 
 
 def _run_d3m(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_list: list[int],
              train_cfg: dict[str, Any], d3m_cfg: dict[str, Any], *, figure: Optional[Path] = None,
              scores: Optional[Path] = None, output: Optional[Path] = None, removed: Optional[Path] = None,
-             json_out: bool = False) -> dict[str, Any]:
+             json_out: bool = False, backend: Any = None) -> dict[str, Any]:
     import pandas as pd
 
-    from ..data import load
     from ..experiments import D3MConfig, plot_sweep, run_d3m_table
+    from ..experiments.backend import DataSpec
     from ..report import cells_table, check_output_path, d3m_table, sweep_table, write_table_atomic
     from ..train import TrainConfig
 
@@ -782,16 +810,16 @@ def _run_d3m(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_
         raise ValueError("--figure draws Fig. 2, which needs the d3m row and --sweep-points > 0.")
     if removed is not None and not modes:
         raise ValueError("--removed lists what D3M / AUTO-D3M removed; include d3m or auto-d3m in --methods.")
-    loaded: dict[int, Any] = {}  # each seed's data, loaded once for the run, --removed and the Fig. 4 table
+    specs = {s: DataSpec(dataset, s, str(data_dir.resolve()) if data_dir is not None else None, dict(opts))
+             for s in seed_list}  # each seed's data is loaded once per process (the run, --removed, Fig. 4)
 
     def data(s: int) -> Any:
-        if s not in loaded:
-            loaded[s] = load(dataset, data_dir=data_dir, seed=s, **opts)
-        return loaded[s]
+        return specs[s].load()
 
-    data(seed_list[0])  # a missing or corrupt data set fails here, before any training
-    table = run_d3m_table(data, cfg, dcfg, seeds=seed_list, name=dataset, scores_out=scores,
-                          progress=None if json_out else (lambda m: err.print(f"[dim]{m}[/dim]")))
+    for s in seed_list:  # a missing or corrupt data set fails here, before any training
+        data(s)
+    table = run_d3m_table(specs.__getitem__, cfg, dcfg, seeds=seed_list, name=dataset, scores_out=scores,
+                          progress=None if json_out else (lambda m: err.print(f"[dim]{m}[/dim]")), backend=backend)
     written = []
     if figure is not None and not table.sweep().empty:
         written.append(("figure", plot_sweep(table, figure)))
@@ -805,6 +833,8 @@ def _run_d3m(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_
     invocation = {"command": "run d3m", "dataset": _resolved_name(dataset), "dataset_options": opts,
                   "data_dir": _abs(data_dir), "seeds": seed_list,
                   "config": cfg.to_dict(), "d3m_config": dcfg.to_dict()}
+    if backend is not None and backend.kind != "local":
+        invocation["backend"] = backend.to_dict()
     payload = {"invocation": invocation, **table.to_dict()}
     if _write_payload(payload, output, json_out):
         return payload

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from ..train import TrainConfig, fit, predict, run
 from ..train.registry import METHODS
 from ..train.sampling import examples_left_out
 from .._config import config_from_dict, config_to_dict
+
+if TYPE_CHECKING:
+    from .backend import Backend, DataSpec
 
 # Table 1 rows in the paper's order. The baselines' names and group-label columns come from the
 # method registry (ERM selected on val average accuracy, the baselines on val worst-group accuracy);
@@ -245,37 +248,101 @@ def balancing_order(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(order, dtype=np.int64)
 
 
-def _trak_matrix(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig, base_model: Any, scores_out: str | Path | None,
-                 say: Callable[[str], None]) -> np.ndarray:
-    if dcfg.n_models == 1:
-        models = [base_model]
-    else:
-        models = []
-        masks = random_subsets(len(ds.train), dcfg.n_models, dcfg.alpha, seed=cfg.seed)
-        input_shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
-        for m, mask in enumerate(masks):
-            say(f"TRAK ensemble: model {m + 1}/{dcfg.n_models} on {int(mask.sum())} examples (alpha = {dcfg.alpha:g})")
-            sub_cfg = replace(cfg, method="erm", seed=cfg.seed * 1000 + m + 1)
-            model = build_model(cfg.model, input_shape, ds.n_classes, width=cfg.width, seed=sub_cfg.seed)
-            models.append(fit(model, ds.train.subset(np.flatnonzero(mask)), sub_cfg).model)
-    say(f"TRAK: featurize {len(ds.train)} train, score {len(ds.val)} val ({len(models)} model(s), k = {dcfg.proj_dim})")
-    params = (lambda n: n.startswith("head")) if dcfg.trak_params == "head" else None
-    return ensemble_scores(models, (ds.train.x, ds.train.y, ds.train.loader), (ds.val.x, ds.val.y, ds.val.loader),
-                           proj_dim=dcfg.proj_dim, params=params, seed=cfg.seed, out=scores_out)
-
-
 def _grid(k_max: int, points: int, extra: list[int]) -> list[int]:
     ks = {int(round(v)) for v in np.linspace(0, k_max, points)} if points > 1 else {0}
     return sorted(ks | {int(k) for k in extra if 0 <= k <= k_max})
 
 
-def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *,
-                 scores_out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> SeedResult:
-    """One seed of D3M Table 1 (the methods in ``dcfg.methods``) and, with ``dcfg.sweep_points``, of
-    Fig. 2. ``cfg`` sets model and optimisation for every method (its ``seed`` is the seed)."""
-    dcfg = dcfg or D3MConfig()
-    say = progress or (lambda m: None)
-    methods = dcfg.methods
+# --------------------------------------------------------------------------------- grid tasks
+# Each is a pure function of its arguments (a DataSpec, configs as dicts, seeds, indices), so the
+# backend can run it in this process or on a Ray worker and keep its result in a work dir. They
+# return JSON-ready dicts (reports as GroupReport.to_dict) and model weights under "weights".
+
+def _reports(reps: dict[str, GroupReport]) -> dict[str, dict[str, Any]]:
+    return {split: r.to_dict() for split, r in reps.items()}
+
+
+def _train_task(data: "DataSpec", cfg: dict[str, Any], keep: list[int] | None = None,
+                val_groups: list[int] | None = None, weights: bool = False, left_out: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` (a TrainConfig dict: ERM, a baseline, a TRAK ensemble member or a D3M
+    retrain) on the data's train split, or on its examples ``keep`` only. ``val_groups``: estimated
+    val groups for selection (AUTO-D3M), whose worst group is returned as ``val_metric``."""
+    from . import backend
+
+    t = time.perf_counter()
+    ds = data.load()
+    c = TrainConfig.from_dict(cfg)
+    if keep is not None:
+        ds = ds.with_train(np.asarray(keep, dtype=np.int64))
+    est = None if val_groups is None else np.asarray(val_groups, dtype=np.int64)
+    backend.say(f"{c.method} (seed {c.seed}) on {len(ds.train)} train examples")
+    r = run(ds, c, val_estimated_groups=est)
+    out: dict[str, Any] = {"reports": _reports(r.reports)}
+    if est is not None:
+        out["val_metric"] = group_report(ds.val.y, predict(r.model, ds.val).argmax(1), est).worst_group_accuracy
+    else:
+        out["val_metric"] = r.reports["val"].worst_group_accuracy
+    if weights:
+        out["weights"] = r.model.state_dict()
+        ev = embed(r.model, ds.val)
+        out["val_loss"], out["val_pred"] = ev.loss.tolist(), ev.pred.tolist()
+    if left_out:  # the examples a method never trains on (SUBG's subsampling), from its sampling rule
+        out["n_removed"] = examples_left_out(c.method, ds.train.y, ds.train.g, mixture_ratio=c.mixture_ratio)
+    out["seconds"] = time.perf_counter() - t
+    return out
+
+
+def _member_task(data: "DataSpec", cfg: dict[str, Any], member: int, n_models: int, alpha: float) -> dict[str, Any]:
+    """TRAK ensemble member ``member`` (0-based): ERM on its random ``alpha`` subset of train."""
+    from . import backend
+
+    t = time.perf_counter()
+    ds = data.load()
+    c = TrainConfig.from_dict(cfg)
+    mask = random_subsets(len(ds.train), n_models, alpha, seed=c.seed)[member]
+    backend.say(f"TRAK ensemble: model {member + 1}/{n_models} on {int(mask.sum())} examples (alpha = {alpha:g})")
+    sub_cfg = replace(c, method="erm", seed=c.seed * 1000 + member + 1)
+    model = build_model(c.model, _input_shape(ds), ds.n_classes, width=c.width, seed=sub_cfg.seed)
+    model = fit(model, ds.train.subset(np.flatnonzero(mask)), sub_cfg).model
+    return {"weights": model.state_dict(), "seconds": time.perf_counter() - t}
+
+
+def _align_task(data: "DataSpec", cfg: dict[str, Any], dcfg: dict[str, Any], weights: list[dict[str, Any]],
+                val_loss: list[float], val_pred: list[int], modes: list[str], scores_out: str | None) -> dict[str, Any]:
+    """TRAK matrix of val against train over the models ``weights`` (the ERM model, or the
+    ensemble), then each mode's val groups (true, or AUTO-D3M's pseudo-groups) and the alignment
+    score A_i of every train example (eq. 3)."""
+    from . import backend
+
+    t = time.perf_counter()
+    ds = data.load()
+    c, d = TrainConfig.from_dict(cfg), D3MConfig.from_dict(dcfg)
+    models = []
+    for w in weights:
+        model = build_model(c.model, _input_shape(ds), ds.n_classes, width=c.width, seed=c.seed)
+        model.load_state_dict(w)
+        models.append(model)
+    backend.say(f"TRAK: featurize {len(ds.train)} train, score {len(ds.val)} val ({len(models)} model(s), k = {d.proj_dim})")
+    params = (lambda n: n.startswith("head")) if d.trak_params == "head" else None
+    tau = ensemble_scores(models, (ds.train.x, ds.train.y, ds.train.loader), (ds.val.x, ds.val.y, ds.val.loader),
+                          proj_dim=d.proj_dim, params=params, seed=c.seed, out=scores_out)
+    loss, pred = np.asarray(val_loss, dtype=np.float64), np.asarray(val_pred)
+    out: dict[str, Any] = {"alignment": {}, "val_groups": {}}
+    for mode in modes:
+        groups = (auto_d3m_groups(tau, ds.val.y, pred == ds.val.y, fraction=d.fraction, threshold=d.threshold,
+                                  normalize=d.normalize) if mode == "auto-d3m" else ds.val.g)
+        out["alignment"][mode] = group_alignment(tau, groups, loss, beta=d.beta, weighting=d.weighting).tolist()
+        out["val_groups"][mode] = np.asarray(groups).tolist()
+    out["seconds"] = time.perf_counter() - t
+    return out
+
+
+def _input_shape(ds: Dataset) -> tuple[int, ...]:
+    return tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
+
+
+# ----------------------------------------------------------------------------------- the grid
+def _check_methods(ds: Dataset, methods: tuple[str, ...]) -> None:
     needs_val_groups = [m for m in methods if m == "d3m" or m in BASELINES]
     if needs_val_groups and ds.val.g is None:
         raise ValueError(f"{TABLE_METHODS[needs_val_groups[0]][0]} needs val group labels and {ds.name!r} has none; "
@@ -284,118 +351,230 @@ def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *
     if needs_train_groups and ds.train.g is None:
         raise ValueError(f"{TABLE_METHODS[needs_train_groups[0]][0]} needs train group labels and {ds.name!r} has none; "
                          "leave rwg, subg and gdro out of the methods.")
-    erm_cfg = replace(cfg, method="erm", select="val_avg")
-    secs: dict[str, float] = {}
-    reports: dict[str, dict[str, GroupReport]] = {}
-    n_removed: dict[str, int] = {}
 
-    t = time.perf_counter()
-    say("ERM")
-    base = run(ds, erm_cfg)
-    secs["erm"] = time.perf_counter() - t
-    if "erm" in methods:
-        reports["erm"], n_removed["erm"] = base.reports, 0
 
-    cache: dict[tuple[str, int], tuple[GroupReport, GroupReport, float]] = {}
+def _run_seeds(specs: "dict[int, DataSpec]", cfg: TrainConfig, dcfg: D3MConfig, scores: dict[int, str | None],
+               backend: "Backend", say: Callable[[str], None]) -> list[SeedResult]:
+    """D3M Table 1 and Fig. 2 for every seed of ``specs``, in three waves of independent tasks on
+    ``backend``: (1) ERM, the baselines and the TRAK ensemble members of every seed; (2) each
+    seed's TRAK matrix and alignment scores; (3) every retrain without removed examples (the Fig. 2
+    sweep, the k search, the final D3M / AUTO-D3M models). Results equal those of one seed at a
+    time: every task seeds itself from the config."""
+    from .backend import task_key
 
-    def retrain(name: str, order: np.ndarray, k: int, select: str, est: np.ndarray | None = None):
-        """Retrain from scratch without the first ``k`` examples of ``order``; cached per (name, k)."""
-        key = (name if k > 0 else "none", k, select)
-        if key not in cache:
-            keep = np.ones(len(ds.train), dtype=bool)
-            keep[order[:k]] = False
-            say(f"retrain without {k} examples ({name} order)")
-            r = run(ds.with_train(keep), replace(cfg, method="erm", select=select),
-                    val_estimated_groups=est)
-            if est is not None:  # AUTO-D3M: the worst pseudo-group, no group label
-                val_metric = group_report(ds.val.y, predict(r.model, ds.val).argmax(1), est).worst_group_accuracy
-            else:
-                val_metric = r.reports["val"].worst_group_accuracy
-            cache[key] = (r.reports["val"], r.reports["test"], val_metric)
-        return cache[key]
-
-    d3m: dict[str, D3MResult] = {}
+    methods = dcfg.methods
+    seeds = list(specs)
+    ds_of = {s: specs[s].load() for s in seeds}
+    for s in seeds:
+        _check_methods(ds_of[s], methods)
+    cfg_of = {s: replace(cfg, seed=s) for s in seeds}
     modes = [m for m in ("d3m", "auto-d3m") if m in methods]
-    if modes or dcfg.sweep_points:
-        t = time.perf_counter()
-        tau = _trak_matrix(ds, cfg, dcfg, base.model, scores_out, say)
-        secs["trak"] = time.perf_counter() - t
-        ev = embed(base.model, ds.val)
-        for mode in modes + (["d3m"] if dcfg.sweep_points and "d3m" not in modes and ds.val.g is not None else []):
-            auto = mode == "auto-d3m"
-            groups = (auto_d3m_groups(tau, ds.val.y, ev.pred == ds.val.y, fraction=dcfg.fraction,
-                                      threshold=dcfg.threshold, normalize=dcfg.normalize) if auto else ds.val.g)
-            align = group_alignment(tau, groups, ev.loss, beta=dcfg.beta, weighting=dcfg.weighting)
+    sweep_on = bool(dcfg.sweep_points)
+
+    def key(name: str, s: int, **parts: Any) -> str:
+        return task_key(name, data=specs[s].key(), **parts)
+
+    # wave 1: ERM, baselines, ensemble members
+    wave1, slots = [], []
+    for s in seeds:
+        erm = replace(cfg_of[s], method="erm", select="val_avg").to_dict()
+        wave1.append((key("erm", s, cfg=erm), (_train_task, (specs[s], erm, None, None, True, False))))
+        slots.append((s, "erm"))
+        for m in BASELINES:
+            if m in methods:
+                mc = replace(cfg_of[s], method=m, select="val_wga").to_dict()
+                wave1.append((key(m, s, cfg=mc), (_train_task, (specs[s], mc, None, None, False, True))))
+                slots.append((s, m))
+        if (modes or sweep_on) and dcfg.n_models > 1:
+            for j in range(dcfg.n_models):
+                c = cfg_of[s].to_dict()
+                wave1.append((key("trak-member", s, cfg=c, member=j, n_models=dcfg.n_models, alpha=dcfg.alpha),
+                              (_member_task, (specs[s], c, j, dcfg.n_models, dcfg.alpha))))
+                slots.append((s, f"member{j}"))
+    res1 = backend.map(_call, [(k, a) for k, a in wave1], say, what="wave 1 (ERM, baselines, TRAK models)")
+    out1 = {slot: (k, r) for slot, (k, _), r in zip(slots, wave1, res1)}
+
+    reports: dict[int, dict[str, dict[str, GroupReport]]] = {s: {} for s in seeds}
+    n_removed: dict[int, dict[str, int]] = {s: {} for s in seeds}
+    secs: dict[int, dict[str, float]] = {s: {} for s in seeds}
+    for s in seeds:
+        erm = out1[(s, "erm")][1]
+        secs[s]["erm"] = erm["seconds"]
+        if "erm" in methods:
+            reports[s]["erm"] = {sp: GroupReport.from_dict(d) for sp, d in erm["reports"].items()}
+            n_removed[s]["erm"] = 0
+        for m in BASELINES:
+            if m in methods:
+                r = out1[(s, m)][1]
+                reports[s][m] = {sp: GroupReport.from_dict(d) for sp, d in r["reports"].items()}
+                n_removed[s][m] = int(r["n_removed"])
+                secs[s][m] = r["seconds"]
+
+    # wave 2: the TRAK matrix and the alignment of every train example, per seed
+    align_modes = {s: modes + (["d3m"] if sweep_on and "d3m" not in modes and ds_of[s].val.g is not None else [])
+                   for s in seeds}
+    wave2 = []
+    for s in seeds:
+        if not align_modes[s]:
+            continue
+        erm_key, erm = out1[(s, "erm")]
+        members = [out1[(s, f"member{j}")] for j in range(dcfg.n_models)] if dcfg.n_models > 1 else [(erm_key, erm)]
+        c = cfg_of[s].to_dict()
+        k2 = key("align", s, cfg=c, d3m=dcfg.to_dict(), models=[mk for mk, _ in members], modes=align_modes[s])
+        args = (specs[s], c, dcfg.to_dict(), [r["weights"] for _, r in members], erm["val_loss"], erm["val_pred"],
+                align_modes[s], scores[s])
+        wave2.append((s, k2, args, sum(r["seconds"] for _, r in members) if dcfg.n_models > 1 else 0.0))
+    res2 = backend.map(_call, [(k, (_align_task, a)) for _, k, a, _ in wave2], say, what="wave 2 (TRAK, alignment)")
+    d3m: dict[int, dict[str, D3MResult]] = {s: {} for s in seeds}
+    for (s, _, _, member_secs), r in zip(wave2, res2):
+        secs[s]["trak"] = member_secs + r["seconds"]
+        for mode in align_modes[s]:
+            align = np.asarray(r["alignment"][mode], dtype=np.float64)
             heuristic = int((align < 0).sum())
-            d3m[mode] = D3MResult(mode=mode, alignment=align, order=np.argsort(align, kind="stable"),
-                                  n_removed=heuristic, heuristic_k=heuristic, val_groups=groups)
-    # Fig. 2: val worst-group accuracy against the number removed (needs val groups; balancing needs train groups)
-    sweep: list[dict[str, Any]] = []
-    if dcfg.sweep_points and "d3m" in d3m:
-        t = time.perf_counter()
-        rng = np.random.default_rng(cfg.seed)
-        orders = {"d3m": d3m["d3m"].order, "random": rng.permutation(len(ds.train))}
-        if ds.train.g is not None:
-            orders["balance"] = balancing_order(ds.train.g, rng)
-        k_max = len(orders["balance"]) if "balance" in orders else len(ds.train) // 2
-        k_max = max(k_max, d3m["d3m"].heuristic_k)
-        for curve, order in orders.items():
-            lim = min(k_max, len(order), len(ds.train) - 1)
-            for k in _grid(lim, dcfg.sweep_points, [d3m["d3m"].heuristic_k] if curve == "d3m" else []):
-                rv, rt, _ = retrain(curve, order, k, "val_wga")
-                sweep.append({"seed": cfg.seed, "curve": curve, "k": k, "val_wga": rv.worst_group_accuracy,
-                              "test_wga": rt.worst_group_accuracy, "heuristic": curve == "d3m" and k == d3m["d3m"].heuristic_k})
-        secs["sweep"] = time.perf_counter() - t
-    for mode in modes:
-        t = time.perf_counter()
-        res = d3m[mode]
-        auto = mode == "auto-d3m"
-        select, est = ("val_worst_estimated", res.val_groups) if auto else ("val_wga", None)
-        order = res.order
-        k = res.heuristic_k
-        if dcfg.removal == "negative":
-            d3m_keep(res.alignment)  # a clear error if every score is negative
-        else:
-            top = max(r["k"] for r in sweep) if sweep else 2 * max(k, 1)
-            ks = _grid(min(top, len(ds.train) - 1), dcfg.search_points, [min(k, len(ds.train) - 1)])
-            for kk in ks:
-                res.search.append({"k": kk, "val_metric": retrain(mode, order, kk, select, est)[2]})
-            k = res.n_removed = max(res.search, key=lambda r: (r["val_metric"], -r["k"]))["k"]
-        rv, rt, _ = retrain(mode, order, k, select, est)
-        reports[mode], n_removed[mode] = {"val": rv, "test": rt}, k
-        secs[mode] = time.perf_counter() - t
-    for m in BASELINES:
-        if m in methods:
-            t = time.perf_counter()
-            say(TABLE_METHODS[m][0])
-            mcfg = replace(cfg, method=m, select="val_wga")
-            r = run(ds, mcfg)
-            reports[m] = r.reports
-            # the examples a method never trains on (SUBG's subsampling), from its sampling rule
-            n_removed[m] = examples_left_out(m, ds.train.y, ds.train.g, mixture_ratio=mcfg.mixture_ratio)
-            secs[m] = time.perf_counter() - t
-    ordered = {m: reports[m] for m in TABLE_METHODS if m in reports}
-    return SeedResult(seed=cfg.seed, reports=ordered, n_removed=n_removed, d3m={m: d3m[m] for m in modes},
-                      sweep=sweep, seconds=secs)
+            d3m[s][mode] = D3MResult(mode=mode, alignment=align, order=np.argsort(align, kind="stable"),
+                                     n_removed=heuristic, heuristic_k=heuristic,
+                                     val_groups=np.asarray(r["val_groups"][mode], dtype=np.int64))
+    for s in seeds:
+        for mode in modes:
+            if dcfg.removal == "negative":
+                d3m_keep(d3m[s][mode].alignment)  # a clear error if every score is negative
+
+    # wave 3: every retrain (sweep, search, final), each keyed by the examples it removes
+    plan: dict[int, dict[str, Any]] = {}
+    wave3: dict[str, tuple[Any, ...]] = {}
+
+    def retrain(s: int, order: np.ndarray, k: int, select: str, est: np.ndarray | None) -> str:
+        removed = np.sort(order[:k])
+        c = replace(cfg_of[s], method="erm", select=select).to_dict()
+        kk = key("retrain", s, cfg=c, removed=removed, val_groups=est)
+        if kk not in wave3:
+            keep = np.setdiff1d(np.arange(len(ds_of[s].train)), removed)
+            wave3[kk] = (_train_task, (specs[s], c, keep.tolist(), None if est is None else est.tolist(), False, False))
+        return kk
+
+    for s in seeds:
+        p: dict[str, Any] = {"sweep": [], "search": {}, "final": {}}
+        ds = ds_of[s]
+        n = len(ds.train)
+        if sweep_on and "d3m" in d3m[s]:
+            rng = np.random.default_rng(s)
+            orders = {"d3m": d3m[s]["d3m"].order, "random": rng.permutation(n)}
+            if ds.train.g is not None:
+                orders["balance"] = balancing_order(ds.train.g, rng)
+            k_max = len(orders["balance"]) if "balance" in orders else n // 2
+            k_max = max(k_max, d3m[s]["d3m"].heuristic_k)
+            for curve, order in orders.items():
+                lim = min(k_max, len(order), n - 1)
+                for k in _grid(lim, dcfg.sweep_points, [d3m[s]["d3m"].heuristic_k] if curve == "d3m" else []):
+                    p["sweep"].append((curve, k, retrain(s, order, k, "val_wga", None)))
+        for mode in modes:
+            res = d3m[s][mode]
+            select, est = ("val_worst_estimated", res.val_groups) if mode == "auto-d3m" else ("val_wga", None)
+            if dcfg.removal == "search":
+                top = max(k for _, k, _ in p["sweep"]) if p["sweep"] else 2 * max(res.heuristic_k, 1)
+                ks = _grid(min(top, n - 1), dcfg.search_points, [min(res.heuristic_k, n - 1)])
+                p["search"][mode] = [(k, retrain(s, res.order, k, select, est)) for k in ks]
+            else:
+                p["final"][mode] = (res.heuristic_k, retrain(s, res.order, res.heuristic_k, select, est))
+        plan[s] = p
+    keys3 = list(wave3)
+    res3 = dict(zip(keys3, backend.map(_call, [(k, wave3[k]) for k in keys3], say, what="wave 3 (retrains)")))
+
+    out = []
+    for s in seeds:
+        p = plan[s]
+        sweep: list[dict[str, Any]] = []
+        for curve, k, kk in p["sweep"]:
+            r = res3[kk]["reports"]
+            sweep.append({"seed": s, "curve": curve, "k": k, "val_wga": r["val"]["worst_group_accuracy"],
+                          "test_wga": r["test"]["worst_group_accuracy"],
+                          "heuristic": curve == "d3m" and k == d3m[s]["d3m"].heuristic_k})
+        if sweep:
+            secs[s]["sweep"] = sum(res3[kk]["seconds"] for _, _, kk in p["sweep"])
+        for mode in modes:
+            res = d3m[s][mode]
+            if mode in p["search"]:
+                res.search = [{"k": k, "val_metric": res3[kk]["val_metric"]} for k, kk in p["search"][mode]]
+                best = max(res.search, key=lambda r: (r["val_metric"], -r["k"]))["k"]
+                res.n_removed = best
+                kk = dict(p["search"][mode])[best]
+                secs[s][mode] = sum(res3[k2]["seconds"] for _, k2 in p["search"][mode])
+            else:
+                kk = p["final"][mode][1]
+                secs[s][mode] = res3[kk]["seconds"]
+            reports[s][mode] = {sp: GroupReport.from_dict(d) for sp, d in res3[kk]["reports"].items()}
+            n_removed[s][mode] = res.n_removed
+        ordered = {m: reports[s][m] for m in TABLE_METHODS if m in reports[s]}
+        out.append(SeedResult(seed=s, reports=ordered, n_removed=n_removed[s], d3m={m: d3m[s][m] for m in modes},
+                              sweep=sweep, seconds=secs[s]))
+    return out
 
 
-def run_d3m_table(make_dataset: Callable[[int], Dataset], cfg: TrainConfig, dcfg: D3MConfig | None = None, *,
-                  name: str = "", seeds: list[int] | tuple[int, ...] = (0,), scores_out: str | Path | None = None,
-                  progress: Callable[[str], None] | None = None) -> D3MTable:
-    """D3M Table 1 over ``seeds``: ``make_dataset(seed)`` gives each seed's data, ``cfg.seed`` is
-    replaced by the seed. ``scores_out`` (a ``.npy`` path) keeps each seed's TRAK matrix on disk
-    as ``<stem>-seed<s>.npy``."""
+def _call(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> dict[str, Any]:
+    return fn(*args)
+
+
+def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *,
+                 scores_out: str | Path | None = None, progress: Callable[[str], None] | None = None,
+                 backend: "Backend | None" = None) -> SeedResult:
+    """One seed of D3M Table 1 (the methods in ``dcfg.methods``) and, with ``dcfg.sweep_points``, of
+    Fig. 2. ``cfg`` sets model and optimisation for every method (its ``seed`` is the seed)."""
+    from .backend import DataSpec, local
+
+    dcfg = dcfg or D3MConfig()
+    spec = DataSpec(ds.name, cfg.seed, make=_Fixed(ds), identity=_fingerprint(ds))
+    return _run_seeds({cfg.seed: spec}, cfg, dcfg, {cfg.seed: None if scores_out is None else str(scores_out)},
+                      backend or local(), progress or (lambda m: None))[0]
+
+
+class _Fixed:
+    """``make(seed)`` that returns one given data set (run_d3m_seed's)."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def __call__(self, seed: int) -> Dataset:
+        return self.ds
+
+
+def _fingerprint(ds: Dataset) -> str:
+    """What identifies an in-memory data set in task keys: its name, labels and groups of every
+    split, and the bytes of its first training inputs."""
+    import hashlib
+
+    h = hashlib.sha256(ds.name.encode())
+    for split in ("train", "val", "test"):
+        sp = ds.splits[split]
+        for arr in (sp.y, sp.g):
+            h.update(b"none" if arr is None else np.ascontiguousarray(arr, dtype=np.int64).tobytes() + b"|")
+        h.update(np.ascontiguousarray(np.asarray(sp.load_x(np.arange(min(len(sp), 64))), dtype=np.float32)).tobytes())
+    return h.hexdigest()
+
+
+def run_d3m_table(make_dataset: Callable[[int], Dataset] | Callable[[int], "DataSpec"], cfg: TrainConfig,
+                  dcfg: D3MConfig | None = None, *, name: str = "", seeds: list[int] | tuple[int, ...] = (0,),
+                  scores_out: str | Path | None = None, progress: Callable[[str], None] | None = None,
+                  backend: "Backend | None" = None) -> D3MTable:
+    """D3M Table 1 over ``seeds``: ``make_dataset(seed)`` gives each seed's data (a Dataset, or a
+    :class:`~stratalab.experiments.backend.DataSpec` that loads it, as the CLI passes so that Ray
+    workers load the data themselves); ``cfg.seed`` is replaced by the seed. ``scores_out`` (a
+    ``.npy`` path) keeps each seed's TRAK matrix on disk as ``<stem>-seed<s>.npy``. ``backend``
+    runs the independent tasks (default: one after another in this process)."""
+    from .backend import DataSpec, local
+
     dcfg = dcfg or D3MConfig()
     if not seeds:
         raise ValueError("give at least one seed.")
-    out = []
+    specs = {}
     for s in seeds:
-        say = (lambda m, s=s: progress(f"seed {s}: {m}")) if progress else None
-        path = None if scores_out is None else Path(scores_out).with_name(f"{Path(scores_out).stem}-seed{s}.npy")
-        ds = make_dataset(s)
-        name = name or ds.name
-        out.append(run_d3m_seed(ds, replace(cfg, seed=s), dcfg,
-                                scores_out=path, progress=say))
+        got = make_dataset(s)
+        if not isinstance(got, DataSpec):
+            got = DataSpec(got.name, s, make=_Fixed(got), identity=_fingerprint(got))
+        specs[s] = got
+    name = name or specs[seeds[0]].load().name
+    paths = {s: None if scores_out is None else str(Path(scores_out).with_name(f"{Path(scores_out).stem}-seed{s}.npy"))
+             for s in seeds}
+    out = _run_seeds(specs, cfg, dcfg, paths, backend or local(), progress or (lambda m: None))
     return D3MTable(dataset=name, config=cfg, d3m_config=dcfg, seeds=out)
 
 

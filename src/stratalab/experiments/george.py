@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,9 @@ from ..discover import George, cluster_quality
 from ..models import embed
 from ..train import TrainConfig, run
 from .._config import config_from_dict, config_to_dict
+
+if TYPE_CHECKING:
+    from .backend import Backend, DataSpec
 
 ROWS = ("ERM", "GEORGE", "GDRO (true subclasses)")
 
@@ -209,11 +213,53 @@ def run_george(
                      features=feats, seconds=secs, selected_epochs=selected)
 
 
-def summarise(runs: list[GeorgeRun]) -> pd.DataFrame:
-    """Table 1 of the paper: rows ERM / GEORGE / GDRO-true; mean and std over seeds (fractions)."""
+def george_task(data: "DataSpec", config: dict[str, Any], seed: int, features: dict[str, np.ndarray] | None = None,
+                figure_suffix: str | None = None) -> dict[str, Any]:
+    """One seed of GEORGE as a grid task (:mod:`~stratalab.experiments.backend`): a pure function of
+    its arguments. Returns :meth:`GeorgeRun.to_dict`, plus, with ``figure_suffix`` (".png", ...),
+    the Fig. 5 figure's bytes (base64) under ``figure``, so a Ray worker can draw it."""
+    from . import backend
+
+    ds = data.load()
+    res = run_george(ds, GeorgeConfig.from_dict(config), seed, features=features, progress=backend.say)
+    out = res.to_dict()
+    if figure_suffix is not None:
+        import base64
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="stratalab-george-") as tmp:
+            path = Path(tmp) / f"figure{figure_suffix}"
+            plot_clusters(ds, res, str(path))
+            out["figure"] = base64.b64encode(path.read_bytes()).decode("ascii")
+    return out
+
+
+def run_george_grid(data: "Callable[[int], DataSpec]", cfg: GeorgeConfig, seeds: list[int] | tuple[int, ...], *,
+                    backend: "Backend | None" = None, features: dict[str, np.ndarray] | None = None,
+                    figure_suffix: str | None = None, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """GEORGE for every seed, one task per seed on ``backend`` (default: in this process).
+    ``data(seed)`` gives each seed's :class:`~stratalab.experiments.backend.DataSpec`. The first
+    seed also draws Fig. 5 when ``figure_suffix`` is given. Returns one dict per seed
+    (:meth:`GeorgeRun.to_dict`), in the order of ``seeds``."""
+    from .backend import local, task_key
+
+    backend = backend or local()
+    tasks = []
+    for i, s in enumerate(seeds):
+        spec = data(s)
+        fig = figure_suffix if i == 0 else None
+        key = task_key(f"george-seed{s}", data=spec.key(), config=cfg.to_dict(), seed=s, features=features, figure=fig)
+        tasks.append((key, (spec, cfg.to_dict(), s, features, fig)))
+    return backend.map(george_task, tasks, progress, what="GEORGE seeds")
+
+
+def summarise(runs: "list[GeorgeRun] | list[dict[str, Any]]") -> pd.DataFrame:
+    """Table 1 of the paper: rows ERM / GEORGE / GDRO-true; mean and std over seeds (fractions).
+    ``runs``: :class:`GeorgeRun` objects or their :meth:`~GeorgeRun.to_dict` dicts."""
     out = []
+    rows_of = [r["rows"] if isinstance(r, dict) else r.rows for r in runs]
     for name in ROWS:
-        vals = [r.rows[name] for r in runs if name in r.rows]
+        vals = [rows[name] for rows in rows_of if name in rows]
         if not vals:
             continue
         rob = np.array([v["robust_accuracy"] for v in vals])

@@ -213,6 +213,29 @@ class GroupReport:
             out["n_bootstrap"] = self.n_bootstrap
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GroupReport":
+        """The report back from :meth:`to_dict` (e.g. a stored grid task's result), so that
+        ``GroupReport.from_dict(r.to_dict()).to_dict() == r.to_dict()``. Missing values (JSON null)
+        come back as NaN."""
+        try:
+            intervals = {k: (_nan(a), _nan(b)) for k, (a, b) in d.get("intervals", {}).items()}
+            twa = d.get("train_weighted_accuracy")
+            return cls(table=pd.DataFrame(d["groups"]), class_table=pd.DataFrame(d["classes"]),
+                       average_accuracy=_nan(d["average_accuracy"]), balanced_accuracy=_nan(d["balanced_accuracy"]),
+                       worst_group_accuracy=_nan(d["worst_group_accuracy"]),
+                       worst_group=(int(d["worst_group"]["class"]), int(d["worst_group"]["group"])),
+                       worst_class_accuracy=_nan(d["worst_class_accuracy"]), weighted_std=_nan(d["weighted_std"]),
+                       macro_std=_nan(d["macro_std"]), train_weighted_accuracy=None if twa is None else float(twa),
+                       intervals=intervals, confidence=d.get("confidence"), n_bootstrap=int(d.get("n_bootstrap", 0)),
+                       missing_groups=list(d.get("missing_groups", [])))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a group report dict (GroupReport.to_dict): {type(e).__name__} {e}") from None
+
+
+def _nan(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
 
 def _json_float(v: Any) -> float | None:
     if v is None:

@@ -1,0 +1,298 @@
+"""Run the tasks of a grid (seeds x methods x widths, TRAK ensemble members, retrains) one after
+another in this process, or spread over a Ray cluster, with finished results kept on disk.
+
+A *task* is a module-level function called with plain arguments (configs as dicts, a seed, a
+:class:`DataSpec`): a pure function of them, so running it twice gives the same result, and Ray can
+run it on any worker. :meth:`Backend.map` runs a list of tasks and returns their results in order.
+
+With ``work_dir``, every finished task's result is written there atomically, named by a hash of
+everything that determines it (:func:`task_key`): ``<name>-<hash>.json``, plus ``.pt`` for model
+weights (written first, read back with ``torch.load(weights_only=True)``; the JSON, written last,
+marks the result complete). A grid that stops half-way (a crash, Ctrl-C, a lost node) reuses every
+finished result when it is run again with the same ``work_dir``; a result whose JSON is absent is
+simply run again. On Ray, a task whose worker process dies is retried (``retries`` times) on another
+worker; an exception raised by the task itself is a real error and stops the grid at once.
+
+Ray is an optional extra (``pip install 'stratalab[ray]'``). ``Backend("ray")`` starts a local Ray
+instance with ``num_cpus`` CPUs, or joins the cluster at ``address`` (``"auto"``, ``"HOST:PORT"``
+or ``"ray://HOST:10001"``). On a cluster of several machines, ``work_dir`` and the data directory
+must be on storage every node sees (the same path everywhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+BACKENDS = ("local", "ray")
+WEIGHTS_KEY = "weights"  # a task result's model state dict (tensors) is stored beside its JSON
+FAULT_ENV = "STRATALAB_FAULT_DIR"  # tests: each attempt of a task appends its pid to <dir>/<key>.attempts
+_SAY: list[Callable[[str], None]] = []  # the progress callback of the local map running now
+
+
+def say(message: str) -> None:
+    """Progress from inside a task: shown when the task runs in this process (local backend),
+    dropped on a Ray worker (the driver reports each finished task instead)."""
+    if _SAY:
+        _SAY[-1](message)
+
+
+def task_key(name: str, **parts: Any) -> str:
+    """A stable file-name-safe id of a task: ``name`` and a hash of ``parts`` (JSON, sorted keys),
+    which must hold everything the result depends on (configs, seed, data identity, ...)."""
+    text = json.dumps(parts, sort_keys=True, default=_plain)
+    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+def _plain(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.ndarray):
+        return hashlib.sha256(np.ascontiguousarray(o).tobytes() + str((o.dtype, o.shape)).encode()).hexdigest()
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"task_key cannot hash a {type(o).__name__}")
+
+
+# ------------------------------------------------------------------------------------------ data
+_DATA_CACHE: "OrderedDict[str, Any]" = OrderedDict()
+_DATA_CACHE_SIZE = 8
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How a task gets its data set: a registered name or file (``name``, ``data_dir``,
+    ``options``) loaded with ``seed``, or any ``make(seed)`` callable (the Python API; Ray ships it
+    to the workers with cloudpickle). Each process loads a spec once and keeps it (8 at most)."""
+
+    name: str
+    seed: int
+    data_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    make: Callable[[int], Any] | None = None
+    identity: str | None = None  # with ``make``: what distinguishes this data in task keys
+
+    def key(self) -> dict[str, Any]:
+        """What identifies the data in task keys."""
+        if self.make is not None:
+            return {"make": self.identity or self.name, "seed": self.seed}
+        return {"dataset": self.name, "data_dir": self.data_dir, "options": self.options, "seed": self.seed}
+
+    def load(self) -> Any:
+        k = json.dumps(self.key(), sort_keys=True, default=str)
+        if k in _DATA_CACHE:
+            _DATA_CACHE.move_to_end(k)
+            return _DATA_CACHE[k]
+        if self.make is not None:
+            ds = self.make(self.seed)
+        else:
+            from ..data import load
+
+            ds = load(self.name, data_dir=self.data_dir, seed=self.seed, **self.options)
+        _DATA_CACHE[k] = ds
+        while len(_DATA_CACHE) > _DATA_CACHE_SIZE:
+            _DATA_CACHE.popitem(last=False)
+        return ds
+
+
+# ----------------------------------------------------------------------------------------- store
+class ResultStore:
+    """Finished task results in a folder: ``<key>.json`` (+ ``<key>.pt`` for weights)."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored result of ``key``, or None when it is absent or incomplete."""
+        path = self.folder / f"{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            out = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # unreadable: run the task again (the new result replaces it atomically)
+        if not isinstance(out, dict) or out.get("_key") != key:
+            return None
+        out.pop("_key")
+        if out.pop("_weights", False):
+            from ..models.pretrained import load_weights_only
+
+            try:
+                out[WEIGHTS_KEY] = load_weights_only(self.folder / f"{key}.pt", "a stored task result", "it is run again")
+            except (OSError, ValueError):
+                return None
+        return out
+
+    def put(self, key: str, result: dict[str, Any]) -> None:
+        """Write ``result`` atomically: weights first, then the JSON that marks it complete."""
+        import torch
+
+        from ..report.io import _atomic, write_json_atomic
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        body = {k: v for k, v in result.items() if k != WEIGHTS_KEY}
+        if WEIGHTS_KEY in result:
+            weights = result[WEIGHTS_KEY]
+            _atomic(self.folder / f"{key}.pt", lambda p: torch.save(weights, p))
+            body["_weights"] = True
+        write_json_atomic(self.folder / f"{key}.json", {**body, "_key": key})
+
+
+def _execute(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], key: str, work_dir: str | None) -> dict[str, Any]:
+    """One attempt of one task (in this process or on a Ray worker): run it, store the result."""
+    fault = os.environ.get(FAULT_ENV)
+    if fault:  # fault injection for tests: record the attempt (pid) before the work starts
+        with open(Path(fault) / f"{key}.attempts", "a") as f:
+            f.write(f"{os.getpid()}\n")
+    result = fn(*args)
+    if not isinstance(result, dict):
+        raise TypeError(f"task {key} returned {type(result).__name__}, not a dict")
+    if work_dir is not None:
+        ResultStore(work_dir).put(key, result)
+    return result
+
+
+# --------------------------------------------------------------------------------------- backend
+@dataclass
+class Backend:
+    """Where the tasks of a grid run.
+
+    ``kind``: ``"local"`` (in this process, one after another; the default) or ``"ray"``.
+    ``address``: a Ray cluster to join (None starts a local one with ``num_cpus`` CPUs, default
+    all). ``work_dir``: keep every finished result there and reuse it (resume). ``retries``: how
+    many times Ray re-runs a task whose worker died. ``cpus_per_task``: Ray CPUs each task holds
+    (its torch threads follow it).
+    """
+
+    kind: str = "local"
+    address: str | None = None
+    work_dir: str | os.PathLike[str] | None = None
+    num_cpus: int | None = None
+    retries: int = 3
+    cpus_per_task: float = 1.0
+    stats: dict[str, int] = field(default_factory=lambda: {"run": 0, "reused": 0})
+
+    def __post_init__(self) -> None:
+        if self.kind not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {self.kind!r}.")
+        if self.kind == "local" and self.address is not None:
+            raise ValueError("--address is the Ray cluster to join; it needs --backend ray.")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {self.retries!r}.")
+        if self.num_cpus is not None and (isinstance(self.num_cpus, bool) or not isinstance(self.num_cpus, int)
+                                          or self.num_cpus < 1):
+            raise ValueError(f"num_cpus must be an integer >= 1, got {self.num_cpus!r}.")
+        if not (isinstance(self.cpus_per_task, (int, float)) and 0 < self.cpus_per_task < float("inf")):
+            raise ValueError(f"cpus_per_task must be > 0, got {self.cpus_per_task!r}.")
+        if self.work_dir is not None:
+            wd = Path(self.work_dir).expanduser()
+            if wd.exists() and not wd.is_dir():
+                raise ValueError(f"--work-dir {wd} is a file; give a folder (it is created if missing).")
+            if not wd.exists() and not wd.parent.is_dir():
+                raise FileNotFoundError(f"--work-dir {wd}: folder {wd.parent} does not exist; create it first.")
+            self.work_dir = wd.resolve()
+        if self.kind == "ray":
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                raise ValueError("--backend ray needs Ray, an optional extra: pip install 'stratalab[ray]' "
+                                 "(or pip install ray).") from None
+        self._store = ResultStore(self.work_dir) if self.work_dir is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a result file records of the backend (results do not depend on it)."""
+        return {"kind": self.kind, "address": self.address, "work_dir": str(self.work_dir) if self.work_dir else None}
+
+    def map(self, fn: Callable[..., dict[str, Any]], tasks: Sequence[tuple[str, tuple[Any, ...]]],
+            progress: Callable[[str], None] | None = None, what: str = "tasks") -> list[dict[str, Any]]:
+        """Run ``fn(*args)`` for every ``(key, args)`` of ``tasks`` and return the results in the
+        same order. Results already in ``work_dir`` are reused; the same key twice runs once."""
+        say = progress or (lambda m: None)
+        results: dict[str, dict[str, Any]] = {}
+        todo: "OrderedDict[str, tuple[Any, ...]]" = OrderedDict()
+        for key, args in tasks:
+            if key in results or key in todo:
+                continue
+            stored = self._store.get(key) if self._store is not None else None
+            if stored is not None:
+                results[key] = stored
+            else:
+                todo[key] = args
+        reused = len(results)
+        self.stats["reused"] += reused
+        if reused:
+            say(f"{what}: {reused} finished result(s) reused from {self.work_dir}")
+        if todo:
+            wd = str(self.work_dir) if self.work_dir is not None else None
+            if self.kind == "local":
+                _SAY.append(say)
+                try:
+                    for key, args in todo.items():
+                        results[key] = _execute(fn, args, key, wd)
+                        self.stats["run"] += 1
+                finally:
+                    _SAY.pop()
+            else:
+                results.update(self._ray_map(fn, todo, wd, say, what))
+        return [results[key] for key, _ in tasks]
+
+    # -- Ray
+    def _ray(self) -> Any:
+        import ray
+
+        if not ray.is_initialized():
+            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+            if self.address is not None:
+                kw["address"] = self.address
+            else:
+                kw["num_cpus"] = self.num_cpus or os.cpu_count() or 1
+            try:
+                ray.init(**kw)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = self.address or "a local Ray instance"
+                raise ValueError(f"could not start or join Ray at {where}: {e}") from None
+        return ray
+
+    def _ray_map(self, fn: Callable[..., dict[str, Any]], todo: "OrderedDict[str, tuple[Any, ...]]", wd: str | None,
+                 say: Callable[[str], None], what: str) -> dict[str, dict[str, Any]]:
+        ray = self._ray()
+        remote = ray.remote(max_retries=self.retries, retry_exceptions=False, num_cpus=self.cpus_per_task)(_execute)
+        fn_ref = ray.put(fn)
+        refs = {remote.remote(fn_ref, args, key, wd): key for key, args in todo.items()}
+        out: dict[str, dict[str, Any]] = {}
+        pending = list(refs)
+        t0 = time.perf_counter()
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    try:
+                        out[refs[ref]] = ray.get(ref)
+                    except ray.exceptions.RayTaskError as e:  # the task itself raised: a real error
+                        cause = getattr(e, "cause", None)
+                        if isinstance(cause, Exception):
+                            raise cause from None
+                        raise
+                    except ray.exceptions.WorkerCrashedError:
+                        raise RuntimeError(f"task {refs[ref]} lost its worker {self.retries + 1} times; "
+                                           "see the Ray logs (e.g. out of memory).") from None
+                    self.stats["run"] += 1
+                    say(f"{what}: {len(out)}/{len(refs)} done on Ray ({time.perf_counter() - t0:.0f} s)")
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        return out
+
+
+def local() -> Backend:
+    """The default backend: every task in this process, nothing kept on disk."""
+    return Backend("local")
