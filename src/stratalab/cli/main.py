@@ -1090,6 +1090,9 @@ def run_scaling_cmd(
     figure: Optional[Path] = typer.Option(None, "--figure", help="The scaling figure: WGA vs parameters per method (.png/.pdf/.svg)."),
     collapse_figure: Optional[Path] = typer.Option(None, "--collapse-figure", help="WGA over finetuning epochs per method at the largest width."),
     json_out: bool = typer.Option(False, "--json", help="Print the study as JSON."),
+    backend: str = typer.Option("local", "--backend", help=BACKEND_HELP + " Tasks: each width's pretraining, each (width, method, seed) finetune."),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
 ) -> None:
     """LaBonte et al. (2024) model scaling x class balancing: for each width, pretrain on the source
     task, finetune on the target with each class-balancing method and seed; test worst-group and
@@ -1116,7 +1119,8 @@ def run_scaling_cmd(
     check_output_path(collapse_figure, FIGURE_SUFFIXES, "--collapse-figure")
     if weights_dir is not None and weights_dir.exists() and not weights_dir.is_dir():
         raise ValueError(f"--weights-dir {weights_dir} is a file; give a folder.")
-    res = run_scaling(cfg, data_dir=data_dir, weights_dir=weights_dir,
+    grid = _backend(backend, address, work_dir)
+    res = run_scaling(cfg, data_dir=data_dir, weights_dir=weights_dir, backend=grid,
                       progress=None if json_out else (lambda m: err.print(f"[dim]{m}[/dim]")))
     written = []
     if figure is not None:
@@ -1125,6 +1129,8 @@ def run_scaling_cmd(
         written.append(("collapse figure", plot_collapse(res, collapse_figure)))
     payload = {"invocation": {"command": "run scaling", "config": cfg.to_dict(),
                               "data_dir": _abs(data_dir)}, **res.to_dict()}
+    if grid.kind != "local":
+        payload["invocation"]["backend"] = grid.to_dict()
     if _write_payload(payload, output, json_out):
         return
     console.print(scaling_table(res.table(), cfg.dataset, cfg.select))

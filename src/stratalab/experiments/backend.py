@@ -160,6 +160,12 @@ def _execute(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], key: str,
     return result
 
 
+def call(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> dict[str, Any]:
+    """``fn(*args)``: lets one :meth:`Backend.map` run tasks of several functions (``args`` of each
+    task = ``(fn, fn_args)``)."""
+    return fn(*args)
+
+
 # --------------------------------------------------------------------------------------- backend
 @dataclass
 class Backend:
@@ -282,7 +288,7 @@ class Backend:
                             raise cause from None
                         raise
                     except ray.exceptions.WorkerCrashedError:
-                        raise RuntimeError(f"task {refs[ref]} lost its worker {self.retries + 1} times; "
+                        raise RuntimeError(f"task {refs[ref]} lost its worker on each of its {self.retries + 1} attempt(s); "
                                            "see the Ray logs (e.g. out of memory).") from None
                     self.stats["run"] += 1
                     say(f"{what}: {len(out)}/{len(refs)} done on Ray ({time.perf_counter() - t0:.0f} s)")

@@ -360,7 +360,7 @@ def _run_seeds(specs: "dict[int, DataSpec]", cfg: TrainConfig, dcfg: D3MConfig, 
     seed's TRAK matrix and alignment scores; (3) every retrain without removed examples (the Fig. 2
     sweep, the k search, the final D3M / AUTO-D3M models). Results equal those of one seed at a
     time: every task seeds itself from the config."""
-    from .backend import task_key
+    from .backend import call, task_key
 
     methods = dcfg.methods
     seeds = list(specs)
@@ -391,7 +391,7 @@ def _run_seeds(specs: "dict[int, DataSpec]", cfg: TrainConfig, dcfg: D3MConfig, 
                 wave1.append((key("trak-member", s, cfg=c, member=j, n_models=dcfg.n_models, alpha=dcfg.alpha),
                               (_member_task, (specs[s], c, j, dcfg.n_models, dcfg.alpha))))
                 slots.append((s, f"member{j}"))
-    res1 = backend.map(_call, [(k, a) for k, a in wave1], say, what="wave 1 (ERM, baselines, TRAK models)")
+    res1 = backend.map(call, [(k, a) for k, a in wave1], say, what="wave 1 (ERM, baselines, TRAK models)")
     out1 = {slot: (k, r) for slot, (k, _), r in zip(slots, wave1, res1)}
 
     reports: dict[int, dict[str, dict[str, GroupReport]]] = {s: {} for s in seeds}
@@ -424,7 +424,7 @@ def _run_seeds(specs: "dict[int, DataSpec]", cfg: TrainConfig, dcfg: D3MConfig, 
         args = (specs[s], c, dcfg.to_dict(), [r["weights"] for _, r in members], erm["val_loss"], erm["val_pred"],
                 align_modes[s], scores[s])
         wave2.append((s, k2, args, sum(r["seconds"] for _, r in members) if dcfg.n_models > 1 else 0.0))
-    res2 = backend.map(_call, [(k, (_align_task, a)) for _, k, a, _ in wave2], say, what="wave 2 (TRAK, alignment)")
+    res2 = backend.map(call, [(k, (_align_task, a)) for _, k, a, _ in wave2], say, what="wave 2 (TRAK, alignment)")
     d3m: dict[int, dict[str, D3MResult]] = {s: {} for s in seeds}
     for (s, _, _, member_secs), r in zip(wave2, res2):
         secs[s]["trak"] = member_secs + r["seconds"]
@@ -478,7 +478,7 @@ def _run_seeds(specs: "dict[int, DataSpec]", cfg: TrainConfig, dcfg: D3MConfig, 
                 p["final"][mode] = (res.heuristic_k, retrain(s, res.order, res.heuristic_k, select, est))
         plan[s] = p
     keys3 = list(wave3)
-    res3 = dict(zip(keys3, backend.map(_call, [(k, wave3[k]) for k in keys3], say, what="wave 3 (retrains)")))
+    res3 = dict(zip(keys3, backend.map(call, [(k, wave3[k]) for k in keys3], say, what="wave 3 (retrains)")))
 
     out = []
     for s in seeds:
@@ -508,10 +508,6 @@ def _run_seeds(specs: "dict[int, DataSpec]", cfg: TrainConfig, dcfg: D3MConfig, 
         out.append(SeedResult(seed=s, reports=ordered, n_removed=n_removed[s], d3m={m: d3m[s][m] for m in modes},
                               sweep=sweep, seconds=secs[s]))
     return out
-
-
-def _call(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> dict[str, Any]:
-    return fn(*args)
 
 
 def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *,

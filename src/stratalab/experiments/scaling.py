@@ -14,15 +14,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from ..data import load
 from ..models import build_model, n_params, save_pretrained
 from ..train import TrainConfig, run
 from .._config import config_from_dict, config_to_dict
+
+if TYPE_CHECKING:
+    from .backend import Backend, DataSpec
 
 BALANCING = ("erm", "subsetting", "upsampling", "upweighting", "mixture")
 LABELS = {"erm": "none", "subsetting": "subsetting", "upsampling": "upsampling", "upweighting": "upweighting",
@@ -128,22 +130,62 @@ def _test_wga_curve(history: list[dict[str, Any]]) -> list[float]:
     return [float(h["test"]["worst_group_accuracy"]) for h in history if "test" in h]
 
 
+def _pretrain_task(src: "DataSpec", pcfg: dict[str, Any], path: str, model: str, width: float,
+                   input_shape: list[int], source: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Pretrain one width on the source task and save its weights to ``path`` (a grid task)."""
+    from . import backend
+
+    t = time.perf_counter()
+    backend.say(f"pretrain {model} x{width:g} on {source} ({pcfg['epochs']} epochs)")
+    ds = src.load()
+    r = run(ds, TrainConfig.from_dict(pcfg))
+    save_pretrained(r.model, path, model_name=model, width=width, input_shape=tuple(input_shape),
+                    n_classes=ds.n_classes, source=source, config=record)
+    return {"width": width, "source_test_accuracy": r.reports["test"].average_accuracy,
+            "seconds": time.perf_counter() - t, "reused": False}
+
+
+def _finetune_task(data: "DataSpec", cfg: dict[str, Any], params: int, label: str) -> dict[str, Any]:
+    """One finetuning run of the study (a grid task): its row, with the test WGA curve."""
+    from . import backend
+
+    c = TrainConfig.from_dict(cfg)
+    backend.say(f"finetune x{c.width:g} ({params} params) with {label} balancing, seed {c.seed}")
+    t = time.perf_counter()
+    r = run(data.load(), c)
+    last = r.history[-1]["test"]
+    return {"selected_epoch": r.selected_epoch, "test_wga": r.reports["test"].worst_group_accuracy,
+            "test_avg": r.reports["test"].average_accuracy, "test_wga_last": float(last["worst_group_accuracy"]),
+            "test_avg_last": float(last["average_accuracy"]), "seconds": time.perf_counter() - t,
+            "curve": _test_wga_curve(r.history)}
+
+
 def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weights_dir: str | Path | None = None,
-                progress: Callable[[str], None] | None = None) -> ScalingResult:
-    """Run the whole study. ``weights_dir`` keeps each width's pretrained weights
-    (``<model>-w<width>.pt``) and reuses them when present with the same pretraining config."""
+                progress: Callable[[str], None] | None = None, backend: "Backend | None" = None) -> ScalingResult:
+    """Run the whole study: every width's pretraining, then every (width, method, seed) finetune,
+    as independent tasks on ``backend`` (default: one after another in this process).
+    ``weights_dir`` keeps each width's pretrained weights (``<model>-w<width>.pt``) and reuses them
+    when present with the same pretraining config; without it they go to the backend's work dir
+    (``pretrained/``), else to a temporary folder."""
+    from .backend import DataSpec, call, local, task_key
+
+    backend = backend or local()
     say = progress or (lambda m: None)
     t0 = time.perf_counter()
-    src = load(cfg.pretrain_dataset, data_dir=data_dir, seed=0, **cfg.pretrain_options) if cfg.pretrain_epochs else None
-    data = {s: load(cfg.dataset, data_dir=data_dir, seed=s, **cfg.dataset_options) for s in cfg.seeds}
-    first = data[cfg.seeds[0]]
+    ddir = str(Path(data_dir).resolve()) if data_dir is not None else None
+    src = DataSpec(cfg.pretrain_dataset, 0, ddir, dict(cfg.pretrain_options)) if cfg.pretrain_epochs else None
+    specs = {s: DataSpec(cfg.dataset, s, ddir, dict(cfg.dataset_options)) for s in cfg.seeds}
+    first = specs[cfg.seeds[0]].load()
+    for s in cfg.seeds[1:]:  # every seed's data loads before any training (a missing file fails now)
+        specs[s].load()
     input_shape = tuple(np.asarray(first.train.load_x(np.arange(1))).shape[1:])
     if src is not None:
-        src_shape = tuple(np.asarray(src.train.load_x(np.arange(1))).shape[1:])
+        src_shape = tuple(np.asarray(src.load().train.load_x(np.arange(1))).shape[1:])
         if src_shape != input_shape:
             raise ValueError(f"the pretraining data {cfg.pretrain_dataset!r} has inputs {src_shape}, the target "
                              f"{cfg.dataset!r} {input_shape}; pretrain on data of the same shape.")
-    wdir = Path(weights_dir) if weights_dir is not None else None
+    wdir = Path(weights_dir) if weights_dir is not None else (
+        Path(backend.work_dir) / "pretrained" if backend.work_dir is not None else None)
     if wdir is not None:
         wdir.mkdir(parents=True, exist_ok=True)
     import tempfile
@@ -151,45 +193,45 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
     tmp = tempfile.TemporaryDirectory(prefix="stratalab-scaling-")
     runs, pre = [], []
     try:
+        inits: dict[float, str | None] = {w: None for w in cfg.widths}
+        records: dict[float, Any] = {w: None for w in cfg.widths}
+        todo = []
         for w in cfg.widths:
-            init = None
-            params = n_params(build_model(cfg.model, input_shape, first.n_classes, width=w))
-            if src is not None:
-                path = (wdir or Path(tmp.name)) / f"{cfg.model}-w{w:g}.pt"
-                pcfg = TrainConfig(model=cfg.model, width=w, epochs=cfg.pretrain_epochs, lr=cfg.lr,
-                                   batch_size=cfg.batch_size, seed=0, select="val_avg")
-                record = {"train": pcfg.to_dict(), "source_options": dict(cfg.pretrain_options)}
-                reuse = False
-                if path.is_file():  # reused only when source, its options and training all match
-                    from ..models import read_pretrained
+            if src is None:
+                continue
+            path = (wdir or Path(tmp.name)) / f"{cfg.model}-w{w:g}.pt"
+            pcfg = TrainConfig(model=cfg.model, width=w, epochs=cfg.pretrain_epochs, lr=cfg.lr,
+                               batch_size=cfg.batch_size, seed=0, select="val_avg")
+            record = {"train": pcfg.to_dict(), "source_options": dict(cfg.pretrain_options)}
+            inits[w], records[w] = str(path), record
+            if path.is_file():  # reused only when source, its options and training all match
+                from ..models import read_pretrained
 
-                    old = read_pretrained(path)
-                    reuse = old.get("config") == record and old.get("source") == cfg.pretrain_dataset
-                t = time.perf_counter()
-                if not reuse:
-                    say(f"pretrain {cfg.model} x{w:g} on {cfg.pretrain_dataset} ({cfg.pretrain_epochs} epochs)")
-                    r = run(src, pcfg)
-                    save_pretrained(r.model, path, model_name=cfg.model, width=w, input_shape=input_shape,
-                                    n_classes=src.n_classes, source=cfg.pretrain_dataset, config=record)
-                    pre.append({"width": w, "source_test_accuracy": r.reports["test"].average_accuracy,
-                                "seconds": time.perf_counter() - t, "reused": False})
-                else:
+                old = read_pretrained(path)
+                if old.get("config") == record and old.get("source") == cfg.pretrain_dataset:
                     pre.append({"width": w, "reused": True})
-                init = str(path)
+                    continue
+            todo.append((task_key(f"pretrain-w{w:g}", data=src.key(), record=record, path=str(path)),
+                         (_pretrain_task, (src, pcfg.to_dict(), str(path), cfg.model, w, list(input_shape),
+                                           cfg.pretrain_dataset, record))))
+        if todo:
+            for r in backend.map(call, todo, say, what="pretraining"):
+                if r.get("reused") is False and not Path(inits[r["width"]]).is_file():
+                    raise RuntimeError(f"pretrained weights of width {r['width']:g} are missing after pretraining.")
+                pre.append(r)
+        pre.sort(key=lambda r: cfg.widths.index(r["width"]))
+        tasks, rows = [], []
+        for w in cfg.widths:
+            params = n_params(build_model(cfg.model, input_shape, first.n_classes, width=w))
             for method in cfg.methods:
                 for s in cfg.seeds:
-                    say(f"finetune x{w:g} ({params} params) with {LABELS[method]} balancing, seed {s}")
-                    t = time.perf_counter()
-                    r = run(data[s], cfg.train_config(method, s, w, init))
-                    curve = _test_wga_curve(r.history)
-                    last = r.history[-1]["test"]
-                    runs.append({"width": w, "params": params, "method": method, "seed": s,
-                                 "selected_epoch": r.selected_epoch,
-                                 "test_wga": r.reports["test"].worst_group_accuracy,
-                                 "test_avg": r.reports["test"].average_accuracy,
-                                 "test_wga_last": float(last["worst_group_accuracy"]),
-                                 "test_avg_last": float(last["average_accuracy"]),
-                                 "seconds": time.perf_counter() - t, "curve": curve})
+                    tc = cfg.train_config(method, s, w, inits[w]).to_dict()
+                    tasks.append((task_key(f"finetune-w{w:g}-{method}-seed{s}", data=specs[s].key(), cfg=tc,
+                                           pretrained=records[w]),
+                                  (_finetune_task, (specs[s], tc, params, LABELS[method]))))
+                    rows.append({"width": w, "params": params, "method": method, "seed": s})
+        for row, r in zip(rows, backend.map(call, tasks, say, what="finetuning runs")):
+            runs.append({**row, **r})
     finally:
         tmp.cleanup()
     return ScalingResult(config=cfg, runs=runs, pretraining=pre, seconds=time.perf_counter() - t0)

@@ -1,0 +1,152 @@
+"""The grid backend: results in order, stored atomically and reused (resume), weights read back
+with weights_only, bad settings refused; the same results in this process and on Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stratalab.experiments import backend as bk
+from stratalab.experiments.backend import Backend, ResultStore, task_key
+
+CALLS: list[int] = []
+
+
+def square(x: int) -> dict:
+    CALLS.append(x)
+    return {"x": x, "y": x * x}
+
+
+def fails_on(x: int, bad: str) -> dict:
+    if Path(bad).exists() and x == 3:
+        raise RuntimeError("task 3 crashed")
+    CALLS.append(x)
+    return {"y": x * x}
+
+
+def with_weights(seed: int) -> dict:
+    torch.manual_seed(seed)
+    return {"weights": {"w": torch.randn(3, 2), "b": torch.zeros(2)}, "seed": seed}
+
+
+def test_results_come_back_in_order_and_one_key_runs_once():
+    CALLS.clear()
+    tasks = [(task_key("sq", x=x), (x,)) for x in (3, 1, 2, 1)]
+    out = Backend().map(square, tasks)
+    assert [r["y"] for r in out] == [9, 1, 4, 1]
+    assert CALLS == [3, 1, 2]  # the repeated key ran once
+
+
+def test_task_key_is_stable_and_sees_every_part():
+    a = task_key("t", cfg={"lr": 0.1, "epochs": 2}, seed=0, removed=np.array([1, 2]))
+    assert a == task_key("t", seed=0, cfg={"epochs": 2, "lr": 0.1}, removed=np.array([1, 2]))  # order-free
+    assert a != task_key("t", cfg={"lr": 0.1, "epochs": 2}, seed=1, removed=np.array([1, 2]))
+    assert a != task_key("t", cfg={"lr": 0.1, "epochs": 2}, seed=0, removed=np.array([1, 3]))
+    assert a != task_key("t", cfg={"lr": 0.1, "epochs": 2}, seed=0, removed=np.array([1, 2], dtype=np.int32))
+    assert a.startswith("t-") and "/" not in a
+
+
+def test_work_dir_resumes_a_half_done_grid(tmp_path):
+    bad = tmp_path / "make-task-3-fail"
+    bad.touch()
+    wd = tmp_path / "work"
+    tasks = [(task_key("f", x=x), (x, str(bad))) for x in range(6)]
+    CALLS.clear()
+    with pytest.raises(RuntimeError, match="task 3 crashed"):
+        Backend(work_dir=wd).map(fails_on, tasks)
+    assert CALLS == [0, 1, 2]
+    assert len(list(wd.glob("*.json"))) == 3  # finished results are on disk, nothing of task 3
+    bad.unlink()
+    CALLS.clear()
+    b = Backend(work_dir=wd)
+    out = b.map(fails_on, tasks)
+    assert CALLS == [3, 4, 5]  # only the unfinished tasks ran
+    assert b.stats == {"run": 3, "reused": 3}
+    assert [r["y"] for r in out] == [x * x for x in range(6)]
+    CALLS.clear()
+    assert Backend(work_dir=wd).map(fails_on, tasks) == out and CALLS == []
+
+
+def test_a_damaged_result_is_run_again_not_trusted(tmp_path):
+    CALLS.clear()
+    key = task_key("sq", x=4)
+    Backend(work_dir=tmp_path).map(square, [(key, (4,))])
+    path = tmp_path / f"{key}.json"
+    path.write_text(path.read_text()[:10])  # truncated
+    assert Backend(work_dir=tmp_path).map(square, [(key, (4,))])[0]["y"] == 16
+    other = task_key("sq", x=5)
+    (tmp_path / f"{other}.json").write_text(path.read_text().replace(key, "someone-else"))
+    assert ResultStore(tmp_path).get(other) is None  # a file must name its own key
+    assert CALLS == [4, 4]
+
+
+def test_weights_are_stored_beside_the_json_and_read_weights_only(tmp_path, monkeypatch):
+    key = task_key("w", seed=1)
+    first = Backend(work_dir=tmp_path).map(with_weights, [(key, (1,))])[0]
+    body = json.loads((tmp_path / f"{key}.json").read_text())
+    assert "weights" not in body and body["_weights"] is True
+    seen = {}
+    real_load = torch.load
+
+    def spy(*a, **k):
+        seen.update(k)
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(torch, "load", spy)
+    again = Backend(work_dir=tmp_path).map(with_weights, [(key, (1,))])[0]
+    assert seen.get("weights_only") is True
+    assert torch.equal(again["weights"]["w"], first["weights"]["w"]) and again["seed"] == 1
+    (tmp_path / f"{key}.pt").write_bytes(b"not a torch file")
+    assert ResultStore(tmp_path).get(key) is None  # unreadable weights: the task runs again
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(kind="dask"), "backend must be one of local, ray"),
+    (dict(address="auto"), "needs --backend ray"),
+    (dict(retries=-1), "retries must be an integer >= 0"),
+    (dict(num_cpus=0), "num_cpus must be an integer >= 1"),
+    (dict(cpus_per_task=0), "cpus_per_task must be > 0"),
+])
+def test_bad_settings_are_named(kw, message):
+    with pytest.raises(ValueError, match=message):
+        Backend(**kw)
+
+
+def test_work_dir_must_be_a_folder_in_an_existing_place(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        Backend(work_dir=f)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Backend(work_dir=tmp_path / "no" / "such")
+
+
+def test_ray_missing_is_one_clear_error(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *a, **k):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ValueError, match=r"pip install 'stratalab\[ray\]'"):
+        Backend("ray")
+
+
+def test_progress_inside_a_task_reaches_the_local_caller():
+    seen: list[str] = []
+
+    def talk(x):
+        bk.say(f"working on {x}")
+        return {"x": x}
+
+    Backend().map(talk, [("a", (1,)), ("b", (2,))], progress=seen.append)
+    assert seen == ["working on 1", "working on 2"]
+    bk.say("nobody listens")  # outside a map: dropped, no error
