@@ -1138,5 +1138,107 @@ def run_scaling_cmd(
     _say_written(*written)
 
 
+def _result_files(paths: list[Path]) -> list[Path]:
+    """The result files named: files as given, folders as their ``*.json`` files (sorted)."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(p.glob("*.json"))
+            if not found:
+                raise ValueError(f"folder {p} holds no .json result file.")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def _load_results(paths: list[Path], skip_others: bool) -> tuple[list[Any], list[str]]:
+    """Read every result file before any work; with ``skip_others``, files of a folder that are
+    not stratalab results are skipped (and named) instead of refused."""
+    from ..report.results import load_result
+
+    results, skipped = [], []
+    for p in _result_files(paths):
+        try:
+            results.append(load_result(p))
+        except ValueError as e:
+            if skip_others and p.parent in {q for q in paths if q.is_dir()}:
+                skipped.append(f"{p.name}: {e}")
+            else:
+                raise
+    if not results:
+        raise ValueError("none of the files is a stratalab result; write one with e.g. "
+                         "`stratalab run george --dataset u-digits -o george.json`.")
+    return results, skipped
+
+
+@app.command()
+@_clean_errors
+def bench(
+    results: list[Path] = typer.Argument(..., help="Result files (.json written with -o) or folders of them."),
+    metric: Optional[list[str]] = typer.Option(None, "--metric", help="Keep only this metric (repeatable), e.g. test_wga, test_average, val_wga."),
+    confidence: float = typer.Option(0.95, help="Level of the intervals (Student-t over seeds; the file's bootstrap interval for a single audit)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the table: .csv, .parquet or .json."),
+    json_out: bool = typer.Option(False, "--json", help="Print the table as JSON instead of a table."),
+) -> None:
+    """Collect results from many runs into one table: per data set, configuration, method, setting
+    and metric, the mean ± std over every seed of every file, with a confidence interval. Files that
+    ran the same command and settings pool their seeds (a seed in two files counts once).
+
+    Example: `stratalab run d3m --seeds 0,1 -o a.json; stratalab run d3m --seeds 2 -o b.json; stratalab bench a.json b.json --metric test_wga`
+    """
+    from ..report import check_output_path, write_table_atomic
+    from ..report.bench import bench_table
+    from ..report.tables import bench_rich_table
+
+    check_output_path(output, (".json",) + TABLE_SUFFIXES, "--output")
+    _not_an_input(output, "--output", *_result_files(results))
+    loaded, skipped = _load_results(results, skip_others=True)
+    table, dropped = bench_table(loaded, confidence=confidence, metrics=metric)
+    plain = table.astype(object).where(table.notna(), None)
+    payload = {"files": [str(r.path) for r in loaded], "skipped": skipped, "duplicates_dropped": dropped,
+               "confidence": confidence, "table": plain.to_dict(orient="records")}
+    if output is not None:
+        if output.suffix.lower() == ".json":
+            from ..report import write_json_atomic
+
+            write_json_atomic(output, payload)
+        else:
+            write_table_atomic(output, table)
+    if json_out:
+        print(json.dumps(payload, indent=2, allow_nan=False, default=str))
+        return
+    console.print(bench_rich_table(table, confidence, len(loaded)))
+    for line in skipped:
+        err.print(f"[yellow]skipped[/yellow] {line}")
+    if dropped:
+        console.print(f"{dropped} record(s) of a seed already read from another file with the same configuration were counted once.")
+    _say_written(("table", output))
+
+
+@app.command()
+@_clean_errors
+def report(
+    results: list[Path] = typer.Argument(..., help="Result files (.json written with -o) or folders of them."),
+    output: Path = typer.Option(..., "--output", "-o", help="The page to write (.html): one self-contained file, no network assets."),
+    title: Optional[str] = typer.Option(None, "--title", help="Title of the page (default: from the files)."),
+) -> None:
+    """Write one HTML page a person can read in a browser: per result file its config and seeds,
+    which labels each row used, the rows with mean ± std or intervals, sortable per-group tables
+    with the worst group marked, and the paper-style figures inline.
+
+    Example: `stratalab run george --dataset u-digits --seeds 0,1 -o george.json && stratalab report george.json -o report.html`
+    """
+    from ..report import check_output_path
+    from ..report.html import write_html
+
+    check_output_path(output, (".html", ".htm"), "--output")
+    _not_an_input(output, "--output", *_result_files(results))
+    loaded, skipped = _load_results(results, skip_others=True)
+    for line in skipped:
+        err.print(f"[yellow]skipped[/yellow] {line}")
+    _say_written(("report", write_html(output, loaded, title)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

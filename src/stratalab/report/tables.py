@@ -195,3 +195,27 @@ def spectral_table(ratios: pd.DataFrame, title: str, group_names: list[str] | No
             row += [_pct(r.accuracy_minority), _pct(r.accuracy_majority), f"{100 * r.accuracy_gap:.1f}"]
         t.add_row(*row)
     return t
+
+
+def bench_rich_table(table: pd.DataFrame, confidence: float, n_files: int) -> Table:
+    """``stratalab bench``: one row per (data set, configuration, method, setting, metric): seeds,
+    mean ± std over them and the confidence interval (fractions shown in %, counts as numbers)."""
+    from .results import is_fraction_metric
+
+    has_setting = bool(len(table)) and bool((table["setting"].astype(str) != "").any())
+    cols = ["data set", "config", "method"] + (["setting"] if has_setting else []) + [
+        "metric", "n", "mean ± std", f"{100 * confidence:g}% CI", "seeds"]
+    t = _table(f"{len(table)} rows from {n_files} file(s): mean ± std over seeds and the {100 * confidence:g}% "
+               "interval (accuracies in %)", cols, left=("data set", "config", "method", "setting", "metric", "seeds"))
+
+    def fmt(v: float, metric: str) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return f"{100 * v:.1f}" if is_fraction_metric(metric) else f"{v:.4g}"
+
+    for r in table.itertuples(index=False):
+        ci = f"{fmt(r.ci_low, r.metric)}-{fmt(r.ci_high, r.metric)}" if r.interval else "-"
+        row = [r.dataset, r.config, r.method] + ([r.setting] if has_setting else []) + [
+            r.metric, str(r.n), f"{fmt(r.mean, r.metric)} ± {fmt(r.std, r.metric)}", ci, r.seeds or "-"]
+        t.add_row(*row)
+    return t
