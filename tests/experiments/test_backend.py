@@ -150,3 +150,30 @@ def test_progress_inside_a_task_reaches_the_local_caller():
     Backend().map(talk, [("a", (1,)), ("b", (2,))], progress=seen.append)
     assert seen == ["working on 1", "working on 2"]
     bk.say("nobody listens")  # outside a map: dropped, no error
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--backend", "dask"], "backend must be one of local, ray"),
+    (["--address", "auto"], "needs --backend ray"),
+    (["--work-dir", "{file}"], "is a file"),
+])
+@pytest.mark.parametrize("command", [["run", "george", "--dataset", "u-digits"], ["run", "d3m", "--dataset", "u-digits"],
+                                     ["run", "scaling", "--dataset", "u-digits", "--pretrain-dataset", "digits", "--model", "mlp"]])
+def test_cli_refuses_a_bad_backend_before_any_training(tmp_path, monkeypatch, command, extra, message):
+    from typer.testing import CliRunner
+
+    import stratalab.train.methods as methods
+    from stratalab.cli.main import app
+
+    def no_training(*a, **k):
+        raise AssertionError("training started before the options were checked")
+
+    monkeypatch.setattr(methods, "run", no_training)
+    monkeypatch.setattr("stratalab.experiments.george.run", no_training)
+    monkeypatch.setattr("stratalab.experiments.d3m.run", no_training)
+    monkeypatch.setattr("stratalab.experiments.scaling.run", no_training)
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = CliRunner().invoke(app, command + [x.format(file=f) for x in extra])
+    assert r.exit_code == 2, r.output
+    assert message in r.output
