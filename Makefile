@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-slow test-all bench bench-traker clean
+.PHONY: setup demo test test-slow test-all bench bench-traker bench-ray browser clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,16 @@ bench-traker:
 	.venv-traker/bin/python -m pip install --quiet -c constraints.txt torch==2.13.0
 	.venv-traker/bin/python -m pip install --quiet -c constraints.txt -e . traker
 	.venv-traker/bin/python benchmarks/trak_vs_traker.py
+
+# Debian's Chromium for the HTML report's browser test (tests/report/test_html_browser.py skips,
+# saying why, without it). Needs root or sudo; CI runs it before `make test`.
+browser:
+	command -v chromium >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); $$S apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends chromium; }
+
+# 12-task grid: --backend ray with 2 workers against the local backend (needs ../shared/data)
+bench-ray: setup
+	$(PY) benchmarks/ray_speedup.py --write
 
 clean:
 	rm -rf $(VENV) .venv-traker .pytest_cache

@@ -579,32 +579,9 @@ def plot_sweep(table: D3MTable, path: str | Path) -> Path:
     D3M order, a random order and balancing of the majority group: mean over seeds on a common grid
     of k (each seed's curve linearly interpolated, :meth:`D3MTable.sweep_mean`) with a +-1 std band;
     the star marks the heuristic k (A_i < 0), mean over seeds of k and of its val WGA."""
-    from matplotlib.figure import Figure
-
     from ..report import save_figure_atomic
+    from ..report.plots import d3m_sweep_figure
 
-    df = table.sweep()
-    if df.empty:
+    if table.sweep().empty:
         raise ValueError("this run has no sweep; set sweep_points (--sweep-points) to draw Fig. 2.")
-    mean = table.sweep_mean()
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    styles = {"d3m": ("D3M", "tab:green"), "random": ("Random", "tab:blue"), "balance": ("Balancing (majority)", "tab:orange")}
-    for curve, (label, colour) in styles.items():
-        sub = mean[mean["curve"] == curve]
-        if sub.empty:
-            continue
-        ax.plot(sub["k"], sub["val_wga_mean"], marker="o", color=colour, label=label)
-        if sub["seeds"].max() > 1:
-            ax.fill_between(sub["k"], sub["val_wga_mean"] - sub["val_wga_std"], sub["val_wga_mean"] + sub["val_wga_std"],
-                            color=colour, alpha=0.15)
-    star = df[df["heuristic"]]
-    if not star.empty:
-        ax.scatter(star["k"].mean(), star["val_wga"].mean(), marker="*", s=250, color="tab:green", zorder=5,
-                   label="D3M heuristic (A < 0)")
-    ax.set_xlabel("training examples removed")
-    ax.set_ylabel("val worst-group accuracy")
-    ax.set_title(f"{table.dataset}: removal order ({df['seed'].nunique()} seed(s))")
-    ax.legend()
-    fig.tight_layout()
-    return save_figure_atomic(fig, path)
+    return save_figure_atomic(d3m_sweep_figure(table.sweep_mean(), table.sweep(), table.dataset), path)

@@ -20,15 +20,14 @@ import numpy as np
 import pandas as pd
 
 from ..models import build_model, n_params, save_pretrained
+from ..report.plots import BALANCING_COLOURS as _COLOURS, BALANCING_LABELS as LABELS
 from ..train import TrainConfig, run
 from .._config import config_from_dict, config_to_dict
 
 if TYPE_CHECKING:
     from .backend import Backend, DataSpec
 
-BALANCING = ("erm", "subsetting", "upsampling", "upweighting", "mixture")
-LABELS = {"erm": "none", "subsetting": "subsetting", "upsampling": "upsampling", "upweighting": "upweighting",
-          "mixture": "mixture"}
+BALANCING = tuple(LABELS)  # erm (= no class balancing), subsetting, upsampling, upweighting, mixture
 
 
 @dataclass
@@ -237,34 +236,16 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
     return ScalingResult(config=cfg, runs=runs, pretraining=pre, seconds=time.perf_counter() - t0)
 
 
-_COLOURS = {"erm": "tab:gray", "subsetting": "tab:blue", "upsampling": "tab:orange", "upweighting": "tab:red",
-            "mixture": "tab:green"}
-
-
 def plot_scaling(result: ScalingResult, path: str | Path, *, last_epoch: bool = False) -> Path:
     """LaBonte et al.'s scaling figure: test worst-group accuracy against parameter count (log
     scale), one line per class-balancing method, mean over seeds with a +-1 std band."""
-    from matplotlib.figure import Figure
-
     from ..report import save_figure_atomic
+    from ..report.plots import scaling_figure
 
-    tab = result.table()
-    m, s = ("wga_last_mean", "wga_last_std") if last_epoch else ("wga_mean", "wga_std")
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    for method in result.config.methods:
-        sub = tab[tab["method"] == method].sort_values("params")
-        ax.plot(sub["params"], 100 * sub[m], marker="o", color=_COLOURS[method], label=LABELS[method])
-        ax.fill_between(sub["params"], 100 * (sub[m] - sub[s]), 100 * (sub[m] + sub[s]), color=_COLOURS[method], alpha=0.15)
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("test worst-group accuracy (%)")
     c = result.config
-    ax.set_title(f"{c.model} finetuned on {c.dataset} ({len(c.seeds)} seeds, {'last epoch' if last_epoch else 'selected by ' + c.select})",
-                 fontsize=9)
-    ax.legend(title="class balancing", fontsize=8)
-    fig.tight_layout()
-    return save_figure_atomic(fig, path)
+    title = (f"{c.model} finetuned on {c.dataset} ({len(c.seeds)} seeds, "
+             f"{'last epoch' if last_epoch else 'selected by ' + c.select})")
+    return save_figure_atomic(scaling_figure(result.table(), list(c.methods), title, last_epoch=last_epoch), path)
 
 
 def plot_collapse(result: ScalingResult, path: str | Path, width: float | None = None) -> Path:
