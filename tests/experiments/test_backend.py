@@ -140,6 +140,20 @@ def test_ray_missing_is_one_clear_error(monkeypatch):
         Backend("ray")
 
 
+def test_local_tasks_run_with_the_thread_count_asked_and_it_is_restored():
+    before = torch.get_num_threads()
+
+    def threads(_):
+        return {"threads": torch.get_num_threads()}
+
+    assert Backend(threads=1).map(threads, [("a", (0,))])[0]["threads"] == 1
+    assert torch.get_num_threads() == before
+    assert Backend().map(threads, [("b", (0,))])[0]["threads"] == before
+    assert Backend(threads=1).to_dict()["threads"] == 1 and Backend().task_threads() is None
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        Backend(threads=0)
+
+
 def test_progress_inside_a_task_reaches_the_local_caller():
     seen: list[str] = []
 

@@ -62,7 +62,7 @@ def test_a_killed_worker_is_retried_and_the_grid_matches_the_local_backend(clust
     # 2 pretraining tasks + 12 finetunes (2 widths x 3 balancing methods x 2 seeds), seconds each
     cfg = ScalingConfig(dataset="u-digits", pretrain_dataset="digits", model="mlp", widths=(0.5, 1.0),
                         methods=("erm", "subsetting", "upweighting"), seeds=(0, 1), epochs=3, pretrain_epochs=1)
-    local = run_scaling(cfg, weights_dir=tmp_path / "local-weights")
+    local = run_scaling(cfg, weights_dir=tmp_path / "local-weights", backend=Backend("local", threads=1))
     for f in cluster.glob("*.attempts"):
         f.unlink()
     done, killed = threading.Event(), {}
@@ -89,17 +89,30 @@ def test_a_killed_worker_is_retried_and_the_grid_matches_the_local_backend(clust
 def test_cli_d3m_on_ray_writes_the_same_result_as_local(cluster, tmp_path):
     args = ["run", "d3m", "--dataset", "u-digits", "--seeds", "0,1", "--methods", "erm,d3m,auto-d3m,jtt",
             "--epochs", "1", "--sweep-points", "2", "--trak-models", "2", "--proj-dim", "32"]
-    r1 = runner.invoke(app, args + ["-o", str(tmp_path / "local.json")])
+    r1 = runner.invoke(app, args + ["-o", str(tmp_path / "local.json"), "--threads", "1"])  # as each Ray task
     assert r1.exit_code == 0, r1.output
     r2 = runner.invoke(app, args + ["-o", str(tmp_path / "ray.json"), "--backend", "ray", "--work-dir", str(tmp_path / "wd")])
     assert r2.exit_code == 0, r2.output
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("local.json", "ray.json"))
+    assert a["invocation"].pop("backend") == {"kind": "local", "address": None, "work_dir": None, "threads": 1}
     assert b["invocation"].pop("backend")["kind"] == "ray"
     for x in (a, b):
         for s in x["seeds"]:
             s.pop("seconds")
     assert a == b
     assert len(list((tmp_path / "wd").glob("*.json"))) > 10
+
+
+def test_each_ray_task_runs_with_its_thread_count(cluster):
+    from stratalab.experiments.backend import call
+
+    def threads():
+        return {"threads": torch.get_num_threads()}
+
+    import torch
+
+    assert Backend("ray").map(call, [("t1", (threads, ()))])[0]["threads"] == 1
+    assert Backend("ray", threads=2).map(call, [("t2", (threads, ()))])[0]["threads"] == 2
 
 
 def test_an_error_inside_a_ray_task_stops_the_grid_with_its_message(cluster):

@@ -208,11 +208,15 @@ WORK_DIR_HELP = ("Keep every finished task's result in this folder and reuse it 
                  "(resume a half-done grid); on a multi-machine cluster it must be storage every node sees.")
 
 
-def _backend(kind: str, address: Optional[str], work_dir: Optional[Path]) -> Any:
+THREADS_HELP = ("Torch threads of each task (default: every core locally, 1 per task on Ray). Results are "
+                "bit-identical across backends at equal thread counts; otherwise equal to float rounding.")
+
+
+def _backend(kind: str, address: Optional[str], work_dir: Optional[Path], threads: Optional[int] = None) -> Any:
     """The grid backend, checked at the door (an unknown kind, Ray not installed, a bad --work-dir)."""
     from ..experiments.backend import Backend
 
-    return Backend(kind, address=address, work_dir=work_dir)
+    return Backend(kind, address=address, work_dir=work_dir, threads=threads)
 
 
 def _explicit(ctx: typer.Context, name: str) -> bool:
@@ -631,6 +635,7 @@ def run_george_cmd(
     backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """GEORGE (Sohoni et al. 2020): ERM -> cluster its features per class -> Group DRO on the clusters,
     beside ERM and Group DRO on the true subclasses. No true subclass label is used by GEORGE itself.
@@ -645,7 +650,7 @@ def run_george_cmd(
     overrides = {k: v for k, v in overrides.items() if v is not None}
     feats = features if features is not None else (Path(file_cfg["features"]) if file_cfg.get("features") else None)
     _run_george(name, ddir, opts, seed_list, file_cfg.get("config"), overrides, features=feats, output=output,
-                plot=plot, json_out=json_out, backend=_backend(backend, address, work_dir))
+                plot=plot, json_out=json_out, backend=_backend(backend, address, work_dir, threads))
 
 
 def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_list: list[int],
@@ -694,7 +699,7 @@ def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], se
     invocation = {"command": "run george", "dataset": _resolved_name(dataset), "dataset_options": opts,
                   "data_dir": _abs(data_dir), "seeds": seed_list, "config": cfg.to_dict(),
                   "features": str(features.resolve()) if features is not None else None}
-    if backend is not None and backend.kind != "local":
+    if backend is not None and (backend.kind != "local" or backend.threads is not None):
         invocation["backend"] = backend.to_dict()
     payload = {"invocation": invocation, "dataset": dataset, "config": cfg.to_dict(), "seeds": seed_list,
                "table": table.to_dict(orient="records"), "runs": results,
@@ -750,6 +755,7 @@ def run_d3m_cmd(
     backend: str = typer.Option("local", "--backend", help=BACKEND_HELP + " Tasks: each seed's ERM, baselines, TRAK ensemble members and retrains."),
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """D3M Table 1 (Jain et al. 2024): ERM, AUTO-D3M, JTT, DFR, D3M, RWG, SUBG and Group DRO, each
     with the group labels it needs, worst-group and balanced test accuracy over seeds; D3M finds the
@@ -779,7 +785,7 @@ def run_d3m_cmd(
     train_cli = dict(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     train_cfg = _merge(ctx, file_cfg.get("config", {}), train_cli)
     _run_d3m(name, ddir, opts, seed_list, train_cfg, d3m_cfg, figure=figure, scores=scores, output=output,
-             removed=removed, json_out=json_out, backend=_backend(backend, address, work_dir))
+             removed=removed, json_out=json_out, backend=_backend(backend, address, work_dir, threads))
 
 
 def _run_d3m(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_list: list[int],
@@ -833,7 +839,7 @@ def _run_d3m(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_
     invocation = {"command": "run d3m", "dataset": _resolved_name(dataset), "dataset_options": opts,
                   "data_dir": _abs(data_dir), "seeds": seed_list,
                   "config": cfg.to_dict(), "d3m_config": dcfg.to_dict()}
-    if backend is not None and backend.kind != "local":
+    if backend is not None and (backend.kind != "local" or backend.threads is not None):
         invocation["backend"] = backend.to_dict()
     payload = {"invocation": invocation, **table.to_dict()}
     if _write_payload(payload, output, json_out):
@@ -1093,6 +1099,7 @@ def run_scaling_cmd(
     backend: str = typer.Option("local", "--backend", help=BACKEND_HELP + " Tasks: each width's pretraining, each (width, method, seed) finetune."),
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """LaBonte et al. (2024) model scaling x class balancing: for each width, pretrain on the source
     task, finetune on the target with each class-balancing method and seed; test worst-group and
@@ -1119,7 +1126,7 @@ def run_scaling_cmd(
     check_output_path(collapse_figure, FIGURE_SUFFIXES, "--collapse-figure")
     if weights_dir is not None and weights_dir.exists() and not weights_dir.is_dir():
         raise ValueError(f"--weights-dir {weights_dir} is a file; give a folder.")
-    grid = _backend(backend, address, work_dir)
+    grid = _backend(backend, address, work_dir, threads)
     res = run_scaling(cfg, data_dir=data_dir, weights_dir=weights_dir, backend=grid,
                       progress=None if json_out else (lambda m: err.print(f"[dim]{m}[/dim]")))
     written = []
@@ -1129,7 +1136,7 @@ def run_scaling_cmd(
         written.append(("collapse figure", plot_collapse(res, collapse_figure)))
     payload = {"invocation": {"command": "run scaling", "config": cfg.to_dict(),
                               "data_dir": _abs(data_dir)}, **res.to_dict()}
-    if grid.kind != "local":
+    if grid.kind != "local" or grid.threads is not None:
         payload["invocation"]["backend"] = grid.to_dict()
     if _write_payload(payload, output, json_out):
         return

@@ -146,13 +146,25 @@ class ResultStore:
         write_json_atomic(self.folder / f"{key}.json", {**body, "_key": key})
 
 
-def _execute(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], key: str, work_dir: str | None) -> dict[str, Any]:
-    """One attempt of one task (in this process or on a Ray worker): run it, store the result."""
+def _execute(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], key: str, work_dir: str | None,
+             threads: int | None = None) -> dict[str, Any]:
+    """One attempt of one task (in this process or on a Ray worker): run it with ``threads`` torch
+    threads (None: as they are), store the result."""
     fault = os.environ.get(FAULT_ENV)
     if fault:  # fault injection for tests: record the attempt (pid) before the work starts
         with open(Path(fault) / f"{key}.attempts", "a") as f:
             f.write(f"{os.getpid()}\n")
-    result = fn(*args)
+    if threads is not None:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            result = fn(*args)
+        finally:
+            torch.set_num_threads(before)
+    else:
+        result = fn(*args)
     if not isinstance(result, dict):
         raise TypeError(f"task {key} returned {type(result).__name__}, not a dict")
     if work_dir is not None:
@@ -174,8 +186,14 @@ class Backend:
     ``kind``: ``"local"`` (in this process, one after another; the default) or ``"ray"``.
     ``address``: a Ray cluster to join (None starts a local one with ``num_cpus`` CPUs, default
     all). ``work_dir``: keep every finished result there and reuse it (resume). ``retries``: how
-    many times Ray re-runs a task whose worker died. ``cpus_per_task``: Ray CPUs each task holds
-    (its torch threads follow it).
+    many times Ray re-runs a task whose worker died. ``cpus_per_task``: Ray CPUs each task holds.
+    ``threads``: torch threads of each task; default: torch's own (every core) locally, and
+    ``cpus_per_task`` (rounded down, at least 1) on Ray.
+
+    Same seed, same numbers: a task gives bit-identical results wherever it runs *with the same
+    number of torch threads*. Convolutions sum in a thread-dependent order, so a grid run locally on
+    2 threads and on Ray with 1 thread per task agree only to float rounding (measured in
+    BENCHMARKS.md); give both the same ``threads`` to compare them bit for bit.
     """
 
     kind: str = "local"
@@ -184,6 +202,7 @@ class Backend:
     num_cpus: int | None = None
     retries: int = 3
     cpus_per_task: float = 1.0
+    threads: int | None = None
     stats: dict[str, int] = field(default_factory=lambda: {"run": 0, "reused": 0})
 
     def __post_init__(self) -> None:
@@ -198,6 +217,9 @@ class Backend:
             raise ValueError(f"num_cpus must be an integer >= 1, got {self.num_cpus!r}.")
         if not (isinstance(self.cpus_per_task, (int, float)) and 0 < self.cpus_per_task < float("inf")):
             raise ValueError(f"cpus_per_task must be > 0, got {self.cpus_per_task!r}.")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ValueError(f"threads must be an integer >= 1 (torch threads per task), got {self.threads!r}.")
         if self.work_dir is not None:
             wd = Path(self.work_dir).expanduser()
             if wd.exists() and not wd.is_dir():
@@ -215,7 +237,14 @@ class Backend:
 
     def to_dict(self) -> dict[str, Any]:
         """What a result file records of the backend (results do not depend on it)."""
-        return {"kind": self.kind, "address": self.address, "work_dir": str(self.work_dir) if self.work_dir else None}
+        return {"kind": self.kind, "address": self.address, "work_dir": str(self.work_dir) if self.work_dir else None,
+                "threads": self.task_threads()}
+
+    def task_threads(self) -> int | None:
+        """The torch threads each task runs with (None: torch's default, every core)."""
+        if self.threads is not None:
+            return self.threads
+        return max(1, int(self.cpus_per_task)) if self.kind == "ray" else None
 
     def map(self, fn: Callable[..., dict[str, Any]], tasks: Sequence[tuple[str, tuple[Any, ...]]],
             progress: Callable[[str], None] | None = None, what: str = "tasks") -> list[dict[str, Any]]:
@@ -242,7 +271,7 @@ class Backend:
                 _SAY.append(say)
                 try:
                     for key, args in todo.items():
-                        results[key] = _execute(fn, args, key, wd)
+                        results[key] = _execute(fn, args, key, wd, self.task_threads())
                         self.stats["run"] += 1
                 finally:
                     _SAY.pop()
@@ -272,7 +301,8 @@ class Backend:
         ray = self._ray()
         remote = ray.remote(max_retries=self.retries, retry_exceptions=False, num_cpus=self.cpus_per_task)(_execute)
         fn_ref = ray.put(fn)
-        refs = {remote.remote(fn_ref, args, key, wd): key for key, args in todo.items()}
+        threads = self.task_threads()
+        refs = {remote.remote(fn_ref, args, key, wd, threads): key for key, args in todo.items()}
         out: dict[str, dict[str, Any]] = {}
         pending = list(refs)
         t0 = time.perf_counter()
