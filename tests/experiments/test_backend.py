@@ -191,3 +191,28 @@ def test_cli_refuses_a_bad_backend_before_any_training(tmp_path, monkeypatch, co
     r = CliRunner().invoke(app, command + [x.format(file=f) for x in extra])
     assert r.exit_code == 2, r.output
     assert message in r.output
+
+
+def test_rerun_of_a_grid_uses_the_thread_count_it_recorded(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stratalab.cli.main import app
+
+    runner = CliRunner()
+    out = tmp_path / "d3m.json"
+    r = runner.invoke(app, ["run", "d3m", "--dataset", "u-digits", "--methods", "erm,jtt", "--epochs", "1",
+                            "--sweep-points", "0", "--threads", "1", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["invocation"]["backend"]["threads"] == 1
+    seen = []
+    real = bk._execute
+
+    def spy(fn, args, key, work_dir, threads=None):
+        seen.append(threads)
+        return real(fn, args, key, work_dir, threads)
+
+    monkeypatch.setattr(bk, "_execute", spy)
+    again = runner.invoke(app, ["rerun", str(out), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["reproduced"]
+    assert seen and set(seen) == {1}

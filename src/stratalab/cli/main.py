@@ -909,7 +909,10 @@ def rerun(
     command = inv["command"]
     ddir = data_dir if data_dir is not None else (Path(inv["data_dir"]) if inv.get("data_dir") else None)
     opts = inv.get("dataset_options") or {}
-    quiet = dict(output=output, json_out=True)
+    quiet: dict[str, Any] = dict(output=output, json_out=True)
+    recorded_backend = inv.get("backend") if isinstance(inv.get("backend"), dict) else {}
+    if command != "train":  # the grid runs here, with the torch threads per task it recorded (Ray: 1)
+        quiet["backend"] = _backend("local", None, None, recorded_backend.get("threads"))
     import contextlib
     import io
 
