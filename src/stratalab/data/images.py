@@ -1,4 +1,5 @@
-"""Image data sets: ``u-digits`` (embedded default), ``u-mnist``, ``spurious-mnist``, ``cifar10-b``.
+"""Image data sets: ``u-digits`` (embedded default), ``u-mnist``, ``spurious-mnist``, ``cifar10-b``,
+``cifar100-b``.
 
 Images are kept as uint8 arrays ``(n, C, H, W)`` and turned into float32 in [0, 1] by the split's
 loader (``split.load_x()``), so a 70k-image MNIST costs 70 MB rather than 290 MB.
@@ -288,17 +289,8 @@ def cifar10_b(*, data_dir: Path | None = None, seed: int = 0, val_fraction: floa
     need = ["classes", "train_jpeg", "train_offsets", "train_labels", "test_jpeg", "test_offsets", "test_labels", "test_index_in_class"]
     d = read_npz(npz, need, what=" (see shared/data/README.md for the format)")
     classes = [str(c) for c in d["classes"]]
-    groups = pd.read_csv(csv)
-    cols = {"class_name", "index_in_class", "group"}
-    if not cols <= set(groups.columns):
-        raise ValueError(f"{csv} must have columns class_name,index_in_class,group; found {list(groups.columns)}.")
-    lookup = {(str(c), int(i)): int(g) for c, i, g in groups[["class_name", "index_in_class", "group"]].itertuples(index=False)}
     test_y = d["test_labels"].astype(np.int64)
-    keys = [(classes[c], int(i)) for c, i in zip(test_y, d["test_index_in_class"])]
-    missing_keys = [k for k in keys if k not in lookup]
-    if missing_keys:
-        raise ValueError(f"{csv} has no group for test image {missing_keys[0]} ({len(missing_keys)} missing).")
-    test_g = np.array([lookup[k] for k in keys], dtype=np.int64)
+    test_g = _cifar_b_groups(csv, classes, test_y, d["test_index_in_class"])
     rng = np.random.default_rng(seed)
     train_y = d["train_labels"].astype(np.int64)
     val = take_per_label(train_y, val_fraction, rng)
@@ -317,3 +309,178 @@ def cifar10_b(*, data_dir: Path | None = None, seed: int = 0, val_fraction: floa
         name="cifar10-b", splits=splits, class_names=classes, group_names=CIFAR_B_GROUPS,
         description="CIFAR-10 (lossy JPEG copy); test subgroups = CIFAR-10-B background colour (names inferred)",
     )
+
+
+def _cifar_b_groups(csv: Path, classes: list[str], test_y: np.ndarray, index_in_class: np.ndarray) -> np.ndarray:
+    """The CIFAR-B colour group of every test image, matched on (class name, index in class)."""
+    groups = pd.read_csv(csv)
+    cols = {"class_name", "index_in_class", "group"}
+    if not cols <= set(groups.columns):
+        raise ValueError(f"{csv} must have columns class_name,index_in_class,group; found {list(groups.columns)}.")
+    unknown = sorted(set(groups["class_name"].astype(str)) - set(classes))
+    if unknown:
+        raise ValueError(f"{csv} names class {unknown[0]!r}, which the images' class list does not have "
+                         f"({len(unknown)} unknown); is it the groups file of another data set?")
+    lookup = {(str(c), int(i)): int(g) for c, i, g in groups[["class_name", "index_in_class", "group"]].itertuples(index=False)}
+    keys = [(classes[c], int(i)) for c, i in zip(test_y, index_in_class)]
+    missing = [k for k in keys if k not in lookup]
+    if missing:
+        raise ValueError(f"{csv} has no group for test image {missing[0]} ({len(missing)} missing).")
+    return np.array([lookup[k] for k in keys], dtype=np.int64)
+
+
+def index_in_class(y: np.ndarray) -> np.ndarray:
+    """0-based position of every example among the examples of its class, in the given order (the
+    key of the CIFAR-B group files, counted in the original CIFAR test order)."""
+    y = np.asarray(y, dtype=np.int64)
+    order = np.argsort(y, kind="stable")
+    starts = np.searchsorted(y[order], y[order], side="left")
+    out = np.empty_like(y)
+    out[order] = np.arange(y.size) - starts
+    return out
+
+
+class _ArrayOnlyUnpickler:
+    """Reads the canonical CIFAR-100 python files (``cifar-100-python/{train,test,meta}``), which are
+    pickles, without running code from them: only dicts, lists, bytes, strings, numbers and numpy
+    arrays are built; any other global the file names (``os.system``, ...) is refused. The same
+    guarantee as ``torch.load(weights_only=True)``."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    @classmethod
+    def load(cls, path: Path) -> object:
+        import pickle
+
+        class Restricted(pickle.Unpickler):
+            def find_class(self, module: str, name: str) -> object:
+                if (module, name) in cls.ALLOWED:
+                    return super().find_class(module, name)
+                raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+        try:
+            with open(path, "rb") as f:
+                return Restricted(f, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+            raise ValueError(f"{path} is not a CIFAR-100 python file ({e}); it is read without running code, so "
+                             "only arrays, lists and dicts are accepted. Use the official cifar-100-python files, "
+                             "cifar-100-binary or a cifar100.npz.") from None
+
+
+def _get(d: object, key: str, path: Path) -> object:
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} does not hold a dict (a CIFAR-100 python file does).")
+    for k in (key.encode(), key):
+        if k in d:
+            return d[k]
+    raise ValueError(f"{path} has no entry {key!r} (a CIFAR-100 python file has data, fine_labels, ...).")
+
+
+def _cifar100_names(raw: object, path: Path) -> list[str]:
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in _get(raw, "fine_label_names", path)]
+
+
+def read_cifar100(data_dir: Path) -> tuple[dict[str, np.ndarray], list[str], str]:
+    """CIFAR-100 from ``data_dir`` in one of its canonical forms, first found wins:
+
+    - ``cifar100.npz``: arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` (uint8 images
+      (n, 32, 32, 3) or (n, 3, 32, 32), fine labels 0..99) and ``classes`` (the 100 fine names);
+    - ``cifar-100-binary/``: ``train.bin``, ``test.bin`` (records of coarse label, fine label and
+      3,072 pixel bytes, channel-major) and ``fine_label_names.txt``;
+    - ``cifar-100-python/``: ``train``, ``test``, ``meta`` (read with an array-only unpickler).
+
+    Returns ``{"x_train", "y_train", "x_test", "y_test"}`` with images uint8 (n, 3, 32, 32), the
+    fine class names, and the form read. Test images stay in the file's order (the official one),
+    which is what the CIFAR-100-B ``index_in_class`` counts."""
+    npz, binary, python = data_dir / "cifar100.npz", data_dir / "cifar-100-binary", data_dir / "cifar-100-python"
+    out: dict[str, np.ndarray] = {}
+    if npz.is_file():
+        from .files import verify_checksum
+
+        verify_checksum(npz)
+        d = read_npz(npz, ("x_train", "y_train", "x_test", "y_test", "classes"),
+                     what=" (CIFAR-100: x_train, y_train, x_test, y_test, classes)")
+        names = [str(c) for c in d["classes"]]
+        for s in ("train", "test"):
+            x = np.asarray(d[f"x_{s}"])
+            if x.ndim == 4 and x.shape[-1] == 3 and x.shape[1] != 3:
+                x = x.transpose(0, 3, 1, 2)
+            out[f"x_{s}"], out[f"y_{s}"] = x, np.asarray(d[f"y_{s}"])
+        form = "npz"
+    elif binary.is_dir():
+        names_file = binary / "fine_label_names.txt"
+        if not names_file.is_file():
+            raise FileNotFoundError(f"{names_file} is missing (the 100 fine class names, one per line).")
+        names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+        for s in ("train", "test"):
+            f = binary / f"{s}.bin"
+            if not f.is_file():
+                raise FileNotFoundError(f"{f} is missing (cifar-100-binary holds train.bin and test.bin).")
+            raw = np.fromfile(f, dtype=np.uint8)
+            if raw.size == 0 or raw.size % 3074:
+                raise ValueError(f"{f} has {raw.size} bytes, not a whole number of 3,074-byte CIFAR-100 records "
+                                 "(coarse label, fine label, 3,072 pixels); it may be truncated.")
+            rec = raw.reshape(-1, 3074)
+            out[f"y_{s}"], out[f"x_{s}"] = rec[:, 1].copy(), rec[:, 2:].reshape(-1, 3, 32, 32)
+        form = "binary"
+    elif python.is_dir():
+        for f in ("train", "test", "meta"):
+            if not (python / f).is_file():
+                raise FileNotFoundError(f"{python / f} is missing (cifar-100-python holds train, test and meta).")
+        names = _cifar100_names(_ArrayOnlyUnpickler.load(python / "meta"), python / "meta")
+        for s in ("train", "test"):
+            raw = _ArrayOnlyUnpickler.load(python / s)
+            out[f"x_{s}"] = np.asarray(_get(raw, "data", python / s)).reshape(-1, 3, 32, 32)
+            out[f"y_{s}"] = np.asarray(_get(raw, "fine_labels", python / s))
+        form = "python"
+    else:
+        raise FileNotFoundError(f"no CIFAR-100 in {data_dir}: put cifar100.npz, cifar-100-binary/ or cifar-100-python/ "
+                                "there (the official CIFAR-100 release; nothing is downloaded).")
+    if len(names) != 100:
+        raise ValueError(f"CIFAR-100 ({form}) in {data_dir} names {len(names)} classes, not 100.")
+    for s in ("train", "test"):
+        x, y = out[f"x_{s}"], out[f"y_{s}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (3, 32, 32) or x.shape[0] != y.shape[0]:
+            raise ValueError(f"CIFAR-100 ({form}) {s} images must be uint8 (n, 3, 32, 32) with one label each; "
+                             f"got {x.dtype} {x.shape} and {y.shape[0]} labels.")
+        if y.size and (y.min() < 0 or y.max() > 99):
+            raise ValueError(f"CIFAR-100 ({form}) {s} labels must be fine labels 0..99, got {int(y.min())}..{int(y.max())}.")
+        out[f"y_{s}"] = y.astype(np.int64)
+    return out, names, form
+
+
+@register("cifar100-b", "CIFAR-100 with the CIFAR-100-B background-colour groups on test (Chiu et al.)",
+          "cifar100_b_groups.csv + CIFAR-100 (cifar100.npz, cifar-100-binary/ or cifar-100-python/)")
+def cifar100_b(*, data_dir: Path | None = None, seed: int = 0, val_fraction: float = 0.1, max_train: int | None = None,
+               groups_csv: str | None = None) -> Dataset:
+    """CIFAR-100 (fine labels) with the CIFAR-100-B subgroups (8 background colours) of every test
+    image, as ``cifar10-b``: val = ``round(val_fraction)`` of each train class (seeded), train and
+    val without groups, test grouped by ``cifar100_b_groups.csv`` matched on (class name, position
+    among the test images of that class in the official order). The images are the user's CIFAR-100
+    in any canonical form (:func:`read_cifar100`); the groups file comes with the project's data
+    (``cifar100_b_groups.csv`` in ``data_dir``, or the path ``groups_csv``)."""
+    if groups_csv is not None:
+        csv = Path(groups_csv).expanduser()
+        if not csv.is_file():
+            raise FileNotFoundError(f"groups_csv {csv} does not exist (the CIFAR-100-B groups file, "
+                                    "shared/data/cifar100_b_groups.csv).")
+        if data_dir is None:
+            raise FileNotFoundError("cifar100-b reads CIFAR-100 from a data directory: pass data_dir=... (CLI: --data-dir).")
+    else:
+        csv = require_file(data_dir, "cifar100_b_groups.csv", "cifar100-b")
+    d, classes, _ = read_cifar100(Path(data_dir))
+    test_g = _cifar_b_groups(csv, classes, d["y_test"], index_in_class(d["y_test"]))
+    rng = np.random.default_rng(seed)
+    val = take_per_label(d["y_train"], val_fraction, rng)
+    train_idx = np.flatnonzero(~val)
+    if max_train is not None and max_train < train_idx.size:
+        train_idx = np.sort(rng.permutation(train_idx)[:max_train])
+    splits = {
+        "train": Split(x=d["x_train"][train_idx], y=d["y_train"][train_idx], loader=uint8_to_float),
+        "val": Split(x=d["x_train"][val], y=d["y_train"][val], loader=uint8_to_float),
+        "test": Split(x=d["x_test"], y=d["y_test"], g=test_g, loader=uint8_to_float,
+                      attrs={"index_in_class": index_in_class(d["y_test"])}),
+    }
+    return Dataset(name="cifar100-b", splits=splits, class_names=classes, group_names=CIFAR_B_GROUPS,
+                   description="CIFAR-100 fine classes; test subgroups = CIFAR-100-B background colour (names inferred)")
