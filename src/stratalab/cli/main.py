@@ -1148,6 +1148,76 @@ def run_scaling_cmd(
     _say_written(*written)
 
 
+@run_app.command("cifar-b")
+@_clean_errors
+def run_cifar_b_cmd(
+    dataset: str = typer.Option("cifar10-b", "--dataset", help="cifar10-b | cifar100-b (or any data set with test subgroups)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value, e.g. max_train=5000."),
+    augment: str = typer.Option("flip_crop,mixup,cutout,cutmix,autoaugment", "--augment",
+                                help="Rows, comma-separated: flip_crop (the paper's Standard) | mixup | cutout | cutmix | autoaugment."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds: mean ± std over them."),
+    model: str = typer.Option("cifarnet", "--model", help="cifarnet (airbench-style, the CPU recipe) | resnet | lenet5 | mlp."),
+    width: float = typer.Option(1.0, help="Width multiplier of the model."),
+    epochs: int = typer.Option(20, help="Training epochs."),
+    lr: float = typer.Option(0.05, help="SGD learning rate (cosine schedule)."),
+    batch_size: int = typer.Option(256, help="Mini-batch size."),
+    weight_decay: float = typer.Option(5e-4, help="Weight decay (the paper: 5e-4)."),
+    label_smoothing: float = typer.Option(0.0, help="Label smoothing of the targets."),
+    corruptions: str = typer.Option("", "--corruptions", help="CIFAR-10-C families to audit under, comma-separated, or 'all' (default: none)."),
+    severities: str = typer.Option("1,2,3,4,5", "--severities", help="Corruption severities (1..5)."),
+    n_corrupt: Optional[int] = typer.Option(None, "--n-corrupt", help="Audit corruptions on the first N test images only (default: all)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the study (config, table, every run) as .json."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Fig. 1/5: class accuracy beside its worst colour subgroup, per augmentation."),
+    json_out: bool = typer.Option(False, "--json", help="Print the study as JSON."),
+    backend: str = typer.Option("local", "--backend", help=BACKEND_HELP + " Tasks: each (augmentation, seed)."),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+) -> None:
+    """Chiu, Chen and Ma's subgroup study on CIFAR-10-B / CIFAR-100-B: train with each data
+    augmentation and seed, then audit on the colour subgroups of the test set: average accuracy,
+    WeightedStd (eq. 5), MacroStd (eq. 6), worst subgroup; the same under CIFAR-10-C corruptions
+    (--corruptions), and the correlation of accuracy with MacroStd.
+
+    Example: `stratalab run cifar-b -d ../shared/data --augment flip_crop,cutmix --epochs 10 --corruptions gaussian_noise,fog --n-corrupt 2000`
+    """
+    from ..augment.corruptions import CORRUPTIONS
+    from ..experiments.cifar_b import CifarBConfig, plot_class_vs_worst, run_cifar_b
+    from ..report import check_output_path
+    from ..report.tables import cifar_b_table
+
+    names = tuple(CORRUPTIONS) if corruptions.strip() == "all" else tuple(c.strip() for c in corruptions.split(",") if c.strip())
+    try:
+        sev = tuple(int(v) for v in severities.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--severities takes comma-separated integers 1..5, got {severities!r}.") from None
+    cfg = CifarBConfig(dataset=dataset, dataset_options=_parse_options(option),
+                       augmentations=tuple(a.strip() for a in augment.split(",") if a.strip()),
+                       seeds=tuple(_parse_seeds(seeds)), model=model, width=width, epochs=epochs, lr=lr,
+                       batch_size=batch_size, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                       corruptions=names, severities=sev, n_corrupt=n_corrupt)
+    check_output_path(output, (".json",), "--output")
+    check_output_path(figure, FIGURE_SUFFIXES, "--figure")
+    grid = _backend(backend, address, work_dir, threads)
+    res = run_cifar_b(cfg, data_dir=data_dir, backend=grid,
+                      progress=None if json_out else (lambda m: err.print(f"[dim]{m}[/dim]")))
+    written = []
+    if figure is not None:
+        written.append(("figure", plot_class_vs_worst(res, figure)))
+    payload = {"invocation": {"command": "run cifar-b", "config": cfg.to_dict(), "data_dir": _abs(data_dir)}, **res.to_dict()}
+    if grid.kind != "local" or grid.threads is not None:
+        payload["invocation"]["backend"] = grid.to_dict()
+    if _write_payload(payload, output, json_out):
+        return
+    console.print(cifar_b_table(res.table(), cfg.dataset, bool(cfg.corruptions)))
+    corr = res.correlation()
+    if corr["runs"] >= 3:
+        console.print(f"accuracy vs MacroStd over {corr['runs']} runs: Pearson {corr['pearson']:.2f}, Spearman {corr['spearman']:.2f}.")
+    console.print(f"{len(res.runs)} runs in {res.seconds:.0f} s.")
+    _say_written(*written)
+
+
 def _result_files(paths: list[Path]) -> list[Path]:
     """The result files named: files as given, folders as their ``*.json`` files (sorted)."""
     out: list[Path] = []

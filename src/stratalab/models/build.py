@@ -9,16 +9,17 @@ import torch
 from torch import nn
 
 from ..data.core import Split
-from .convnets import CifarResNet, LeNet5, LinearHead
+from .convnets import CifarNet, CifarResNet, LeNet5, LinearHead
 from .mlp import MLP
 
-MODELS = ("mlp", "lenet5", "resnet", "linear")
+MODELS = ("mlp", "lenet5", "resnet", "cifarnet", "linear")
 
 
 def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, width: float = 1.0, seed: int = 0) -> nn.Module:
     """A fresh model, initialised from ``seed``. ``width`` scales the model (the width family):
     hidden units 64*width for ``mlp``, channels x width for ``lenet5``, base channels 16*width for
-    ``resnet``; ``linear`` is a linear head on flat inputs (frozen features).
+    ``resnet``, block widths (32, 64, 128)*width for ``cifarnet`` (airbench-style, the fast CIFAR
+    model); ``linear`` is a linear head on flat inputs (frozen features).
     """
     torch.manual_seed(seed)
     flat = int(np.prod(input_shape))
@@ -32,6 +33,10 @@ def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, widt
         if len(input_shape) != 3:
             raise ValueError(f"resnet needs image inputs (C, H, W), got shape {input_shape}.")
         return CifarResNet(n_classes, in_channels=input_shape[0], width=max(1, int(round(16 * width))))
+    if name == "cifarnet":
+        if len(input_shape) != 3 or min(input_shape[1:]) < 16:
+            raise ValueError(f"cifarnet needs image inputs (C, H, W) of at least 16x16 (CIFAR: 3x32x32), got shape {input_shape}.")
+        return CifarNet(n_classes, in_channels=input_shape[0], width=width)
     if name == "linear":
         return LinearHead(flat, n_classes)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")

@@ -87,6 +87,49 @@ class CifarResNet(nn.Module):
         return self.head(self.features(x))
 
 
+class CifarNet(nn.Module):
+    """A fast CIFAR network in the style of Keller Jordan's airbench (2024): a 2x2 stem convolution,
+    then three blocks of [conv 3x3, max-pool 2, BatchNorm, GELU, conv 3x3, BatchNorm, GELU], global
+    max-pooling and a linear head. ``width`` scales the block widths (32, 64, 128) (airbench94 uses
+    64, 256, 256). Inputs in [0, 1] are normalised by the CIFAR-10 channel statistics, and the
+    convolutions run in channels-last memory order, 1.4x faster on this CPU than the default
+    (measured: 184 vs 264 ms per 256-image training step at width 1). Our own implementation of
+    the architecture only; the recipe around it (optimiser, schedule) is our training loop's.
+    """
+
+    MEAN = (0.4914, 0.4822, 0.4465)
+    STD = (0.2470, 0.2435, 0.2616)
+
+    def __init__(self, n_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> None:
+        super().__init__()
+        w = [max(1, int(round(c * width))) for c in (32, 64, 128)]
+        stem = max(1, int(round(24 * min(width, 1.0))))
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(cout),
+                                 nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU())
+
+        mean = self.MEAN if in_channels == 3 else (0.5,) * in_channels
+        std = self.STD if in_channels == 3 else (0.25,) * in_channels
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, stem, 2, bias=False), nn.BatchNorm2d(stem), nn.GELU(),
+            block(stem, w[0]), block(w[0], w[1]), block(w[1], w[2]),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(w[2], n_classes)
+        self.feature_dim = w[2]
+        self.to(memory_format=torch.channels_last)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 class LinearHead(nn.Module):
     """A linear classifier on frozen features (inputs are feature vectors): ``features`` is the identity."""
 

@@ -219,3 +219,23 @@ def bench_rich_table(table: pd.DataFrame, confidence: float, n_files: int) -> Ta
             r.metric, str(r.n), f"{fmt(r.mean, r.metric)} ± {fmt(r.std, r.metric)}", ci, r.seeds or "-"]
         t.add_row(*row)
     return t
+
+
+def cifar_b_table(table: pd.DataFrame, dataset: str, corrupted: bool) -> Table:
+    """Chiu et al. Tables 1-2: per augmentation, test accuracy, WeightedStd and MacroStd (points),
+    worst subgroup, mean ± std over seeds; with corruptions, the same averaged over them."""
+    cols = ["augmentation", "seeds", "accuracy (%)", "WeightedStd", "MacroStd", "worst subgroup (%)"]
+    if corrupted:
+        cols += ["corrupted acc. (%)", "corrupted WeightedStd", "corrupted MacroStd"]
+    t = _table(f"{dataset}: accuracy and subgroup spread on the colour subgroups of test (WeightedStd, MacroStd in "
+               "% points; mean ± std over seeds)", cols, left=("augmentation",))
+
+    def ms(r: Any, col: str) -> str:
+        return f"{100 * getattr(r, col + '_mean'):.2f} ± {100 * getattr(r, col + '_std'):.2f}"
+
+    for r in table.itertuples(index=False):
+        row = [r.name, str(r.seeds), ms(r, "accuracy"), ms(r, "weighted_std"), ms(r, "macro_std"), ms(r, "worst_group_accuracy")]
+        if corrupted:
+            row += [ms(r, "corrupted_accuracy"), ms(r, "corrupted_weighted_std"), ms(r, "corrupted_macro_std")]
+        t.add_row(*row)
+    return t

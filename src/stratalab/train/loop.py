@@ -66,6 +66,10 @@ class TrainConfig:
     its total weight is lambda_up, not 1 + lambda_up). DFR: ``dfr_cs`` and ``dfr_retrains``.
     Finetuning (LaBonte et al. 2024): ``init``, weights written by ``stratalab pretrain``, and
     ``finetune``: "full" (every layer) or "last_layer" (only the head is trained).
+    Augmentation (Chiu et al.'s baselines, :mod:`stratalab.augment`): ``augment`` is one of
+    "none", "flip_crop" (pad 4, random crop, horizontal flip: the standard CIFAR recipe) and, each on
+    top of flip_crop, "autoaugment", "cutout" (``cutout_size``), "mixup", "cutmix" (``mix_alpha``);
+    ``label_smoothing`` mixes the targets with the uniform distribution.
     """
 
     method: str = "erm"
@@ -93,6 +97,10 @@ class TrainConfig:
     dfr_retrains: int = 20
     init: str | None = None
     finetune: str = "full"
+    augment: str = "none"
+    mix_alpha: float = 1.0
+    cutout_size: int = 16
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         """Check every field before any work starts (the method's needs come from its MethodSpec)."""
@@ -152,6 +160,17 @@ class TrainConfig:
             raise ValueError("dfr needs at least one C in dfr_cs and dfr_retrains >= 1.")
         for c in self.dfr_cs:
             _finite("each DFR C", c, low=0, low_open=True)
+        from ..augment.pipeline import AUGMENTATIONS
+
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {self.augment!r}.")
+        _finite("mix_alpha", self.mix_alpha, low=0, low_open=True, hint="Beta(alpha, alpha) of Mixup / CutMix; 1 is usual.")
+        if isinstance(self.cutout_size, bool) or int(self.cutout_size) != self.cutout_size or self.cutout_size < 1:
+            raise ValueError(f"cutout_size must be an integer >= 1 (16 for CIFAR), got {self.cutout_size!r}.")
+        self.cutout_size = int(self.cutout_size)
+        _finite("label_smoothing", self.label_smoothing, low=0, high=1)
+        if self.label_smoothing >= 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -335,6 +354,12 @@ def fit(
     dro = (GroupDRO(np.bincount(groups, minlength=int(groups.max()) + 1), cfg.gdro_eta, cfg.gdro_adjustment)
            if spec.loss == "group_dro" else None)
 
+    from ..augment.mixing import soft_cross_entropy
+    from ..augment.pipeline import make_augmentation
+
+    input_aug, batch_aug = make_augmentation(cfg)
+    if augment is not None:  # an explicit hook runs first, then the config's augmentation
+        input_aug = augment if input_aug is None else (lambda x, g, a=augment, b=input_aug: b(a(x, g), g))
     opt = make_optimizer(model, cfg)
     base_lrs = [pg["lr"] for pg in opt.param_groups]
     in_memory = isinstance(train.x, np.ndarray) and train.x.dtype.kind in "fiub"
@@ -391,15 +416,27 @@ def fit(
         for start in range(0, order.numel(), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             xb = x_all[idx] if x_all is not None else torch.as_tensor(train.load_x(idx.numpy()), dtype=torch.float32)
-            if augment is not None:
-                xb = augment(xb, aug_gen)
+            if input_aug is not None:
+                xb = input_aug(xb, aug_gen)
             yb = y_all[idx]
-            losses = per_example_ce(model(xb), yb)
-            if dro is not None:
+            if batch_aug is not None or cfg.label_smoothing:
+                # soft targets: Mixup / CutMix mix the labels, Cutout keeps them; smoothing mixes in the uniform
+                if batch_aug is not None:
+                    xb, y_soft = batch_aug(xb, yb, n_classes, aug_gen)
+                else:
+                    y_soft = torch.nn.functional.one_hot(yb, n_classes).to(torch.float32)
+                if cfg.label_smoothing:
+                    y_soft = (1 - cfg.label_smoothing) * y_soft + cfg.label_smoothing / n_classes
+                losses = soft_cross_entropy(model(xb), y_soft, reduction="none")
+            else:
+                y_soft = None
+                losses = per_example_ce(model(xb), yb)
+            if dro is not None:  # a mixed example counts in the group of its first image
                 loss = dro.loss(losses, g_all[idx])
             elif weight is not None:
-                # class-weighted mean, normalised by the batch's weights (torch's CrossEntropyLoss(weight=...))
-                w = weight[yb]
+                # class-weighted mean, normalised by the batch's weights (torch's CrossEntropyLoss(weight=...));
+                # a soft target weighs its classes by their shares
+                w = weight[yb] if y_soft is None else y_soft @ weight
                 loss = (w * losses).sum() / w.sum()
             else:
                 loss = losses.mean()

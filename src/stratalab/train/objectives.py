@@ -72,3 +72,4 @@ class GroupDRO:
 
 def per_example_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="none")
+

@@ -1,0 +1,73 @@
+"""The augmentation of a training run, from its config (``TrainConfig.augment``): the rows of
+Chiu, Chen and Ma's Tables 1-4, each on top of the standard CIFAR recipe.
+
+============  =====================================================================  ============
+augment       training batches get                                                   targets
+============  =====================================================================  ============
+none          nothing                                                                hard
+flip_crop     pad 4, random 32x32 crop, random horizontal flip (the paper's Standard) hard
+autoaugment   the CIFAR-10 AutoAugment policy (Cubuk et al. 2019), then flip_crop    hard
+cutout        flip_crop, then one 16x16 hole (DeVries & Taylor 2017)                 hard
+mixup         flip_crop, then Mixup with Beta(a, a) (Zhang et al. 2018)               soft (mixed)
+cutmix        flip_crop, then CutMix with Beta(a, a) (Yun et al. 2019)                soft (area)
+============  =====================================================================  ============
+
+Cutout fills its hole with the batch's per-channel mean, the equivalent of DeVries & Taylor's 0
+after normalisation (our loaders give [0, 1] without normalising). Every random draw comes from
+the training loop's augmentation generator, so a run is reproducible and resumable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+AUGMENTATIONS = ("none", "flip_crop", "autoaugment", "cutout", "mixup", "cutmix")
+
+InputAugment = Callable[[Tensor, torch.Generator], Tensor]
+BatchAugment = Callable[[Tensor, Tensor, int, torch.Generator], "tuple[Tensor, Tensor]"]
+
+
+def _flip_crop(x: Tensor, g: torch.Generator) -> Tensor:
+    from .basic import random_crop_flip
+
+    if x.ndim != 4:
+        raise ValueError(f"augment needs image batches (N, C, H, W), got inputs of shape {tuple(x.shape)}; "
+                         "use augment='none' for feature vectors.")
+    return random_crop_flip(x, g, padding=4)
+
+
+def _then(first: InputAugment, second: InputAugment) -> InputAugment:
+    return lambda x, g: second(first(x, g), g)
+
+
+def make_augmentation(cfg: Any) -> tuple[InputAugment | None, BatchAugment | None]:
+    """``(input_aug, batch_aug)`` for ``cfg.augment``: ``input_aug(x, g) -> x`` changes images only;
+    ``batch_aug(x, y, n_classes, g) -> (x, y_soft)`` also mixes the labels (Mixup, CutMix)."""
+    name = cfg.augment
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {name!r}.")
+    if name == "none":
+        return None, None
+    if name == "flip_crop":
+        return _flip_crop, None
+    if name == "autoaugment":
+        from .autoaugment import autoaugment_batch
+
+        # the reference order (Cubuk et al.'s code): the policy on the clean image, then crop and flip
+        return _then(lambda x, g: autoaugment_batch(x, g), _flip_crop), None
+    if name == "cutout":
+        from .mixing import cutout_images
+
+        size = cfg.cutout_size
+
+        def hole(x: Tensor, g: torch.Generator) -> Tensor:
+            return cutout_images(x, g, size=size, fill=x.mean(dim=(0, 2, 3)).tolist())
+
+        return _then(_flip_crop, hole), None
+    from .mixing import make_batch_augmentation
+
+    mixer = make_batch_augmentation(name, alpha=cfg.mix_alpha)
+    return _flip_crop, mixer

@@ -1,0 +1,270 @@
+"""The subgroup study of Chiu, Chen and Ma, "Better May Not Be Fairer" (CIFAR-10-B / CIFAR-100-B).
+
+Train a CIFAR model with each data augmentation (Standard = flip + crop, Mixup, Cutout, CutMix,
+AutoAugment) and seed; audit it on the colour subgroups of the test set: average accuracy,
+WeightedStd (eq. 5), MacroStd (eq. 6) and the worst (class, colour) subgroup (Tables 1-2); the same
+on corrupted copies of the test set (CIFAR-10-C families x severities, Fig. 7); per class, class
+accuracy beside its worst colour subgroup (Fig. 1 / 5); and the correlation of accuracy with
+MacroStd over all runs. Every (augmentation, seed) is one grid task (local or Ray).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..metrics import group_report
+from ..train import TrainConfig, predict, run
+from .._config import config_from_dict, config_to_dict
+
+if TYPE_CHECKING:
+    from .backend import Backend, DataSpec
+
+# the paper's rows: each on top of the standard flip + crop
+ROWS = {"flip_crop": "Standard", "mixup": "Mixup", "cutout": "Cutout", "cutmix": "CutMix", "autoaugment": "AutoAug"}
+METRICS = ("accuracy", "weighted_std", "macro_std", "worst_group_accuracy")
+
+
+@dataclass
+class CifarBConfig:
+    """Settings of the study; round-trips through :meth:`to_dict` / :meth:`from_dict`.
+
+    The training recipe defaults are this project's CPU recipe for ``cifarnet`` (BENCHMARKS.md);
+    the paper trains ResNet-18 for 250 epochs with SGD 0.1, weight decay 5e-4. ``corruptions``:
+    names of :data:`stratalab.augment.corruptions.CORRUPTIONS` (empty: clean test set only),
+    each at ``severities``, on the first ``n_corrupt`` test images (None: all).
+    """
+
+    dataset: str = "cifar10-b"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    augmentations: tuple[str, ...] = tuple(ROWS)
+    seeds: tuple[int, ...] = (0,)
+    model: str = "cifarnet"
+    width: float = 1.0
+    epochs: int = 20
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    label_smoothing: float = 0.0
+    mix_alpha: float = 1.0
+    cutout_size: int = 16
+    select: str = "val_avg"
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    n_corrupt: int | None = None
+
+    def __post_init__(self) -> None:
+        self.augmentations = tuple(self.augmentations)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.corruptions = tuple(self.corruptions)
+        self.severities = tuple(int(s) for s in self.severities)
+        self.dataset_options = dict(self.dataset_options or {})
+        bad = [a for a in self.augmentations if a not in ROWS]
+        if bad or not self.augmentations:
+            raise ValueError(f"unknown augmentation {bad[0] if bad else ''!r}; choose from {', '.join(ROWS)} "
+                             "(flip_crop = the paper's Standard).")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or len(set(self.augmentations)) != len(self.augmentations):
+            raise ValueError("give at least one seed, and no seed or augmentation twice.")
+        from ..augment.corruptions import CORRUPTIONS
+
+        unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
+        if unknown:
+            raise ValueError(f"unknown corruption {unknown[0]!r}; choose from {', '.join(CORRUPTIONS)}.")
+        if any(s not in range(1, 6) for s in self.severities) or not self.severities:
+            raise ValueError(f"severities must be in 1..5, got {self.severities}.")
+        if self.n_corrupt is not None and (int(self.n_corrupt) != self.n_corrupt or self.n_corrupt < 1):
+            raise ValueError(f"n_corrupt must be an integer >= 1 (or None: the whole test set), got {self.n_corrupt!r}.")
+        for a in self.augmentations:  # every run's settings are checked before the first one starts
+            self.train_config(a, self.seeds[0])
+
+    def train_config(self, augment: str, seed: int) -> TrainConfig:
+        return TrainConfig(method="erm", model=self.model, width=self.width, epochs=self.epochs, batch_size=self.batch_size,
+                           optimizer=self.optimizer, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                           schedule=self.schedule, label_smoothing=self.label_smoothing, augment=augment,
+                           mix_alpha=self.mix_alpha, cutout_size=self.cutout_size, select=self.select, seed=seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CifarBConfig":
+        return config_from_dict(cls, d, "cifar-b config")
+
+
+def _summary(rep: Any) -> dict[str, Any]:
+    wc, wg = rep.worst_group
+    return {"accuracy": rep.average_accuracy, "weighted_std": rep.weighted_std, "macro_std": rep.macro_std,
+            "worst_group_accuracy": rep.worst_group_accuracy, "worst_group": [int(wc), int(wg)]}
+
+
+_CORRUPTED: "OrderedDict[tuple[Any, ...], np.ndarray]" = OrderedDict()
+
+
+def corrupted_images(images: np.ndarray, name: str, severity: int, key: tuple[Any, ...]) -> np.ndarray:
+    """``images`` (uint8, (n, 3, H, W)) under corruption ``name`` at ``severity``, as uint8 (n, 3, H,
+    W); kept per process (the last 4) so every model of a grid meets the same corrupted copy."""
+    from ..augment.corruptions import corrupt
+
+    k = key + (name, severity)
+    if k not in _CORRUPTED:
+        out = corrupt(np.ascontiguousarray(images.transpose(0, 2, 3, 1)), name, severity, seed=severity)
+        _CORRUPTED[k] = out.transpose(0, 3, 1, 2)
+        while len(_CORRUPTED) > 4:
+            _CORRUPTED.popitem(last=False)
+    return _CORRUPTED[k]
+
+
+def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int) -> dict[str, Any]:
+    """One (augmentation, seed) run of the study (a grid task): train, audit on the clean and the
+    corrupted test sets. Returns JSON-ready rows."""
+    from . import backend
+
+    c = CifarBConfig.from_dict(cfg)
+    ds = data.load()
+    t = time.perf_counter()
+    backend.say(f"{ROWS[augment]} (seed {seed}): training {c.model} x{c.width:g} for {c.epochs} epochs")
+    r = run(ds, c.train_config(augment, seed))
+    out: dict[str, Any] = {"augment": augment, "seed": seed, "selected_epoch": r.selected_epoch,
+                           "train_seconds": time.perf_counter() - t, "clean": _summary(r.reports["test"]),
+                           "classes": r.reports["test"].class_table[["class_name", "accuracy", "worst_group",
+                                                                      "worst_group_accuracy"]].to_dict(orient="records"),
+                           "corrupted": []}
+    test = ds.test
+    if c.corruptions:
+        n = len(test) if c.n_corrupt is None else min(c.n_corrupt, len(test))
+        idx = np.arange(n)
+        sub = test.subset(idx)
+        raw = np.asarray(test.x[idx])
+        if raw.dtype != np.uint8 or raw.ndim != 4 or raw.shape[1] != 3:
+            raise ValueError(f"corruptions need uint8 RGB test images (n, 3, H, W); {ds.name!r} has {raw.dtype} {raw.shape}.")
+        t = time.perf_counter()
+        for name in c.corruptions:
+            for sev in c.severities:
+                backend.say(f"{ROWS[augment]} (seed {seed}): {name} severity {sev} on {n} test images")
+                xc = corrupted_images(raw, name, sev, (data.key().__repr__(), n))
+                proba = predict(r.model, type(sub)(x=xc, y=sub.y, g=sub.g, loader=sub.loader))
+                rep = group_report(sub.y, proba.argmax(1), sub.g)
+                out["corrupted"].append({"corruption": name, "severity": sev, **_summary(rep)})
+        out["corrupt_seconds"] = time.perf_counter() - t
+    return out
+
+
+@dataclass
+class CifarBResult:
+    config: CifarBConfig
+    runs: list[dict[str, Any]]
+    class_names: list[str]
+    group_names: list[str]
+    seconds: float
+
+    def rows(self) -> pd.DataFrame:
+        """One row per run: clean metrics, and the mean over every (corruption, severity)."""
+        out = []
+        for r in self.runs:
+            row = {"augment": r["augment"], "seed": r["seed"], **{m: r["clean"][m] for m in METRICS}}
+            if r["corrupted"]:
+                cor = pd.DataFrame(r["corrupted"])
+                row.update({f"corrupted_{m}": float(cor[m].mean()) for m in METRICS})
+            out.append(row)
+        return pd.DataFrame(out)
+
+    def table(self) -> pd.DataFrame:
+        """The paper's Tables 1-2 layout: per augmentation, mean and std (ddof 0) over seeds of
+        accuracy, WeightedStd and MacroStd (and the worst subgroup), clean and corrupted."""
+        df = self.rows()
+        cols = [c for c in df.columns if c not in ("augment", "seed")]
+        g = df.groupby("augment", sort=False)
+        out = g[cols].agg(["mean", lambda v: float(np.std(v))])
+        out.columns = [f"{c}_{'mean' if s == 'mean' else 'std'}" for c, s in out.columns]
+        out.insert(0, "seeds", g.size())
+        out.insert(0, "name", [ROWS[a] for a in out.index])
+        return out.reset_index()
+
+    def severity_curves(self) -> pd.DataFrame:
+        """Fig. 7: per augmentation and severity, accuracy and MacroStd averaged over corruptions and seeds."""
+        rows = [{"augment": r["augment"], "seed": r["seed"], **c} for r in self.runs for c in r["corrupted"]]
+        if not rows:
+            return pd.DataFrame(columns=["augment", "severity", "accuracy", "macro_std"])
+        df = pd.DataFrame(rows)
+        return df.groupby(["augment", "severity"], sort=False)[["accuracy", "macro_std", "weighted_std"]].mean().reset_index()
+
+    def correlation(self) -> dict[str, float]:
+        """Pearson and Spearman correlation of test accuracy with MacroStd over every run (the
+        paper: better models are not fairer, i.e. no strong negative correlation)."""
+        from scipy import stats
+
+        df = self.rows()
+        if len(df) < 3 or df["accuracy"].nunique() < 2 or df["macro_std"].nunique() < 2:
+            return {"pearson": float("nan"), "spearman": float("nan"), "runs": len(df)}
+        return {"pearson": float(stats.pearsonr(df["accuracy"], df["macro_std"])[0]),
+                "spearman": float(stats.spearmanr(df["accuracy"], df["macro_std"])[0]), "runs": len(df)}
+
+    def to_dict(self) -> dict[str, Any]:
+        corr = self.correlation()
+        return {"config": self.config.to_dict(), "seconds": self.seconds, "class_names": self.class_names,
+                "group_names": self.group_names, "table": self.table().to_dict(orient="records"),
+                "severity_curves": self.severity_curves().to_dict(orient="records"),
+                "correlation": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in corr.items()},
+                "runs": self.runs}
+
+
+def run_cifar_b(cfg: CifarBConfig, *, data_dir: str | Path | None = None, backend: "Backend | None" = None,
+                progress: Callable[[str], None] | None = None) -> CifarBResult:
+    """Every (augmentation, seed) of ``cfg`` as a grid task on ``backend`` (default: this process)."""
+    from .backend import DataSpec, local, task_key
+
+    backend = backend or local()
+    t0 = time.perf_counter()
+    ddir = str(Path(data_dir).resolve()) if data_dir is not None else None
+    specs = {s: DataSpec(cfg.dataset, s, ddir, dict(cfg.dataset_options)) for s in cfg.seeds}
+    first = specs[cfg.seeds[0]].load()  # a missing file fails here, before any training
+    if first.test.g is None:
+        raise ValueError(f"{cfg.dataset!r} has no test subgroups; the study needs cifar10-b, cifar100-b or a data set "
+                         "with test groups.")
+    tasks = []
+    for a in cfg.augmentations:
+        for s in cfg.seeds:
+            key = task_key(f"cifar-b-{a}-seed{s}", data=specs[s].key(), config=cfg.to_dict(), augment=a, seed=s)
+            tasks.append((key, (specs[s], cfg.to_dict(), a, s)))
+    runs = backend.map(cifar_b_task, tasks, progress, what="CIFAR-B runs")
+    return CifarBResult(config=cfg, runs=runs, class_names=list(first.class_names),
+                        group_names=list(first.group_names or []), seconds=time.perf_counter() - t0)
+
+
+def plot_class_vs_worst(result: CifarBResult, path: str | Path) -> Path:
+    """Fig. 1 / 5 of the paper: per class, test accuracy beside the accuracy of its worst colour
+    subgroup, for each augmentation (mean over seeds)."""
+    from matplotlib.figure import Figure
+
+    from ..report import save_figure_atomic
+
+    rows = [{"augment": r["augment"], "class": c["class_name"], "accuracy": c["accuracy"],
+             "worst": c["worst_group_accuracy"]} for r in result.runs for c in r["classes"]]
+    df = pd.DataFrame(rows).groupby(["augment", "class"], sort=False)[["accuracy", "worst"]].mean().reset_index()
+    augs = list(dict.fromkeys(df["augment"]))
+    classes = list(dict.fromkeys(df["class"]))
+    fig = Figure(figsize=(max(6.0, 0.55 * len(classes) + 2), 2.6 * len(augs)), dpi=110)
+    axes = fig.subplots(len(augs), 1, squeeze=False)
+    x = np.arange(len(classes))
+    for ax, a in zip(axes[:, 0], augs):
+        sub = df[df["augment"] == a].set_index("class").loc[classes]
+        ax.bar(x - 0.2, 100 * sub["accuracy"], 0.4, label="class accuracy", color="tab:gray")
+        ax.bar(x + 0.2, 100 * sub["worst"], 0.4, label="worst colour subgroup", color="tab:red")
+        ax.set_xticks(x)
+        ax.set_xticklabels(classes, rotation=45 if len(classes) > 10 else 0, ha="right" if len(classes) > 10 else "center",
+                           fontsize=7)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{ROWS[a]}: class vs worst colour subgroup ({result.config.dataset})", fontsize=9)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return save_figure_atomic(fig, path)

@@ -1,0 +1,118 @@
+"""Chiu et al.'s CIFAR-B study at toy scale: every (augmentation, seed) trains and is audited on the
+test colour groups, clean and corrupted; the table, severity curves, correlation and CLI agree with
+the runs; settings are checked before any training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from stratalab.cli.main import app
+from stratalab.experiments.cifar_b import CifarBConfig, plot_class_vs_worst, run_cifar_b
+from stratalab.metrics import group_report
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path):
+    """A user .npz shaped like CIFAR-10-B: uint8 RGB 3x32x32, 3 classes told apart by their
+    dominant colour channel, 4 "background" groups (a border shade)."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 150), ("val", 60), ("test", 96)):
+        y = np.arange(n) % 3
+        g = (np.arange(n) // 3) % 4
+        x = rng.integers(0, 60, (n, 3, 32, 32)).astype(np.uint8)
+        x[np.arange(n), y, 8:24, 8:24] += 150  # the class: a bright square in channel y
+        x[:, :, :4, :] = (40 * g)[:, None, None, None].astype(np.uint8)  # the group: a top border shade
+        arrays[f"x_{split}"], arrays[f"y_{split}"], arrays[f"g_{split}"] = x, y, g
+    path = tmp_path / "tiny_cifar.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def config(path, **kw):
+    return CifarBConfig(**{"dataset": str(path), "augmentations": ("flip_crop", "cutmix"), "seeds": (0, 1), "epochs": 2,
+                           "batch_size": 32, "width": 0.25, **kw})
+
+
+def test_study_rows_are_the_group_reports_of_each_run(tiny_cifar):
+    cfg = config(tiny_cifar, corruptions=("gaussian_noise", "contrast"), severities=(1, 5), n_corrupt=48)
+    res = run_cifar_b(cfg)
+    assert [(r["augment"], r["seed"]) for r in res.runs] == [("flip_crop", 0), ("flip_crop", 1), ("cutmix", 0), ("cutmix", 1)]
+    table = res.table().set_index("augment")
+    rows = res.rows()
+    for aug in ("flip_crop", "cutmix"):
+        acc = rows.loc[rows["augment"] == aug, "accuracy"].to_numpy()
+        assert table.loc[aug, "accuracy_mean"] == pytest.approx(acc.mean())
+        assert table.loc[aug, "accuracy_std"] == pytest.approx(acc.std())
+        assert table.loc[aug, "seeds"] == 2
+    run0 = res.runs[0]
+    assert len(run0["corrupted"]) == 4  # 2 corruptions x 2 severities
+    assert {(c["corruption"], c["severity"]) for c in run0["corrupted"]} == {
+        ("gaussian_noise", 1), ("gaussian_noise", 5), ("contrast", 1), ("contrast", 5)}
+    corr_mean = np.mean([c["macro_std"] for c in run0["corrupted"]])
+    assert rows.loc[0, "corrupted_macro_std"] == pytest.approx(corr_mean)
+    curves = res.severity_curves()
+    assert set(curves["severity"]) == {1, 5} and set(curves["augment"]) == {"flip_crop", "cutmix"}
+    corr = res.correlation()
+    assert corr["runs"] == 4 and (np.isnan(corr["pearson"]) or -1 <= corr["pearson"] <= 1)
+
+
+def test_clean_metrics_match_an_audit_of_the_same_predictions(tiny_cifar, monkeypatch):
+    """The clean row is exactly group_report on the test colour groups (one source of truth)."""
+    import stratalab.experiments.cifar_b as study
+
+    seen = {}
+    real = study.run
+
+    def spy(ds, cfg):
+        r = real(ds, cfg)
+        seen["ds"], seen["model"] = ds, r.model
+        return r
+
+    monkeypatch.setattr(study, "run", spy)
+    res = run_cifar_b(config(tiny_cifar, augmentations=("flip_crop",), seeds=(0,)))
+    from stratalab.train import predict
+
+    ds = seen["ds"]
+    rep = group_report(ds.test.y, predict(seen["model"], ds.test).argmax(1), ds.test.g)
+    clean = res.runs[0]["clean"]
+    assert clean["macro_std"] == rep.macro_std and clean["weighted_std"] == rep.weighted_std
+    assert clean["accuracy"] == rep.average_accuracy and clean["worst_group"] == list(map(int, rep.worst_group))
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(augmentations=("flowaug",)), "unknown augmentation 'flowaug'"),
+    (dict(corruptions=("rain",)), "unknown corruption 'rain'"),
+    (dict(severities=(0,)), "severities must be in 1..5"),
+    (dict(seeds=(1, 1)), "no seed or augmentation twice"),
+    (dict(n_corrupt=0), "n_corrupt must be an integer >= 1"),
+    (dict(mix_alpha=-1), "mix_alpha"),
+])
+def test_bad_settings_are_refused_before_training(tiny_cifar, kw, message):
+    with pytest.raises(ValueError, match=message):
+        config(tiny_cifar, **kw)
+
+
+def test_cli_writes_the_table_figure_and_json(tiny_cifar, tmp_path):
+    out, fig = tmp_path / "study.json", tmp_path / "fig.png"
+    r = runner.invoke(app, ["run", "cifar-b", "--dataset", str(tiny_cifar), "--augment", "flip_crop,mixup", "--seeds", "0",
+                            "--epochs", "1", "--batch-size", "32", "--width", "0.25", "--corruptions", "fog",
+                            "--severities", "3", "--n-corrupt", "24", "-o", str(out), "--figure", str(fig)])
+    assert r.exit_code == 0, r.output
+    assert "MacroStd" in r.output and fig.stat().st_size > 1000
+    d = json.loads(out.read_text())
+    assert d["invocation"]["command"] == "run cifar-b" and [row["augment"] for row in d["table"]] == ["flip_crop", "mixup"]
+    assert d["runs"][0]["corrupted"][0]["corruption"] == "fog"
+    bad = runner.invoke(app, ["run", "cifar-b", "--dataset", str(tiny_cifar), "--augment", "flip_crop", "--severities", "x"])
+    assert bad.exit_code == 2 and "--severities takes" in bad.output
+
+
+def test_class_vs_worst_figure(tiny_cifar, tmp_path):
+    res = run_cifar_b(config(tiny_cifar, augmentations=("flip_crop",), seeds=(0,), epochs=1))
+    assert plot_class_vs_worst(res, tmp_path / "f.svg").stat().st_size > 1000
