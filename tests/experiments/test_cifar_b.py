@@ -70,8 +70,8 @@ def test_clean_metrics_match_an_audit_of_the_same_predictions(tiny_cifar, monkey
     seen = {}
     real = study.run
 
-    def spy(ds, cfg):
-        r = real(ds, cfg)
+    def spy(ds, cfg, **kw):
+        r = real(ds, cfg, **kw)
         seen["ds"], seen["model"] = ds, r.model
         return r
 
@@ -109,6 +109,17 @@ def test_cli_writes_the_table_figure_and_json(tiny_cifar, tmp_path):
     d = json.loads(out.read_text())
     assert d["invocation"]["command"] == "run cifar-b" and [row["augment"] for row in d["table"]] == ["flip_crop", "mixup"]
     assert d["runs"][0]["corrupted"][0]["corruption"] == "fog"
+    # the result file reads into the report and bench (the rows of the table, by seed)
+    from stratalab.report.results import load_result
+
+    res = load_result(out)
+    rec = res.records()
+    got = rec[(rec["method"] == "mixup") & (rec["metric"] == "test_macro_std")]["value"].tolist()
+    assert got == [d["runs"][1]["clean"]["macro_std"]]
+    assert res.group_tables()[0].worst is not None and res.labels_used()["mixup"].startswith("class labels only")
+    page = runner.invoke(app, ["report", str(out), "-o", str(tmp_path / "r.html")])
+    assert page.exit_code == 0, page.output
+    assert "MacroStd" in (tmp_path / "r.html").read_text()
     bad = runner.invoke(app, ["run", "cifar-b", "--dataset", str(tiny_cifar), "--augment", "flip_crop", "--severities", "x"])
     assert bad.exit_code == 2 and "--severities takes" in bad.output
 

@@ -123,6 +123,26 @@ def scaling(dataset: str = "u-digits") -> dict[str, Any]:
             "pretraining": [], "table": table, "runs": runs}
 
 
+CIFAR_B_MACRO = {("flip_crop", 0): 0.021, ("flip_crop", 1): 0.025, ("cutmix", 0): 0.018, ("cutmix", 1): 0.020}
+
+
+def cifar_b(dataset: str = "cifar10-b") -> dict[str, Any]:
+    """A ``run cifar-b`` result: 2 augmentations x 2 seeds, one corruption at 2 severities."""
+    runs = []
+    for (aug, seed), macro in CIFAR_B_MACRO.items():
+        clean = {"accuracy": 0.85 + macro, "weighted_std": macro / 2, "macro_std": macro, "worst_group_accuracy": 0.6 + macro,
+                 "worst_group": [2, 6]}
+        cor = [{"corruption": "fog", "severity": s, "accuracy": 0.7 - s / 100, "weighted_std": macro, "macro_std": 2 * macro + s / 1000,
+                "worst_group_accuracy": 0.4, "worst_group": [2, 6]} for s in (1, 5)]
+        classes = [{"class_name": n, "accuracy": 0.9 - i / 10, "worst_group": 6, "worst_group_accuracy": 0.8 - i / 5 - macro}
+                   for i, n in enumerate(["airplane", "bird", "cat"])]
+        runs.append({"augment": aug, "seed": seed, "selected_epoch": 3, "clean": clean, "classes": classes, "corrupted": cor})
+    cfg = {"dataset": dataset, "augmentations": ["flip_crop", "cutmix"], "seeds": [0, 1], "model": "cifarnet"}
+    return {"invocation": {"command": "run cifar-b", "config": cfg, "data_dir": None}, "config": cfg, "seconds": 1.0,
+            "class_names": ["airplane", "bird", "cat"], "group_names": [], "table": [], "severity_curves": [],
+            "correlation": {"pearson": None, "spearman": None, "runs": 4}, "runs": runs}
+
+
 def spectral() -> dict[str, Any]:
     return {"source": "u-digits test features of erm (mlp x1, 3 epochs, seed 4)", "top_k": 2,
             "spectra": [{"class": 0, "group": 0, "n": 10, "eig_1": 0.5, "eig_2": 0.1}],

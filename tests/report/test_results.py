@@ -30,6 +30,7 @@ def test_every_kind_is_recognised_with_its_dataset_and_seeds(tmp_path):
              "george.json": (_dicts.george(), "run george", "u-digits", [0, 1]),
              "d3m.json": (_dicts.d3m("waterbirds"), "run d3m", "waterbirds", [0, 1]),
              "scaling.json": (_dicts.scaling("spurious-mnist"), "run scaling", "spurious-mnist", [0, 1]),
+             "cifar.json": (_dicts.cifar_b("cifar100-b"), "run cifar-b", "cifar100-b", [0, 1]),
              "spectral.json": (_dicts.spectral(), "spectral", "u-digits test features of erm (mlp x1, 3 epochs, seed 4)", [4])}
     for name, (d, kind, dataset, seeds) in files.items():
         res = load_result(_dicts.write(tmp_path, name, d))
@@ -273,3 +274,16 @@ def test_a_real_audit_reads_back(tmp_path):
     assert [rec.loc["wga", "ci_low"], rec.loc["wga", "ci_high"]] == d["intervals"]["worst_group_accuracy"]
     (gt,) = r.group_tables()
     assert gt.table["group"].iloc[gt.worst] == "3"
+
+
+def test_cifar_b_records_are_the_clean_metrics_and_the_mean_over_corruptions(tmp_path):
+    d = _dicts.cifar_b()
+    res = load_result(_dicts.write(tmp_path, "c.json", d))
+    rec = res.records()
+    for (aug, seed), macro in _dicts.CIFAR_B_MACRO.items():
+        assert _value(rec, method=aug, seed=seed, metric="test_macro_std") == macro
+        assert _value(rec, method=aug, seed=seed, metric="test_wga") == pytest.approx(0.6 + macro)
+        assert _value(rec, method=aug, seed=seed, metric="corrupted_test_macro_std") == pytest.approx(2 * macro + 0.003)
+    tables = res.group_tables()
+    assert len(tables) == 2 and tables[0].worst == 2  # cat: the lowest worst-subgroup accuracy
+    assert res.method_names() == {"flip_crop": "Standard (flip + crop)", "cutmix": "CutMix"}

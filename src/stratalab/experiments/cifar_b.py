@@ -132,7 +132,16 @@ def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int)
     ds = data.load()
     t = time.perf_counter()
     backend.say(f"{ROWS[augment]} (seed {seed}): training {c.model} x{c.width:g} for {c.epochs} epochs")
-    r = run(ds, c.train_config(augment, seed))
+    t_epoch = [time.perf_counter()]
+
+    def epoch_done(stage: str, epoch: int, total: int, row: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        val = row.get("val", {}).get("average_accuracy")
+        backend.say(f"{ROWS[augment]} (seed {seed}): epoch {epoch}/{total}, train loss {row['train_loss']:.3f}"
+                    + (f", val accuracy {100 * val:.1f}%" if val is not None else "") + f" ({now - t_epoch[0]:.0f} s)")
+        t_epoch[0] = now
+
+    r = run(ds, c.train_config(augment, seed), progress=epoch_done)
     out: dict[str, Any] = {"augment": augment, "seed": seed, "selected_epoch": r.selected_epoch,
                            "train_seconds": time.perf_counter() - t, "clean": _summary(r.reports["test"]),
                            "classes": r.reports["test"].class_table[["class_name", "accuracy", "worst_group",

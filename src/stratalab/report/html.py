@@ -48,6 +48,8 @@ SUMMARY_METRICS: dict[str, tuple[str, ...]] = {
     "run george": ("test_wga", "test_average", "cluster_ari", "cluster_nmi"),
     "run d3m": ("test_wga", "test_balanced", "test_average", "val_wga", "n_removed"),
     "run scaling": ("test_wga", "test_wga_last", "test_average", "test_average_last"),
+    "run cifar-b": ("test_average", "test_weighted_std", "test_macro_std", "test_wga", "corrupted_test_average",
+                    "corrupted_test_macro_std"),
 }
 _HEADERS = {"run george": {"test_wga": "robust accuracy (test worst-group)", "test_average": "overall accuracy (test average)"}}
 PAPERS = {
@@ -56,6 +58,7 @@ PAPERS = {
     "run george": "GEORGE (Sohoni et al. 2020): ERM, GEORGE and Group DRO on true subclasses (Table 1)",
     "run d3m": "D3M (Jain et al. 2024): Table 1 rows and the Fig. 2 removal sweep",
     "run scaling": "LaBonte et al. (2024): model scaling x class balancing (the scaling figure)",
+    "run cifar-b": "Chiu, Chen and Ma: accuracy, WeightedStd and MacroStd on the colour subgroups per augmentation (Tables 1-2)",
     "spectral": "LaBonte et al. (2024): spectral imbalance per class",
 }
 

@@ -78,7 +78,7 @@ import pandas as pd
 __all__ = ["RunResult", "GroupTable", "COLUMN_FORMATS", "load_result", "result_from_dict", "summarise", "KINDS", "METRIC_ALIASES",
            "REPORT_METRICS", "RECORD_COLUMNS", "metric_label", "is_fraction_metric", "is_count_metric"]
 
-KINDS = ("audit", "train", "run george", "run d3m", "run scaling", "spectral")
+KINDS = ("audit", "train", "run george", "run d3m", "run scaling", "run cifar-b", "spectral")
 RECORD_COLUMNS = ["source", "kind", "dataset", "method", "setting", "seed", "metric", "value", "ci_low", "ci_high"]
 
 # GroupReport summary key -> metric name (without split prefix), in display order
@@ -123,6 +123,8 @@ def is_fraction_metric(metric: str) -> bool:
 
 def metric_label(metric: str) -> str:
     """A short human name of a metric, e.g. ``test_wga`` -> "test worst-group"."""
+    if metric.startswith("corrupted_"):
+        return "corrupted, " + metric_label(metric[len("corrupted_"):])
     if ":" in metric:
         what, cls = metric.split(":", 1)
         return {"rho": "rho", "accuracy_gap": "accuracy gap"}.get(what, what) + f" ({cls})"
@@ -315,6 +317,8 @@ def _kind(raw: dict[str, Any], inv: dict[str, Any], p: Path) -> str:
         return "run d3m"
     if {"table", "runs", "pretraining"} <= keys:
         return "run scaling"
+    if {"table", "runs", "severity_curves"} <= keys:
+        return "run cifar-b"
     if {"table", "runs", "labels_used"} <= keys:
         return "run george"
     if {"metrics", "history", "labels_used"} <= keys:
@@ -327,7 +331,7 @@ def _kind(raw: dict[str, Any], inv: dict[str, Any], p: Path) -> str:
 def _dataset(kind: str, raw: dict[str, Any], inv: dict[str, Any]) -> str:
     if kind in ("audit", "spectral"):
         return str(raw.get("source", "unknown"))
-    if kind == "run scaling":
+    if kind in ("run scaling", "run cifar-b"):
         return str((raw.get("config") or inv.get("config") or {}).get("dataset", "unknown"))
     d = raw.get("dataset")
     if isinstance(d, dict):  # train: the data set's options, with its name
@@ -604,6 +608,65 @@ def _scaling_labels(raw: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+# ---------------------------------------------------------------------- run cifar-b
+_CIFAR_B_METRICS = {"accuracy": "test_average", "weighted_std": "test_weighted_std", "macro_std": "test_macro_std",
+                    "worst_group_accuracy": "test_wga"}
+_CIFAR_B_NAMES = {"flip_crop": "Standard (flip + crop)", "mixup": "Mixup", "cutout": "Cutout", "cutmix": "CutMix",
+                  "autoaugment": "AutoAugment"}
+
+
+def _cifar_b_records(raw: dict[str, Any]) -> list[Row]:
+    """Chiu et al.'s study: per (augmentation, seed) the clean test metrics on the colour subgroups
+    and, with corruptions, their mean over every (corruption, severity) as ``corrupted_*``."""
+    out: list[Row] = []
+    for r in _d(raw, "runs", list):
+        m, seed = str(r["augment"]), _seed_of(r)
+        clean = r.get("clean")
+        if not isinstance(clean, dict):
+            raise _Bad("runs[].clean must be a dict of metrics")
+        for key, name in _CIFAR_B_METRICS.items():
+            v = _num(clean.get(key), f"runs[].clean.{key}")
+            if v is not None:
+                out.append((m, "", seed, name, v, None))
+        cor = r.get("corrupted") or []
+        if cor:
+            for key, name in _CIFAR_B_METRICS.items():
+                vals = [_num(c.get(key), f"runs[].corrupted[].{key}") for c in cor]
+                vals = [v for v in vals if v is not None]
+                if vals:
+                    out.append((m, "", seed, f"corrupted_{name}", float(sum(vals) / len(vals)), None))
+    return out
+
+
+def _cifar_b_tables(raw: dict[str, Any]) -> list[GroupTable]:
+    """Per augmentation (first seed): each class's accuracy beside its worst colour subgroup; the
+    worst row is the class whose worst subgroup is lowest."""
+    out, seen = [], set()
+    for r in _d(raw, "runs", list):
+        if r["augment"] in seen:
+            continue
+        seen.add(r["augment"])
+        rows = [{"class": str(c["class_name"]), "accuracy": _num(c["accuracy"], "classes[].accuracy"),
+                 "worst subgroup": str(c.get("worst_group", "")),
+                 "worst subgroup accuracy": _num(c["worst_group_accuracy"], "classes[].worst_group_accuracy")}
+                for c in r.get("classes") or []]
+        if not rows:
+            continue
+        df = pd.DataFrame(rows)
+        worst = int(df["worst subgroup accuracy"].astype(float).idxmin())
+        out.append(GroupTable(f"{_CIFAR_B_NAMES.get(r['augment'], r['augment'])}, seed {r['seed']}: class accuracy and "
+                              "its worst colour subgroup (Chiu et al. Fig. 1/5)", df, worst, None))
+    return out
+
+
+def _cifar_b_names(raw: dict[str, Any]) -> dict[str, str]:
+    return {str(r["augment"]): _CIFAR_B_NAMES.get(str(r["augment"]), str(r["augment"])) for r in _d(raw, "runs", list)}
+
+
+def _cifar_b_labels(raw: dict[str, Any]) -> dict[str, str]:
+    return {m: "class labels only; colour groups used only to audit the test set" for m in _cifar_b_names(raw)}
+
+
 # ---------------------------------------------------------------------- spectral
 _SPECTRAL_SOURCE = re.compile(r"features of (?P<method>[\w-]+) \(.*seed (?P<seed>\d+)")
 
@@ -652,13 +715,14 @@ def _unknown_labels(names: Any) -> Any:
 
 
 _RECORDS = {"audit": _audit_records, "train": _train_records, "run george": _george_records, "run d3m": _d3m_records,
-            "run scaling": _scaling_records, "spectral": _spectral_records}
+            "run scaling": _scaling_records, "run cifar-b": _cifar_b_records, "spectral": _spectral_records}
 _GROUP_TABLES = {"audit": _audit_tables, "train": _train_tables, "run george": _george_tables, "run d3m": _d3m_tables,
-                 "run scaling": lambda raw: [], "spectral": _spectral_tables}
+                 "run scaling": lambda raw: [], "run cifar-b": _cifar_b_tables, "spectral": _spectral_tables}
 _NAMES = {"audit": lambda raw: {"predictions": "audited predictions"}, "train": _train_names, "run george": _george_names,
-          "run d3m": _d3m_names, "run scaling": _scaling_names, "spectral": _spectral_names}
+          "run d3m": _d3m_names, "run scaling": _scaling_names, "run cifar-b": _cifar_b_names, "spectral": _spectral_names}
 _LABELS = {"audit": _unknown_labels(_NAMES["audit"]), "train": _train_labels, "run george": _george_labels,
-           "run d3m": _d3m_labels, "run scaling": _scaling_labels, "spectral": _unknown_labels(_spectral_names)}
+           "run d3m": _d3m_labels, "run scaling": _scaling_labels, "run cifar-b": _cifar_b_labels,
+           "spectral": _unknown_labels(_spectral_names)}
 
 
 # ---------------------------------------------------------------------- summary over seeds
