@@ -1,0 +1,75 @@
+"""Chiu, Chen and Ma's Tables 1-2 layout at CPU scale: cifarnet on CIFAR-10 (the JPEG copy in
+../shared/data) with each augmentation, audited on the CIFAR-10-B colour subgroups of test, clean
+and under the CIFAR-10-C corruptions (on the first --n-corrupt test images).
+
+Run: python benchmarks/cifar_b_study.py [--augment flip_crop,mixup,cutout,cutmix,autoaugment]
+     [--seeds 0] [--epochs 8] [--n-corrupt 1000] [--severities 1,3,5] [--name cifar_b_study] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, data_dir, write  # noqa: E402
+
+from stratalab.augment.corruptions import CORRUPTIONS  # noqa: E402
+from stratalab.experiments.cifar_b import ROWS, CifarBConfig, plot_class_vs_worst, run_cifar_b  # noqa: E402
+
+# ResNet-18, 250 epochs, on CIFAR-10(-B): the paper's Table 2 (best-epoch test accuracy, %) and Table 1
+# (MacroStd, WeightedStd, % points)
+PAPER = {"flip_crop": (95.16, 2.24, 3.45), "mixup": (95.96, 2.17, 3.02), "cutout": (95.94, 1.91, 2.94),
+         "cutmix": (96.17, 1.91, 3.34), "autoaugment": (95.82, 2.11, 3.54)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--augment", default="flip_crop,mixup,cutout,cutmix,autoaugment")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--label-smoothing", type=float, default=0.1)
+    ap.add_argument("--n-corrupt", type=int, default=1000)
+    ap.add_argument("--severities", default="1,3,5")
+    ap.add_argument("--name", default="cifar_b_study")
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    cfg = CifarBConfig(dataset="cifar10-b", augmentations=tuple(args.augment.split(",")),
+                       seeds=tuple(int(s) for s in args.seeds.split(",")), epochs=args.epochs, lr=args.lr,
+                       label_smoothing=args.label_smoothing, corruptions=tuple(CORRUPTIONS) if args.n_corrupt else (),
+                       severities=tuple(int(s) for s in args.severities.split(",")), n_corrupt=args.n_corrupt or None)
+    t = time.perf_counter()
+    res = run_cifar_b(cfg, data_dir=data_dir(), progress=lambda m: print(m, file=sys.stderr, flush=True))
+    secs = time.perf_counter() - t
+    tab = res.table()
+    lines = ["| augmentation | seeds | accuracy (%) | WeightedStd | MacroStd | worst subgroup (%) | corrupted acc. (%) | "
+             "corrupted MacroStd | paper acc. / WeightedStd / MacroStd (ResNet-18) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in tab.itertuples(index=False):
+        def ms(c: str) -> str:
+            return f"{100 * getattr(r, c + '_mean'):.2f} ± {100 * getattr(r, c + '_std'):.2f}"
+        cor = (ms("corrupted_accuracy"), ms("corrupted_macro_std")) if hasattr(r, "corrupted_accuracy_mean") else ("-", "-")
+        p = PAPER.get(r.augment)
+        lines.append(f"| {ROWS[r.augment]} | {r.seeds} | {ms('accuracy')} | {ms('weighted_std')} | {ms('macro_std')} | "
+                     f"{ms('worst_group_accuracy')} | {cor[0]} | {cor[1]} | {f'{p[0]} / {p[2]} / {p[1]}' if p else '-'} |")
+    corr = res.correlation()
+    train = [r["train_seconds"] for r in res.runs]
+    lines += ["", f"{len(res.runs)} runs, {cfg.epochs} epochs each, {min(train):.0f}-{max(train):.0f} s of training a run; "
+              f"{secs:.0f} s in all. Accuracy vs MacroStd over the runs: Pearson {corr['pearson']:.2f}, Spearman "
+              f"{corr['spearman']:.2f} ({corr['runs']} runs)." if corr["runs"] >= 3 else
+              f"{len(res.runs)} runs, {cfg.epochs} epochs each, {min(train):.0f}-{max(train):.0f} s of training a run; {secs:.0f} s in all."]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        RESULTS.mkdir(exist_ok=True)
+        plot_class_vs_worst(res, RESULTS / f"{args.name}_fig5.png")
+        payload = res.to_dict()
+        write(args.name, {"seconds": secs, **json.loads(json.dumps(payload, default=float))}, text)
+
+
+if __name__ == "__main__":
+    main()
