@@ -127,3 +127,14 @@ def test_cli_writes_the_table_figure_and_json(tiny_cifar, tmp_path):
 def test_class_vs_worst_figure(tiny_cifar, tmp_path):
     res = run_cifar_b(config(tiny_cifar, augmentations=("flip_crop",), seeds=(0,), epochs=1))
     assert plot_class_vs_worst(res, tmp_path / "f.svg").stat().st_size > 1000
+
+
+def test_corrupted_subset_is_drawn_across_a_class_sorted_test_set():
+    from stratalab.experiments.cifar_b import corrupt_subset
+
+    y = np.repeat(np.arange(10), 1000)  # sorted by class, like the CIFAR-10 JPEG copy
+    idx = corrupt_subset(y.size, 500)
+    assert idx.size == 500 and np.unique(idx).size == 500 and (np.diff(idx) > 0).all()
+    assert np.bincount(y[idx], minlength=10).min() >= 30  # every class, not 500 airplanes
+    assert np.array_equal(idx, corrupt_subset(y.size, 500))  # the same images for every run
+    assert np.array_equal(corrupt_subset(40, 100), np.arange(40))

@@ -1165,7 +1165,7 @@ def run_cifar_b_cmd(
     label_smoothing: float = typer.Option(0.0, help="Label smoothing of the targets."),
     corruptions: str = typer.Option("", "--corruptions", help="CIFAR-10-C families to audit under, comma-separated, or 'all' (default: none)."),
     severities: str = typer.Option("1,2,3,4,5", "--severities", help="Corruption severities (1..5)."),
-    n_corrupt: Optional[int] = typer.Option(None, "--n-corrupt", help="Audit corruptions on the first N test images only (default: all)."),
+    n_corrupt: Optional[int] = typer.Option(None, "--n-corrupt", help="Audit corruptions on N test images drawn at random, the same for every run (default: all)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the study (config, table, every run) as .json."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Fig. 1/5: class accuracy beside its worst colour subgroup, per augmentation."),

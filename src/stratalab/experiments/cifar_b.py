@@ -38,7 +38,7 @@ class CifarBConfig:
     The training recipe defaults are this project's CPU recipe for ``cifarnet`` (BENCHMARKS.md);
     the paper trains ResNet-18 for 250 epochs with SGD 0.1, weight decay 5e-4. ``corruptions``:
     names of :data:`stratalab.augment.corruptions.CORRUPTIONS` (empty: clean test set only),
-    each at ``severities``, on the first ``n_corrupt`` test images (None: all).
+    each at ``severities``, on ``n_corrupt`` test images drawn at random (seed 0; None: all).
     """
 
     dataset: str = "cifar10-b"
@@ -123,6 +123,15 @@ def corrupted_images(images: np.ndarray, name: str, severity: int, key: tuple[An
     return _CORRUPTED[k]
 
 
+def corrupt_subset(n_test: int, n: int) -> np.ndarray:
+    """The test images audited under corruption: all of them, or ``n`` drawn without replacement by
+    a fixed seed (0) and sorted, the same for every run. Not the first ``n``: test sets are often
+    sorted by class (the CIFAR-10 JPEG copy is), and the first 500 images would all be airplanes."""
+    if n >= n_test:
+        return np.arange(n_test)
+    return np.sort(np.random.default_rng(0).choice(n_test, n, replace=False))
+
+
 def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int) -> dict[str, Any]:
     """One (augmentation, seed) run of the study (a grid task): train, audit on the clean and the
     corrupted test sets. Returns JSON-ready rows."""
@@ -150,7 +159,7 @@ def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int)
     test = ds.test
     if c.corruptions:
         n = len(test) if c.n_corrupt is None else min(c.n_corrupt, len(test))
-        idx = np.arange(n)
+        idx = corrupt_subset(len(test), n)
         sub = test.subset(idx)
         raw = np.asarray(test.x[idx])
         if raw.dtype != np.uint8 or raw.ndim != 4 or raw.shape[1] != 3:
