@@ -138,3 +138,21 @@ def test_corrupted_subset_is_drawn_across_a_class_sorted_test_set():
     assert np.bincount(y[idx], minlength=10).min() >= 30  # every class, not 500 airplanes
     assert np.array_equal(idx, corrupt_subset(y.size, 500))  # the same images for every run
     assert np.array_equal(corrupt_subset(40, 100), np.arange(40))
+
+
+def test_runs_in_one_process_share_each_corrupted_copy(tiny_cifar, monkeypatch):
+    import stratalab.augment.corruptions as corruptions
+    import stratalab.experiments.cifar_b as study
+
+    monkeypatch.setattr(study, "_CORRUPTED", type(study._CORRUPTED)())
+    calls = []
+    real = corruptions.corrupt
+
+    def spy(images, name, severity, seed=0):
+        calls.append((name, severity))
+        return real(images, name, severity, seed)
+
+    monkeypatch.setattr(corruptions, "corrupt", spy)
+    res = run_cifar_b(config(tiny_cifar, corruptions=("fog", "contrast"), severities=(2, 4), n_corrupt=30, epochs=1))
+    # made once per seed's data (a seed may change the test split), shared by both augmentations
+    assert len(res.runs) == 4 and sorted(calls) == sorted([("contrast", 2), ("contrast", 4), ("fog", 2), ("fog", 4)] * 2)

@@ -24,6 +24,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from .basic import random_crop_flip
+
 AUGMENTATIONS = ("none", "flip_crop", "autoaugment", "cutout", "mixup", "cutmix")
 
 InputAugment = Callable[[Tensor, torch.Generator], Tensor]
@@ -31,8 +33,6 @@ BatchAugment = Callable[[Tensor, Tensor, int, torch.Generator], "tuple[Tensor, T
 
 
 def _flip_crop(x: Tensor, g: torch.Generator) -> Tensor:
-    from .basic import random_crop_flip
-
     if x.ndim != 4:
         raise ValueError(f"augment needs image batches (N, C, H, W), got inputs of shape {tuple(x.shape)}; "
                          "use augment='none' for feature vectors.")

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -210,6 +210,12 @@ WORK_DIR_HELP = ("Keep every finished task's result in this folder and reuse it 
 
 THREADS_HELP = ("Torch threads of each task (default: every core locally, 1 per task on Ray). Results are "
                 "bit-identical across backends at equal thread counts; otherwise equal to float rounding.")
+
+
+# the options every grid command shares (each declares its own --backend help: what its tasks are)
+AddressOption = Annotated[Optional[str], typer.Option("--address", help=ADDRESS_HELP)]
+WorkDirOption = Annotated[Optional[Path], typer.Option("--work-dir", help=WORK_DIR_HELP)]
+ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help=THREADS_HELP)]
 
 
 def _backend(kind: str, address: Optional[str], work_dir: Optional[Path], threads: Optional[int] = None) -> Any:
@@ -633,9 +639,9 @@ def run_george_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the Fig. 5 style figure of the first seed (.png/.pdf/.svg)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON instead of tables."),
     backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
-    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
-    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    address: AddressOption = None,
+    work_dir: WorkDirOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """GEORGE (Sohoni et al. 2020): ERM -> cluster its features per class -> Group DRO on the clusters,
     beside ERM and Group DRO on the true subclasses. No true subclass label is used by GEORGE itself.
@@ -699,8 +705,8 @@ def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], se
     invocation = {"command": "run george", "dataset": _resolved_name(dataset), "dataset_options": opts,
                   "data_dir": _abs(data_dir), "seeds": seed_list, "config": cfg.to_dict(),
                   "features": str(features.resolve()) if features is not None else None}
-    if backend is not None and (backend.kind != "local" or backend.threads is not None):
-        invocation["backend"] = backend.to_dict()
+    if backend is not None and backend.recorded() is not None:
+        invocation["backend"] = backend.recorded()
     payload = {"invocation": invocation, "dataset": dataset, "config": cfg.to_dict(), "seeds": seed_list,
                "table": table.to_dict(orient="records"), "runs": results,
                "labels_used": {"GEORGE": "class labels only (clusters replace subclasses)",
@@ -753,9 +759,9 @@ def run_d3m_cmd(
     removed: Optional[Path] = typer.Option(None, "--removed", help="Write the removed train examples with their alignment scores (.csv or .parquet; all seeds)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON instead of tables."),
     backend: str = typer.Option("local", "--backend", help=BACKEND_HELP + " Tasks: each seed's ERM, baselines, TRAK ensemble members and retrains."),
-    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
-    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    address: AddressOption = None,
+    work_dir: WorkDirOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """D3M Table 1 (Jain et al. 2024): ERM, AUTO-D3M, JTT, DFR, D3M, RWG, SUBG and Group DRO, each
     with the group labels it needs, worst-group and balanced test accuracy over seeds; D3M finds the
@@ -839,8 +845,8 @@ def _run_d3m(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], seed_
     invocation = {"command": "run d3m", "dataset": _resolved_name(dataset), "dataset_options": opts,
                   "data_dir": _abs(data_dir), "seeds": seed_list,
                   "config": cfg.to_dict(), "d3m_config": dcfg.to_dict()}
-    if backend is not None and (backend.kind != "local" or backend.threads is not None):
-        invocation["backend"] = backend.to_dict()
+    if backend is not None and backend.recorded() is not None:
+        invocation["backend"] = backend.recorded()
     payload = {"invocation": invocation, **table.to_dict()}
     if _write_payload(payload, output, json_out):
         return payload
@@ -1100,9 +1106,9 @@ def run_scaling_cmd(
     collapse_figure: Optional[Path] = typer.Option(None, "--collapse-figure", help="WGA over finetuning epochs per method at the largest width."),
     json_out: bool = typer.Option(False, "--json", help="Print the study as JSON."),
     backend: str = typer.Option("local", "--backend", help=BACKEND_HELP + " Tasks: each width's pretraining, each (width, method, seed) finetune."),
-    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
-    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    address: AddressOption = None,
+    work_dir: WorkDirOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """LaBonte et al. (2024) model scaling x class balancing: for each width, pretrain on the source
     task, finetune on the target with each class-balancing method and seed; test worst-group and
@@ -1139,8 +1145,8 @@ def run_scaling_cmd(
         written.append(("collapse figure", plot_collapse(res, collapse_figure)))
     payload = {"invocation": {"command": "run scaling", "config": cfg.to_dict(),
                               "data_dir": _abs(data_dir)}, **res.to_dict()}
-    if grid.kind != "local" or grid.threads is not None:
-        payload["invocation"]["backend"] = grid.to_dict()
+    if grid.recorded() is not None:
+        payload["invocation"]["backend"] = grid.recorded()
     if _write_payload(payload, output, json_out):
         return
     console.print(scaling_table(res.table(), cfg.dataset, cfg.select))
@@ -1171,9 +1177,9 @@ def run_cifar_b_cmd(
     figure: Optional[Path] = typer.Option(None, "--figure", help="Fig. 1/5: class accuracy beside its worst colour subgroup, per augmentation."),
     json_out: bool = typer.Option(False, "--json", help="Print the study as JSON."),
     backend: str = typer.Option("local", "--backend", help=BACKEND_HELP + " Tasks: each (augmentation, seed)."),
-    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
-    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help=WORK_DIR_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    address: AddressOption = None,
+    work_dir: WorkDirOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Chiu, Chen and Ma's subgroup study on CIFAR-10-B / CIFAR-100-B: train with each data
     augmentation and seed, then audit on the colour subgroups of the test set: average accuracy,
@@ -1206,8 +1212,8 @@ def run_cifar_b_cmd(
     if figure is not None:
         written.append(("figure", plot_class_vs_worst(res, figure)))
     payload = {"invocation": {"command": "run cifar-b", "config": cfg.to_dict(), "data_dir": _abs(data_dir)}, **res.to_dict()}
-    if grid.kind != "local" or grid.threads is not None:
-        payload["invocation"]["backend"] = grid.to_dict()
+    if grid.recorded() is not None:
+        payload["invocation"]["backend"] = grid.recorded()
     if _write_payload(payload, output, json_out):
         return
     console.print(cifar_b_table(res.table(), cfg.dataset, bool(cfg.corruptions)))

@@ -80,6 +80,12 @@ class DataSpec:
     make: Callable[[int], Any] | None = None
     identity: str | None = None  # with ``make``: what distinguishes this data in task keys
 
+    @classmethod
+    def of(cls, ds: Any, seed: int) -> "DataSpec":
+        """A spec for an in-memory data set (the Python API): ``make`` returns ``ds``; the
+        identity in task keys is :func:`fingerprint` of it, so two data sets never share results."""
+        return cls(ds.name, seed, make=_Fixed(ds), identity=fingerprint(ds))
+
     def key(self) -> dict[str, Any]:
         """What identifies the data in task keys."""
         if self.make is not None:
@@ -101,6 +107,30 @@ class DataSpec:
         while len(_DATA_CACHE) > _DATA_CACHE_SIZE:
             _DATA_CACHE.popitem(last=False)
         return ds
+
+
+class _Fixed:
+    """``make(seed)`` that returns one given data set."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+
+    def __call__(self, seed: int) -> Any:
+        return self.ds
+
+
+def fingerprint(ds: Any) -> str:
+    """What identifies an in-memory data set in task keys: its name, labels and groups of every
+    split, and the bytes of its first 64 inputs of each split."""
+    import numpy as np
+
+    h = hashlib.sha256(ds.name.encode())
+    for split in ("train", "val", "test"):
+        sp = ds.splits[split]
+        for arr in (sp.y, sp.g):
+            h.update(b"none" if arr is None else np.ascontiguousarray(arr, dtype=np.int64).tobytes() + b"|")
+        h.update(np.ascontiguousarray(np.asarray(sp.load_x(np.arange(min(len(sp), 64))), dtype=np.float32)).tobytes())
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- store
@@ -239,6 +269,11 @@ class Backend:
         """What a result file records of the backend (results do not depend on it)."""
         return {"kind": self.kind, "address": self.address, "work_dir": str(self.work_dir) if self.work_dir else None,
                 "threads": self.task_threads()}
+
+    def recorded(self) -> dict[str, Any] | None:
+        """What a result file records of the backend: :meth:`to_dict` when it can change the numbers
+        or says where they came from (Ray, or a set thread count), else None (the default)."""
+        return self.to_dict() if self.kind != "local" or self.threads is not None else None
 
     def task_threads(self) -> int | None:
         """The torch threads each task runs with (None: torch's default, every core)."""

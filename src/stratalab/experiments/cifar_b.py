@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
+from ..data.core import Split
 from ..metrics import group_report
 from ..train import TrainConfig, predict, run
 from .._config import config_from_dict, config_to_dict
@@ -107,20 +108,24 @@ def _summary(rep: Any) -> dict[str, Any]:
 
 
 _CORRUPTED: "OrderedDict[tuple[Any, ...], np.ndarray]" = OrderedDict()
+_CORRUPTED_BYTES = 512 * 2**20  # the corrupted copies one process keeps (1,000 images x 45 copies: 138 MB)
 
 
 def corrupted_images(images: np.ndarray, name: str, severity: int, key: tuple[Any, ...]) -> np.ndarray:
     """``images`` (uint8, (n, 3, H, W)) under corruption ``name`` at ``severity``, as uint8 (n, 3, H,
-    W); kept per process (the last 4) so every model of a grid meets the same corrupted copy."""
+    W). A process keeps the copies it made, oldest dropped first beyond 512 MB, so the runs of a
+    grid in one process (every augmentation and seed) meet the same copies, made once."""
     from ..augment.corruptions import corrupt
 
     k = key + (name, severity)
-    if k not in _CORRUPTED:
-        out = corrupt(np.ascontiguousarray(images.transpose(0, 2, 3, 1)), name, severity, seed=severity)
-        _CORRUPTED[k] = out.transpose(0, 3, 1, 2)
-        while len(_CORRUPTED) > 4:
-            _CORRUPTED.popitem(last=False)
-    return _CORRUPTED[k]
+    if k in _CORRUPTED:
+        _CORRUPTED.move_to_end(k)
+        return _CORRUPTED[k]
+    out = corrupt(np.ascontiguousarray(images.transpose(0, 2, 3, 1)), name, severity, seed=severity).transpose(0, 3, 1, 2)
+    _CORRUPTED[k] = out
+    while len(_CORRUPTED) > 1 and sum(a.nbytes for a in _CORRUPTED.values()) > _CORRUPTED_BYTES:
+        _CORRUPTED.popitem(last=False)
+    return out
 
 
 def corrupt_subset(n_test: int, n: int) -> np.ndarray:
@@ -168,8 +173,8 @@ def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int)
         for name in c.corruptions:
             for sev in c.severities:
                 backend.say(f"{ROWS[augment]} (seed {seed}): {name} severity {sev} on {n} test images")
-                xc = corrupted_images(raw, name, sev, (data.key().__repr__(), n))
-                proba = predict(r.model, type(sub)(x=xc, y=sub.y, g=sub.g, loader=sub.loader))
+                xc = corrupted_images(raw, name, sev, (repr(data.key()), n))
+                proba = predict(r.model, Split(x=xc, y=sub.y, g=sub.g, loader=sub.loader))
                 rep = group_report(sub.y, proba.argmax(1), sub.g)
                 out["corrupted"].append({"corruption": name, "severity": sev, **_summary(rep)})
         out["corrupt_seconds"] = time.perf_counter() - t

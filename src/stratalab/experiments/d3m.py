@@ -518,33 +518,9 @@ def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *
     from .backend import DataSpec, local
 
     dcfg = dcfg or D3MConfig()
-    spec = DataSpec(ds.name, cfg.seed, make=_Fixed(ds), identity=_fingerprint(ds))
+    spec = DataSpec.of(ds, cfg.seed)
     return _run_seeds({cfg.seed: spec}, cfg, dcfg, {cfg.seed: None if scores_out is None else str(scores_out)},
                       backend or local(), progress or (lambda m: None))[0]
-
-
-class _Fixed:
-    """``make(seed)`` that returns one given data set (run_d3m_seed's)."""
-
-    def __init__(self, ds: Dataset) -> None:
-        self.ds = ds
-
-    def __call__(self, seed: int) -> Dataset:
-        return self.ds
-
-
-def _fingerprint(ds: Dataset) -> str:
-    """What identifies an in-memory data set in task keys: its name, labels and groups of every
-    split, and the bytes of its first training inputs."""
-    import hashlib
-
-    h = hashlib.sha256(ds.name.encode())
-    for split in ("train", "val", "test"):
-        sp = ds.splits[split]
-        for arr in (sp.y, sp.g):
-            h.update(b"none" if arr is None else np.ascontiguousarray(arr, dtype=np.int64).tobytes() + b"|")
-        h.update(np.ascontiguousarray(np.asarray(sp.load_x(np.arange(min(len(sp), 64))), dtype=np.float32)).tobytes())
-    return h.hexdigest()
 
 
 def run_d3m_table(make_dataset: Callable[[int], Dataset] | Callable[[int], "DataSpec"], cfg: TrainConfig,
@@ -565,7 +541,7 @@ def run_d3m_table(make_dataset: Callable[[int], Dataset] | Callable[[int], "Data
     for s in seeds:
         got = make_dataset(s)
         if not isinstance(got, DataSpec):
-            got = DataSpec(got.name, s, make=_Fixed(got), identity=_fingerprint(got))
+            got = DataSpec.of(got, s)
         specs[s] = got
     name = name or specs[seeds[0]].load().name
     paths = {s: None if scores_out is None else str(Path(scores_out).with_name(f"{Path(scores_out).stem}-seed{s}.npy"))

@@ -215,7 +215,7 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
                                            cfg.pretrain_dataset, record))))
         if todo:
             for r in backend.map(call, todo, say, what="pretraining"):
-                if r.get("reused") is False and not Path(inits[r["width"]]).is_file():
+                if not Path(inits[r["width"]]).is_file():  # e.g. a stored result whose weights file was deleted
                     raise RuntimeError(f"pretrained weights of width {r['width']:g} are missing after pretraining.")
                 pre.append(r)
         pre.sort(key=lambda r: cfg.widths.index(r["width"]))
