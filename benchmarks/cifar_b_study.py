@@ -54,7 +54,7 @@ def main() -> None:
             return f"{100 * getattr(r, c + '_mean'):.2f} ± {100 * getattr(r, c + '_std'):.2f}"
         cor = (ms("corrupted_accuracy"), ms("corrupted_macro_std")) if hasattr(r, "corrupted_accuracy_mean") else ("-", "-")
         p = PAPER.get(r.augment)
-        lines.append(f"| {ROWS[r.augment]} | {r.seeds} | {ms('accuracy')} | {ms('weighted_std')} | {ms('macro_std')} | "
+        lines.append(f"| {cfg.row_name(r.augment)} | {r.seeds} | {ms('accuracy')} | {ms('weighted_std')} | {ms('macro_std')} | "
                      f"{ms('worst_group_accuracy')} | {cor[0]} | {cor[1]} | {f'{p[0]} / {p[2]} / {p[1]}' if p else '-'} |")
     corr = res.correlation()
     train = [r["train_seconds"] for r in res.runs]

@@ -87,7 +87,11 @@ def test_clean_metrics_match_an_audit_of_the_same_predictions(tiny_cifar, monkey
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(augmentations=("flowaug",)), "unknown augmentation 'flowaug'"),
+    (dict(augmentations=("augmix",)), "unknown augmentation 'augmix'"),
+    (dict(augmentations=("flowaug",)), "the flowaug row needs flow=PATH"),
+    (dict(augmentations=("flowaug",), flow="no-such-flow.pt"), "no flow file at no-such-flow.pt"),
+    (dict(flow=__file__), "used only by the flowaug row"),
+    (dict(augmentations=("flowaug",), flow=__file__, flowaug_objective="gauss+cutmix"), "flowaug_objective must be one of"),
     (dict(corruptions=("rain",)), "unknown corruption 'rain'"),
     (dict(severities=(0,)), "severities must be in 1..5"),
     (dict(seeds=(1, 1)), "no seed or augmentation twice"),
@@ -95,7 +99,7 @@ def test_clean_metrics_match_an_audit_of_the_same_predictions(tiny_cifar, monkey
     (dict(mix_alpha=-1), "mix_alpha"),
 ])
 def test_bad_settings_are_refused_before_training(tiny_cifar, kw, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
         config(tiny_cifar, **kw)
 
 
@@ -156,3 +160,49 @@ def test_runs_in_one_process_share_each_corrupted_copy(tiny_cifar, monkeypatch):
     res = run_cifar_b(config(tiny_cifar, corruptions=("fog", "contrast"), severities=(2, 4), n_corrupt=30, epochs=1))
     # made once per seed's data (a seed may change the test split), shared by both augmentations
     assert len(res.runs) == 4 and sorted(calls) == sorted([("contrast", 2), ("contrast", 4), ("fog", 2), ("fog", 4)] * 2)
+
+
+def test_flowaug_row_end_to_end_from_the_cli(tiny_cifar, tmp_path):
+    """flow train -> flow samples -> run cifar-b with a FlowAug row; the row is named by its
+    objective, a second flow file is a different run (its bytes are in the task key), and a flow
+    of the wrong image size is refused before any training."""
+    flow = tmp_path / "flow.pt"
+    r = runner.invoke(app, ["flow", "train", "--dataset", str(tiny_cifar), "--epochs", "1", "--steps", "1", "--hidden", "8",
+                            "--z-dim", "4", "--batch-size", "50", "--n-eval", "20", "-o", str(flow), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["n_train"] == 150 and 0 < info["test_bpd"] < 16 and len(info["history"]) == 1
+    fig = tmp_path / "samples.png"
+    s = runner.invoke(app, ["flow", "samples", str(flow), "--dataset", str(tiny_cifar), "--n", "4", "-o", str(fig), "--json"])
+    assert s.exit_code == 0, s.output
+    change = json.loads(s.output)["mean_abs_pixel_change"]
+    assert set(change) == {"original", "reconstruction", "alg1 sigma=0.1", "alg1 sigma=0.5", "alg2 mix z", "z swapped"}
+    assert change["original"] == 0 and change["reconstruction"] < 0.01 and fig.stat().st_size > 1000
+    out = tmp_path / "study.json"
+    work = tmp_path / "work"
+    args = ["run", "cifar-b", "--dataset", str(tiny_cifar), "--augment", "flip_crop,flowaug", "--flow", str(flow), "--seeds", "0",
+            "--epochs", "1", "--batch-size", "32", "--width", "0.25", "--work-dir", str(work), "-o", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.read_text())
+    assert [row["name"] for row in d["table"]] == ["Standard", "FlowAug (Trunc Gaussian on z + Std)"]
+    assert d["config"]["flow"] == str(flow.resolve())
+    from stratalab.report.results import load_result
+
+    assert load_result(out).labels_used().keys() == {"flip_crop", "flowaug"}
+    n_files = len(list(work.glob("*.json")))
+    # growing the grid keeps finished runs; another flow file is another FlowAug run
+    other = tmp_path / "flow2.pt"
+    runner.invoke(app, ["flow", "train", "--dataset", str(tiny_cifar), "--epochs", "1", "--steps", "1", "--hidden", "8",
+                        "--z-dim", "4", "--seed", "1", "--n-eval", "0", "-o", str(other)])
+    r2 = runner.invoke(app, args[:5] + ["flip_crop,mixup,flowaug", "--flow", str(other)] + args[8:])
+    assert r2.exit_code == 0, r2.output
+    assert len(list(work.glob("*.json"))) == n_files + 2  # mixup and the new flow's FlowAug; Standard reused
+    big = tmp_path / "big.pt"
+    from stratalab.models.flow import DecoupledFlow, FlowConfig, save_flow
+
+    save_flow(DecoupledFlow(FlowConfig(image_shape=(3, 16, 16), steps=1, hidden=8, z_dim=4)), big)
+    bad = runner.invoke(app, args[:7] + [str(big)] + args[8:])
+    assert bad.exit_code != 0 and "models images of shape (3, 16, 16)" in bad.output
+    missing = runner.invoke(app, args[:5] + ["flowaug"])
+    assert missing.exit_code != 0 and "needs flow=PATH" in missing.output

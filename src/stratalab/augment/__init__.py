@@ -7,6 +7,8 @@ section 4.2.
   2017) on batches with a ``torch.Generator``, returning ``(x, y_soft)``; :func:`soft_cross_entropy`.
 * :mod:`.autoaugment`: AutoAugment's CIFAR-10 policy (Cubuk et al. 2019) with Pillow.
 * :mod:`.corruptions`: the 15 CIFAR-10-C corruptions at 5 severities (Hendrycks & Dietterich 2019).
+* :mod:`.flowaug`: FlowAug (Chiu et al. 2023, Algorithms 1-2, objectives 2-4) on the decoupled
+  flow of :mod:`stratalab.models.flow`.
 * :mod:`.pipeline`: the augmentation of a training run from ``TrainConfig.augment``.
 
 Batch hooks take the loaders' float32 images in [0, 1] (:func:`stratalab.data.images.uint8_to_float`).
@@ -15,7 +17,8 @@ Batch hooks take the loaders' float32 images in [0, 1] (:func:`stratalab.data.im
 from .autoaugment import (CIFAR10_POLICY, MAX_LEVEL, OPS, POLICIES, SIGNED_OPS, AutoAugment, apply_op,
                           autoaugment_batch, op_magnitude)
 from .corruptions import CORRUPTIONS, FAMILIES, corrupt, corrupted_test_set
-from .pipeline import AUGMENTATIONS, make_augmentation
+from .flowaug import OBJECTIVES, FlowAugmenter, gaussian_z, mix_partners, mix_z, truncated_normal
+from .pipeline import AUGMENTATIONS, make_augmentation, make_views
 from .basic import BatchAugment, compose, random_crop, random_crop_flip, random_hflip
 from .mixing import (BATCH_AUGMENTATIONS, BatchMixer, CutMix, Cutout, MixDetails, Mixup, cutmix, cutout,
                      cutout_images, make_batch_augmentation, mixup, sample_beta, soft_cross_entropy)
@@ -26,5 +29,6 @@ __all__ = [
     "cutout_images", "make_batch_augmentation", "mixup", "sample_beta", "soft_cross_entropy",
     "CIFAR10_POLICY", "MAX_LEVEL", "OPS", "POLICIES", "SIGNED_OPS", "AutoAugment", "apply_op",
     "autoaugment_batch", "op_magnitude", "CORRUPTIONS", "FAMILIES", "corrupt", "corrupted_test_set",
-    "AUGMENTATIONS", "make_augmentation",
+    "AUGMENTATIONS", "make_augmentation", "make_views",
+    "OBJECTIVES", "FlowAugmenter", "gaussian_z", "mix_partners", "mix_z", "truncated_normal",
 ]

@@ -10,6 +10,8 @@ autoaugment   the CIFAR-10 AutoAugment policy (Cubuk et al. 2019), then flip_cro
 cutout        flip_crop, then one 16x16 hole (DeVries & Taylor 2017)                 hard
 mixup         flip_crop, then Mixup with Beta(a, a) (Zhang et al. 2018)               soft (mixed)
 cutmix        flip_crop, then CutMix with Beta(a, a) (Yun et al. 2019)                soft (area)
+flowaug       FlowAug views of the clean batch (Chiu et al. 2023, eqs. 2-4), each    hard
+              then flip_crop; see :mod:`stratalab.augment.flowaug`
 ============  =====================================================================  ============
 
 Cutout fills its hole with the batch's per-channel mean, the equivalent of DeVries & Taylor's 0
@@ -26,7 +28,7 @@ from torch import Tensor
 
 from .basic import random_crop_flip
 
-AUGMENTATIONS = ("none", "flip_crop", "autoaugment", "cutout", "mixup", "cutmix")
+AUGMENTATIONS = ("none", "flip_crop", "autoaugment", "cutout", "mixup", "cutmix", "flowaug")
 
 InputAugment = Callable[[Tensor, torch.Generator], Tensor]
 BatchAugment = Callable[[Tensor, Tensor, int, torch.Generator], "tuple[Tensor, Tensor]"]
@@ -51,7 +53,7 @@ def make_augmentation(cfg: Any) -> tuple[InputAugment | None, BatchAugment | Non
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {name!r}.")
     if name == "none":
         return None, None
-    if name == "flip_crop":
+    if name in ("flip_crop", "flowaug"):  # FlowAug's views are cropped and flipped (make_views)
         return _flip_crop, None
     if name == "autoaugment":
         from .autoaugment import autoaugment_batch
@@ -71,3 +73,22 @@ def make_augmentation(cfg: Any) -> tuple[InputAugment | None, BatchAugment | Non
 
     mixer = make_batch_augmentation(name, alpha=cfg.mix_alpha)
     return _flip_crop, mixer
+
+
+def make_views(cfg: Any, train: Any) -> "Any | None":
+    """The :class:`~stratalab.augment.flowaug.FlowAugmenter` of a ``flowaug`` run (None otherwise):
+    the flow at ``cfg.flow`` (read with ``weights_only``), checked against the training images'
+    shape, with one cached encoding per training example."""
+    if cfg.augment != "flowaug":
+        return None
+    from ..models.flow import load_flow
+    from .flowaug import FlowAugmenter
+
+    flow, _ = load_flow(cfg.flow)
+    shape = tuple(train.x.shape[1:]) if hasattr(train.x, "shape") else None
+    if shape != tuple(flow.config.image_shape):
+        raise ValueError(f"the flow at {cfg.flow} was trained on images of shape {tuple(flow.config.image_shape)}; "
+                         f"this training split has inputs of shape {shape}. Train a flow on this data set.")
+    return FlowAugmenter(flow, objective=cfg.flowaug_objective, std_weight=cfg.flowaug_std_weight,
+                         mix_weight=cfg.flowaug_mix_weight, sigma=cfg.flowaug_sigma, pairs=cfg.flowaug_pairs,
+                         n_train=len(train))

@@ -28,7 +28,12 @@ if TYPE_CHECKING:
     from .backend import Backend, DataSpec
 
 # the paper's rows: each on top of the standard flip + crop
-ROWS = {"flip_crop": "Standard", "mixup": "Mixup", "cutout": "Cutout", "cutmix": "CutMix", "autoaugment": "AutoAug"}
+ROWS = {"flip_crop": "Standard", "mixup": "Mixup", "cutout": "Cutout", "cutmix": "CutMix", "autoaugment": "AutoAug",
+        "flowaug": "FlowAug"}
+# FlowAug rows by objective, in the paper's Tables 1-2 wording
+FLOWAUG_ROWS = {"gauss": "FlowAug (Trunc Gaussian on z)", "mix": "FlowAug (Mix z)",
+                "gauss+std": "FlowAug (Trunc Gaussian on z + Std)", "mix+std": "FlowAug (Mix z + Std)",
+                "gauss+mix": "FlowAug (Trunc Gaussian + Mix z)", "gauss+mix+std": "FlowAug (Trunc Gaussian + Std + Mix z)"}
 METRICS = ("accuracy", "weighted_std", "macro_std", "worst_group_accuracy")
 
 
@@ -40,6 +45,9 @@ class CifarBConfig:
     the paper trains ResNet-18 for 250 epochs with SGD 0.1, weight decay 5e-4. ``corruptions``:
     names of :data:`stratalab.augment.corruptions.CORRUPTIONS` (empty: clean test set only),
     each at ``severities``, on ``n_corrupt`` test images drawn at random (seed 0; None: all).
+    The ``flowaug`` row trains with FlowAug on the flow at ``flow`` (``stratalab flow train``) with
+    ``flowaug_objective`` (eqs. 2-4), ``flowaug_std_weight`` (lambda / lambda2) and
+    ``flowaug_mix_weight`` (lambda1).
     """
 
     dataset: str = "cifar10-b"
@@ -62,6 +70,10 @@ class CifarBConfig:
     corruptions: tuple[str, ...] = ()
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     n_corrupt: int | None = None
+    flow: str | None = None
+    flowaug_objective: str = "gauss+std"
+    flowaug_std_weight: float = 0.1
+    flowaug_mix_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.augmentations = tuple(self.augmentations)
@@ -84,14 +96,42 @@ class CifarBConfig:
             raise ValueError(f"severities must be in 1..5, got {self.severities}.")
         if self.n_corrupt is not None and (int(self.n_corrupt) != self.n_corrupt or self.n_corrupt < 1):
             raise ValueError(f"n_corrupt must be an integer >= 1 (or None: the whole test set), got {self.n_corrupt!r}.")
+        if "flowaug" in self.augmentations:
+            if not self.flow:
+                raise ValueError("the flowaug row needs flow=PATH (--flow), a flow written by `stratalab flow train`.")
+            if not Path(self.flow).is_file():
+                raise FileNotFoundError(f"no flow file at {self.flow}; train one with `stratalab flow train -o {Path(self.flow).name}`.")
+            self.flow = str(Path(self.flow).resolve())
+        elif self.flow:
+            raise ValueError(f"a flow ({self.flow}) is used only by the flowaug row; add flowaug to the augmentations "
+                             "or leave the flow out.")
         for a in self.augmentations:  # every run's settings are checked before the first one starts
             self.train_config(a, self.seeds[0])
+
+    def row_name(self, augment: str) -> str:
+        return FLOWAUG_ROWS[self.flowaug_objective] if augment == "flowaug" else ROWS[augment]
 
     def train_config(self, augment: str, seed: int) -> TrainConfig:
         return TrainConfig(method="erm", model=self.model, width=self.width, epochs=self.epochs, batch_size=self.batch_size,
                            optimizer=self.optimizer, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
                            schedule=self.schedule, label_smoothing=self.label_smoothing, augment=augment,
-                           mix_alpha=self.mix_alpha, cutout_size=self.cutout_size, select=self.select, seed=seed)
+                           mix_alpha=self.mix_alpha, cutout_size=self.cutout_size, select=self.select, seed=seed,
+                           **({"flow": self.flow, "flowaug_objective": self.flowaug_objective,
+                               "flowaug_std_weight": self.flowaug_std_weight, "flowaug_mix_weight": self.flowaug_mix_weight}
+                              if augment == "flowaug" else {}))
+
+    def run_key(self, augment: str) -> dict[str, Any]:
+        """What one (augmentation, seed) run depends on: the settings without the other rows and
+        seeds (so a grid can grow and keep its finished runs), the flow's bytes for FlowAug."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("augmentations", "seeds")}
+        flow_keys = ("flow", "flowaug_objective", "flowaug_std_weight", "flowaug_mix_weight")
+        d = {k: v for k, v in d.items() if k not in flow_keys}
+        if augment == "flowaug":
+            import hashlib
+
+            d.update({k: getattr(self, k) for k in flow_keys[1:]})
+            d["flow_sha256"] = hashlib.sha256(Path(str(self.flow)).read_bytes()).hexdigest()
+        return d
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -145,13 +185,13 @@ def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int)
     c = CifarBConfig.from_dict(cfg)
     ds = data.load()
     t = time.perf_counter()
-    backend.say(f"{ROWS[augment]} (seed {seed}): training {c.model} x{c.width:g} for {c.epochs} epochs")
+    backend.say(f"{c.row_name(augment)} (seed {seed}): training {c.model} x{c.width:g} for {c.epochs} epochs")
     t_epoch = [time.perf_counter()]
 
     def epoch_done(stage: str, epoch: int, total: int, row: dict[str, Any]) -> None:
         now = time.perf_counter()
         val = row.get("val", {}).get("average_accuracy")
-        backend.say(f"{ROWS[augment]} (seed {seed}): epoch {epoch}/{total}, train loss {row['train_loss']:.3f}"
+        backend.say(f"{c.row_name(augment)} (seed {seed}): epoch {epoch}/{total}, train loss {row['train_loss']:.3f}"
                     + (f", val accuracy {100 * val:.1f}%" if val is not None else "") + f" ({now - t_epoch[0]:.0f} s)")
         t_epoch[0] = now
 
@@ -172,7 +212,7 @@ def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int)
         t = time.perf_counter()
         for name in c.corruptions:
             for sev in c.severities:
-                backend.say(f"{ROWS[augment]} (seed {seed}): {name} severity {sev} on {n} test images")
+                backend.say(f"{c.row_name(augment)} (seed {seed}): {name} severity {sev} on {n} test images")
                 xc = corrupted_images(raw, name, sev, (repr(data.key()), n))
                 proba = predict(r.model, Split(x=xc, y=sub.y, g=sub.g, loader=sub.loader))
                 rep = group_report(sub.y, proba.argmax(1), sub.g)
@@ -209,7 +249,7 @@ class CifarBResult:
         out = g[cols].agg(["mean", lambda v: float(np.std(v))])
         out.columns = [f"{c}_{'mean' if s == 'mean' else 'std'}" for c, s in out.columns]
         out.insert(0, "seeds", g.size())
-        out.insert(0, "name", [ROWS[a] for a in out.index])
+        out.insert(0, "name", [self.config.row_name(a) for a in out.index])
         return out.reset_index()
 
     def severity_curves(self) -> pd.DataFrame:
@@ -253,10 +293,18 @@ def run_cifar_b(cfg: CifarBConfig, *, data_dir: str | Path | None = None, backen
     if first.test.g is None:
         raise ValueError(f"{cfg.dataset!r} has no test subgroups; the study needs cifar10-b, cifar100-b or a data set "
                          "with test groups.")
+    if "flowaug" in cfg.augmentations:  # a wrong or foreign flow file fails here, not after the other rows trained
+        from ..models.flow import load_flow
+
+        flow, _ = load_flow(str(cfg.flow))
+        shape = tuple(np.asarray(first.train.load_x(np.arange(1))).shape[1:])
+        if shape != tuple(flow.config.image_shape):
+            raise ValueError(f"the flow at {cfg.flow} models images of shape {tuple(flow.config.image_shape)}; "
+                             f"{cfg.dataset} has {shape}. Train a flow on this data set (`stratalab flow train`).")
     tasks = []
     for a in cfg.augmentations:
         for s in cfg.seeds:
-            key = task_key(f"cifar-b-{a}-seed{s}", data=specs[s].key(), config=cfg.to_dict(), augment=a, seed=s)
+            key = task_key(f"cifar-b-{a}-seed{s}", data=specs[s].key(), config=cfg.run_key(a), augment=a, seed=s)
             tasks.append((key, (specs[s], cfg.to_dict(), a, s)))
     runs = backend.map(cifar_b_task, tasks, progress, what="CIFAR-B runs")
     return CifarBResult(config=cfg, runs=runs, class_names=list(first.class_names),
@@ -287,7 +335,7 @@ def plot_class_vs_worst(result: CifarBResult, path: str | Path) -> Path:
                            fontsize=7)
         ax.set_ylim(0, 105)
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{ROWS[a]}: class vs worst colour subgroup ({result.config.dataset})", fontsize=9)
+        ax.set_title(f"{result.config.row_name(a)}: class vs worst colour subgroup ({result.config.dataset})", fontsize=9)
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return save_figure_atomic(fig, path)

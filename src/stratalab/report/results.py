@@ -612,7 +612,17 @@ def _scaling_labels(raw: dict[str, Any]) -> dict[str, str]:
 _CIFAR_B_METRICS = {"accuracy": "test_average", "weighted_std": "test_weighted_std", "macro_std": "test_macro_std",
                     "worst_group_accuracy": "test_wga"}
 _CIFAR_B_NAMES = {"flip_crop": "Standard (flip + crop)", "mixup": "Mixup", "cutout": "Cutout", "cutmix": "CutMix",
-                  "autoaugment": "AutoAugment"}
+                  "autoaugment": "AutoAugment", "flowaug": "FlowAug"}
+
+
+def _cifar_b_name(raw: dict[str, Any], augment: str) -> str:
+    """The row's name; FlowAug's says which objective (eqs. 2-4) its config used."""
+    if augment == "flowaug":
+        from ..experiments.cifar_b import FLOWAUG_ROWS
+
+        cfg = raw.get("config") if isinstance(raw.get("config"), dict) else {}
+        return FLOWAUG_ROWS.get(str(cfg.get("flowaug_objective", "gauss+std")), "FlowAug")
+    return _CIFAR_B_NAMES.get(augment, augment)
 
 
 def _cifar_b_records(raw: dict[str, Any]) -> list[Row]:
@@ -654,13 +664,13 @@ def _cifar_b_tables(raw: dict[str, Any]) -> list[GroupTable]:
             continue
         df = pd.DataFrame(rows)
         worst = int(df["worst subgroup accuracy"].astype(float).idxmin())
-        out.append(GroupTable(f"{_CIFAR_B_NAMES.get(r['augment'], r['augment'])}, seed {r['seed']}: class accuracy and "
+        out.append(GroupTable(f"{_cifar_b_name(raw, str(r['augment']))}, seed {r['seed']}: class accuracy and "
                               "its worst colour subgroup (Chiu et al. Fig. 1/5)", df, worst, None))
     return out
 
 
 def _cifar_b_names(raw: dict[str, Any]) -> dict[str, str]:
-    return {str(r["augment"]): _CIFAR_B_NAMES.get(str(r["augment"]), str(r["augment"])) for r in _d(raw, "runs", list)}
+    return {str(r["augment"]): _cifar_b_name(raw, str(r["augment"])) for r in _d(raw, "runs", list)}
 
 
 def _cifar_b_labels(raw: dict[str, Any]) -> dict[str, str]:

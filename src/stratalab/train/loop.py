@@ -69,7 +69,12 @@ class TrainConfig:
     Augmentation (Chiu et al.'s baselines, :mod:`stratalab.augment`): ``augment`` is one of
     "none", "flip_crop" (pad 4, random crop, horizontal flip: the standard CIFAR recipe) and, each on
     top of flip_crop, "autoaugment", "cutout" (``cutout_size``), "mixup", "cutmix" (``mix_alpha``);
-    ``label_smoothing`` mixes the targets with the uniform distribution.
+    ``label_smoothing`` mixes the targets with the uniform distribution. "flowaug" (Chiu et al.'s
+    FlowAug, :mod:`stratalab.augment.flowaug`) trains on views decoded by the flow at ``flow`` (a
+    file of ``stratalab flow train``), each then cropped and flipped: ``flowaug_objective`` names
+    the views (eqs. 2-4), ``flowaug_std_weight`` is lambda (eq. 3) / lambda2 (eq. 4),
+    ``flowaug_mix_weight`` lambda1 (eq. 4), ``flowaug_sigma`` Algorithm 1's sigma and
+    ``flowaug_pairs`` Algorithm 2's partners ("same_class" or "any").
     """
 
     method: str = "erm"
@@ -101,6 +106,12 @@ class TrainConfig:
     mix_alpha: float = 1.0
     cutout_size: int = 16
     label_smoothing: float = 0.0
+    flow: str | None = None
+    flowaug_objective: str = "gauss+std"
+    flowaug_std_weight: float = 0.1
+    flowaug_mix_weight: float = 1.0
+    flowaug_sigma: float = 0.1
+    flowaug_pairs: str = "same_class"
 
     def __post_init__(self) -> None:
         """Check every field before any work starts (the method's needs come from its MethodSpec)."""
@@ -171,6 +182,24 @@ class TrainConfig:
         _finite("label_smoothing", self.label_smoothing, low=0, high=1)
         if self.label_smoothing >= 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+        from ..augment.flowaug import OBJECTIVES
+
+        if self.flowaug_objective not in OBJECTIVES:
+            raise ValueError(f"flowaug_objective must be one of {', '.join(OBJECTIVES)}; got {self.flowaug_objective!r}.")
+        if self.flowaug_pairs not in ("same_class", "any"):
+            raise ValueError(f"flowaug_pairs must be 'same_class' or 'any', got {self.flowaug_pairs!r}.")
+        _finite("flowaug_std_weight", self.flowaug_std_weight, low=0, hint="eq. (3)'s lambda; the paper tries 0.01-0.1.")
+        _finite("flowaug_mix_weight", self.flowaug_mix_weight, low=0, hint="eq. (4)'s lambda1; the paper uses 1.")
+        _finite("flowaug_sigma", self.flowaug_sigma, low=0, low_open=True, hint="Algorithm 1's sigma; the paper uses 0.1.")
+        if self.augment == "flowaug":
+            if not self.flow:
+                raise ValueError("augment='flowaug' needs flow=PATH, a flow written by `stratalab flow train` "
+                                 "(--flow on the command line).")
+            if spec.loss == "group_dro":
+                raise ValueError(f"FlowAug trains on several views of each batch; method {self.method!r} (Group DRO) is "
+                                 "not supported with it. Use erm or a class-balancing method.")
+        elif self.flow:
+            raise ValueError(f"flow={self.flow!r} is only used with augment='flowaug' (got augment={self.augment!r}).")
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -355,9 +384,10 @@ def fit(
            if spec.loss == "group_dro" else None)
 
     from ..augment.mixing import soft_cross_entropy
-    from ..augment.pipeline import make_augmentation
+    from ..augment.pipeline import make_augmentation, make_views
 
     input_aug, batch_aug = make_augmentation(cfg)
+    views = make_views(cfg, train)
     if augment is not None:  # an explicit hook runs first, then the config's augmentation
         input_aug = augment if input_aug is None else (lambda x, g, a=augment, b=input_aug: b(a(x, g), g))
     opt = make_optimizer(model, cfg)
@@ -416,9 +446,17 @@ def fit(
         for start in range(0, order.numel(), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             xb = x_all[idx] if x_all is not None else torch.as_tensor(train.load_x(idx.numpy()), dtype=torch.float32)
+            yb = y_all[idx]
+            view_w = None
+            if views is not None:  # FlowAug: the objective's views of the clean batch, stacked, with their weights
+                vs = views.views(xb, yb, idx, aug_gen)
+                xb = torch.cat([v for v, _ in vs])
+                view_w = torch.cat([torch.full((len(yb),), float(w)) for _, w in vs])
+                yb, idx_b = yb.repeat(len(vs)), idx.repeat(len(vs))
+            else:
+                idx_b = idx
             if input_aug is not None:
                 xb = input_aug(xb, aug_gen)
-            yb = y_all[idx]
             if batch_aug is not None or cfg.label_smoothing:
                 # soft targets: Mixup / CutMix mix the labels, Cutout keeps them; smoothing mixes in the uniform
                 if batch_aug is not None:
@@ -432,19 +470,24 @@ def fit(
                 y_soft = None
                 losses = per_example_ce(model(xb), yb)
             if dro is not None:  # a mixed example counts in the group of its first image
-                loss = dro.loss(losses, g_all[idx])
+                loss = dro.loss(losses, g_all[idx_b])
             elif weight is not None:
                 # class-weighted mean, normalised by the batch's weights (torch's CrossEntropyLoss(weight=...));
                 # a soft target weighs its classes by their shares
                 w = weight[yb] if y_soft is None else y_soft @ weight
-                loss = (w * losses).sum() / w.sum()
+                if view_w is None:
+                    loss = (w * losses).sum() / w.sum()
+                else:  # sum over views of weight x that view's class-weighted mean (each view has the batch's labels)
+                    loss = (view_w * w * losses).sum() / w[:idx.numel()].sum()
+            elif view_w is not None:  # eqs. (2)-(4): sum over views of weight x that view's mean loss
+                loss = (view_w * losses).sum() / idx.numel()
             else:
                 loss = losses.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(losses.detach().sum())
-            seen += idx.numel()
+            seen += losses.numel()
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": base_lrs[0] * factor, "train_loss": total / max(seen, 1)}
         if dro is not None:
             row["gdro_q"] = [round(float(v), 6) for v in dro.q]
