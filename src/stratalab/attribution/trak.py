@@ -4,7 +4,11 @@ For a model ``theta*`` trained on ``S = {z_1..z_n}`` and the correct-class margi
 ``f(z) = log(p / (1 - p))`` (for logits: ``logit_y - logsumexp(other logits)``):
 
 1. ``g(z) = P^T grad_theta f(z; theta*)``, a random Gaussian projection ``P`` (p x k) of the
-   per-example margin gradient, computed in batches with ``torch.func`` (``vmap`` over ``grad``);
+   per-example margin gradient. The gradients come from one batched backward with layer hooks
+   (:mod:`.per_example`, ``grads="hooks"``) when every attributed parameter is a Linear or Conv2d
+   weight or bias, else from ``torch.func`` (``vmap`` over ``grad``); ``projector="kronecker"``
+   replaces the dense ``P`` by a per-layer Kronecker-factored Gaussian one (LoGra) that never forms
+   the full gradient;
 2. ``tau(z)_i = g(z)^T (G^T G)^{-1} g(z_i) (1 - p_i)`` with ``G`` the stacked train features and
    ``p_i`` the model's probability of the correct class of train example ``i``;
 3. averaged over an ensemble of models (:func:`ensemble_scores`: mean of the unweighted scores
@@ -63,15 +67,28 @@ class TRAK:
         Ridge added to ``G^T G`` (relative to its mean diagonal) for numerical stability.
     seed : int
         Seed of the projection matrix.
+    grads : {"auto", "hooks", "vmap"}
+        How per-example gradients are computed: one batched backward with layer hooks (Linear and
+        Conv2d parameters only), or ``vmap(grad)`` over single examples (any model); "auto" takes
+        hooks where they apply. Both give the same gradients up to float rounding.
+    projector : {"gaussian", "kronecker"}
+        The dense Gaussian projection of the TRAK paper (the reference mode), or a per-layer
+        Kronecker-factored Gaussian one (LoGra; needs hooks; its dimension :attr:`dim` is close to
+        ``proj_dim``): much faster and with no p x k matrix in memory.
     """
 
     CHUNK_ROWS = 65536  # rows of the projection drawn at a time
     TARGET_BLOCK = 4096  # targets scored at a time
 
     def __init__(self, model: nn.Module, *, proj_dim: int = 512, params: Sequence[str] | Callable[[str], bool] | None = None,
-                 batch_size: int = 64, lam: float = 1e-6, seed: int = 0, max_projection_bytes: int = 1 << 30) -> None:
+                 batch_size: int = 64, lam: float = 1e-6, seed: int = 0, max_projection_bytes: int = 1 << 30,
+                 grads: str = "auto", projector: str = "gaussian") -> None:
         if proj_dim < 1:
             raise ValueError(f"proj_dim must be >= 1, got {proj_dim}.")
+        if grads not in ("auto", "hooks", "vmap"):
+            raise ValueError(f"grads must be 'auto', 'hooks' or 'vmap', got {grads!r}.")
+        if projector not in ("gaussian", "kronecker"):
+            raise ValueError(f"projector must be 'gaussian' or 'kronecker', got {projector!r}.")
         self.model = model
         self.proj_dim = int(proj_dim)
         self.batch_size = int(batch_size)
@@ -92,9 +109,19 @@ class TRAK:
         self.param_names = chosen
         self.n_params = sum(named[n].numel() for n in chosen)
         self._sizes = [named[n].numel() for n in chosen]
+        from .per_example import KroneckerProjector, hooks_unsupported
+
+        why = hooks_unsupported(model, chosen)
+        if why is not None and (grads == "hooks" or projector == "kronecker"):
+            raise ValueError(f"grads='hooks' / projector='kronecker' need Linear or Conv2d parameters only: {why}. "
+                             "Use grads='vmap' with projector='gaussian'.")
+        self.grads = "hooks" if why is None and grads != "vmap" else "vmap"
+        self.projector = projector
+        self._kron = KroneckerProjector(model, chosen, self.proj_dim, seed) if projector == "kronecker" else None
+        self.dim = self._kron.dim if self._kron is not None else self.proj_dim
         # The projection is kept in memory when it fits the budget (the usual case for CPU models);
         # otherwise its chunks are redrawn from their own seeds as they are needed, so memory stays bounded.
-        self.cached = self.n_params * self.proj_dim * 4 <= max_projection_bytes
+        self.cached = self._kron is None and self.n_params * self.proj_dim * 4 <= max_projection_bytes
         self._proj = self._projection() if self.cached else None
         self._features: np.ndarray | None = None
         self._q: np.ndarray | None = None
@@ -118,6 +145,8 @@ class TRAK:
 
     def projection_matrix(self) -> torch.Tensor:
         """The whole p x k projection (for inspection and tests; avoid on large models)."""
+        if self._kron is not None:
+            return self._kron.matrix(self.param_names, self.model)
         blocks = self._proj if self._proj is not None else self._projection()
         return torch.cat([b for per_param in blocks for b in per_param], dim=0)
 
@@ -132,6 +161,16 @@ class TRAK:
 
     def _grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected per-example margin gradients (B, k) and correct-class probabilities (B,)."""
+        if self.grads == "hooks":
+            from .per_example import per_example_grads
+
+            if self._kron is not None:
+                proj, out = self._kron.project(self.model, x, lambda o: margin(o, y))
+            else:
+                g, out = per_example_grads(self.model, x, self.param_names, lambda o: margin(o, y))
+                proj = self._project([g[n] for n in self.param_names])
+            p = torch.softmax(out, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
+            return proj.detach(), p
         named = dict(self.model.named_parameters())
         fixed = {n: p.detach() for n, p in named.items() if n not in self.param_names}
         fixed.update({n: b.detach() for n, b in self.model.named_buffers()})
