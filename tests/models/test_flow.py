@@ -42,10 +42,12 @@ def test_squeeze_is_a_permutation_with_an_inverse():
 
 def test_decode_inverts_encode_and_the_flow_inverts_for_any_z():
     flow = _perturbed()
-    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    x = torch.randint(0, 256, (6, 3, 8, 8), generator=torch.Generator().manual_seed(1)) / 255.0
     z, nu = flow.encode(x)
     assert z.shape == (6, 4) and nu.shape == (6, 48, 2, 2)
-    assert torch.allclose(flow.decode(z, nu), x, atol=1e-5)
+    assert torch.allclose(flow.decode(z, nu), x, atol=1e-5)  # 8-bit images come back
+    with pytest.raises(ValueError, match="decode needs z of shape"):
+        flow.decode(z, nu[:, :12])
     z2 = torch.randn(6, 4, generator=torch.Generator().manual_seed(2))
     nu2, _ = flow.flow_forward(x, z2)
     assert torch.allclose(flow.flow_inverse(nu2, z2), x, atol=1e-5)
@@ -110,6 +112,16 @@ def test_training_lowers_bits_per_dim_and_is_deterministic():
     assert not torch.equal(flow.encoder.head.weight, other.encoder.head.weight)
 
 
+def test_building_a_flow_leaves_the_callers_random_state_alone():
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    a = DecoupledFlow(FlowConfig(**SMALL, seed=5))
+    assert torch.equal(torch.rand(3), want)
+    b = DecoupledFlow(FlowConfig(**SMALL, seed=5))
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_save_and_load_round_trip(tmp_path):
     flow = _perturbed()
     path = save_flow(flow, tmp_path / "f.pt", history=[{"epoch": 1, "train_bpd": 5.0}], extra={"test_bpd": 4.5})
@@ -117,6 +129,7 @@ def test_save_and_load_round_trip(tmp_path):
     x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(5))
     assert torch.equal(back.encode(x)[1], flow.encode(x)[1])
     assert record["config"] == flow.config.to_dict() and record["extra"] == {"test_bpd": 4.5}
+    assert len(record["sha256"]) == 64
     assert FlowConfig.from_dict(record["config"]) == flow.config
     assert [p.name for p in tmp_path.iterdir()] == ["f.pt"]  # nothing half-written left beside it
 
@@ -151,6 +164,7 @@ def test_load_refuses_pickles_foreign_files_and_missing_ones(tmp_path):
     (dict(image_shape=(3, 30, 30)), "divisible by 2\\*\\*levels"),
     (dict(image_shape=(3, 32)), "image_shape must be"),
     (dict(steps=0), "steps must be an integer >= 1"),
+    (dict(batch_size=1), "batch_size must be an integer >= 2"),
     (dict(free_bits=-1.0), "free_bits must be a finite number >= 0"),
     (dict(lr=float("nan")), "lr must be a finite number > 0"),
     (dict(seed=-1), "seed must be an integer"),

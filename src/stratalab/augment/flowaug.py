@@ -6,12 +6,15 @@ Classification" (ICCV 2023), Sec. 3.3, on the flow of :mod:`stratalab.models.flo
 
 * **Algorithm 1** (T1, :func:`gaussian_z`): ``x' = F_dec(z + eps, nu)`` with
   ``eps ~ N_trunc(mu, sigma^2; b)``; the paper's ``mu = 0``, ``sigma = 0.1`` and ``b = 4``, where
-  ``b`` bounds ``eps`` in ``z``'s own units (the paper: "z has an average maximum value around 4").
+  ``b`` bounds ``eps`` in ``z``'s own units (the paper: "z has an average maximum value around 4"),
+  so at ``sigma = 0.1`` the truncation (40 sigma) never binds and T1 is Gaussian noise in effect;
+  a bound in units of sigma would be ``bound = 4 * sigma``.
 * **Algorithm 2** (T2, :func:`mix_z`): ``m ~ Beta(alpha, alpha)``, ``m <- 1 - m`` when
   ``m < tr`` (so the image keeps most of its own style), ``x' = F_dec(m z_i + (1 - m) z_j, nu_i)``;
-  ``alpha = 1``, ``tr = 0.5``. The partner ``j`` is another image of the same class in the batch
-  (``pairs="same_class"``, as this project's issue asks) or any other image (``pairs="any"``,
-  the literal Algorithm 2). The label stays ``y_i``: ``nu_i``, the content, is kept.
+  ``alpha = 1``, ``tr = 0.5``. The partner ``j`` is drawn from the whole training set: another
+  image of the same class (``pairs="same_class"``, this project's default, as issue #12 asks) or
+  any other image (``pairs="any"``: Algorithm 2 as printed, "x1, x2 ~ X"). The label stays
+  ``y_i``: ``nu_i``, the content, is kept.
 * **Objectives** (:data:`OBJECTIVES`): which views of a batch the classifier is trained on, and
   their weights, eq. (2) ``L(f(t(x)), y)``; eq. (3) ``L(f(t(x)), y) + lambda L(f(x), y)``;
   eq. (4) ``L(f(t1(x)), y) + lambda1 L(f(t2(x)), y) + lambda2 L(f(x), y)``. The paper's
@@ -19,21 +22,24 @@ Classification" (ICCV 2023), Sec. 3.3, on the flow of :mod:`stratalab.models.flo
   its best CIFAR-10 MacroStd (1.65) is eq. (3) with T1 ("Trunc Gaussian on z + Std").
 
 :class:`FlowAugmenter` applies one objective online inside the training loop. ``F_enc`` is
-deterministic (``z`` is the posterior mean), so each training image is encoded once and its
-``(z, nu)`` kept; every batch then only decodes, with fresh noise and partners.
+deterministic (``z`` is the posterior mean), so the training set is encoded once, in fixed chunks
+(the same encodings whatever the batch order, so a resumed run continues exactly), and every batch
+then only decodes, with fresh noise and partners.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .mixing import sample_beta
 
-__all__ = ["OBJECTIVES", "truncated_normal", "gaussian_z", "mix_z", "mix_partners", "FlowAugmenter"]
+__all__ = ["OBJECTIVES", "truncated_normal", "gaussian_z", "mix_z", "mix_partners", "draw_partners", "FlowAugmenter"]
 
 # objective name -> the views a batch is trained on, in order: "gauss" (T1), "mix" (T2), "std" (x itself)
 OBJECTIVES: dict[str, tuple[str, ...]] = {
@@ -81,24 +87,54 @@ def mix_partners(y: Tensor, generator: torch.Generator, *, same_class: bool = Tr
     return torch.where(allowed.any(dim=1), best, torch.arange(n))
 
 
-def mix_z(z: Tensor, partners: Tensor, generator: torch.Generator, *, alpha: float = 1.0,
+def draw_partners(idx: Tensor, train_y: Tensor, generator: torch.Generator, *, same_class: bool = True) -> Tensor:
+    """For training examples ``idx``, a partner ``j != i`` drawn uniformly from the whole training
+    set (labels ``train_y``): among the other examples of ``i``'s class when ``same_class`` (an
+    example alone in its class is its own partner), else among all others. One uniform per example."""
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    u = torch.rand(len(idx), generator=generator, dtype=torch.float64)
+    n = len(train_y)
+    if not same_class:
+        r = torch.clamp((u * (n - 1)).long(), max=max(n - 2, 0))
+        return torch.where(torch.tensor(n > 1), r + (r >= idx).long(), idx)
+    order = torch.argsort(train_y, stable=True)
+    counts = torch.bincount(train_y)
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.empty_like(order)
+    pos[order] = torch.arange(n)
+    c = train_y[idx]
+    cnt, start = counts[c], starts[c]
+    r = torch.minimum((u * (cnt - 1)).long(), torch.clamp(cnt - 2, min=0))
+    r = r + (r >= pos[idx] - start).long()
+    j = order[torch.clamp(start + r, max=n - 1)]
+    return torch.where(cnt > 1, j, idx)
+
+
+def mix_z(z: Tensor, z_other: Tensor, generator: torch.Generator, *, alpha: float = 1.0,
           threshold: float = 0.5) -> tuple[Tensor, Tensor]:
     """Algorithm 2 on the global latents: ``m ~ Beta(alpha, alpha)`` per example, ``m <- 1 - m``
-    when ``m < threshold``, ``z_new = m z + (1 - m) z[partners]``. Returns ``(z_new, m)``."""
+    when ``m < threshold``, ``z_new = m z + (1 - m) z_other`` (``z_other``: each partner's ``z``).
+    Returns ``(z_new, m)``."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold (tr) must be in [0, 1], got {threshold}.")
+    if z_other.shape != z.shape:
+        raise ValueError(f"z_other must have z's shape {tuple(z.shape)}, got {tuple(z_other.shape)}.")
     m = sample_beta(alpha, alpha, len(z), generator).to(z.dtype)
     m = torch.where(m < threshold, 1.0 - m, m)
-    return m[:, None] * z + (1.0 - m[:, None]) * z[partners], m
+    return m[:, None] * z + (1.0 - m[:, None]) * z_other, m
 
 
 @dataclass
 class FlowAugmenter:
     """Online FlowAug for the training loop: ``views(x, y, idx, generator)`` returns the batch's
     views and their loss weights for ``objective`` (:data:`OBJECTIVES`). ``std_weight`` is eq. (3)'s
-    ``lambda`` and eq. (4)'s ``lambda2``; ``mix_weight`` is eq. (4)'s ``lambda1``. ``idx`` (the
-    examples' positions in the training set) keys the cache of ``F_enc``, which holds
-    ``n_train`` encodings when given (``None``: encode every batch)."""
+    ``lambda`` and eq. (4)'s ``lambda2``; ``mix_weight`` is eq. (4)'s ``lambda1``.
+
+    With ``train_x`` (``train_x(indices) -> images``) and ``train_y``, the whole training set is
+    encoded once, in chunks of ``chunk`` in index order, at the first batch; ``idx`` (the batch's
+    positions in the training set) then picks the cached ``(z, nu)``, and Algorithm 2's partners
+    come from the whole training set (:func:`draw_partners`). Without them, each batch is encoded
+    and partners come from the batch (:func:`mix_partners`)."""
 
     flow: torch.nn.Module
     objective: str = "gauss+std"
@@ -109,42 +145,49 @@ class FlowAugmenter:
     alpha: float = 1.0
     threshold: float = 0.5
     pairs: str = "same_class"
-    n_train: int | None = None
+    train_x: "Callable[[Any], Tensor] | None" = None
+    train_y: Tensor | None = None
+    chunk: int = 500
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"FlowAug objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}.")
         if self.pairs not in ("same_class", "any"):
             raise ValueError(f"pairs must be 'same_class' or 'any', got {self.pairs!r}.")
-        for name in ("std_weight", "mix_weight"):
+        for name, low_open in (("std_weight", False), ("mix_weight", False), ("sigma", True), ("bound", True), ("alpha", True)):
             v = getattr(self, name)
-            if not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}.")
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (low_open and v == 0):
+                raise ValueError(f"{name} must be a finite number {'> 0' if low_open else '>= 0'}, got {v!r}.")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold (tr) must be in [0, 1], got {self.threshold}.")
+        if (self.train_x is None) != (self.train_y is None):
+            raise ValueError("give train_x and train_y together (or neither).")
         self.flow.eval()
         for p in self.flow.parameters():
             p.requires_grad_(False)
         self._z: Tensor | None = None
         self._nu: Tensor | None = None
-        self._have: Tensor | None = None
+
+    @torch.no_grad()
+    def _encode_all(self) -> None:
+        assert self.train_y is not None and self.train_x is not None
+        n = len(self.train_y)
+        zs, nus = [], []
+        for s in range(0, n, self.chunk):
+            z, nu = self.flow.encode(torch.as_tensor(self.train_x(np.arange(s, min(s + self.chunk, n))), dtype=torch.float32))
+            zs.append(z)
+            nus.append(nu)
+        self._z, self._nu = torch.cat(zs), torch.cat(nus)
 
     @torch.no_grad()
     def encode(self, x: Tensor, idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``F_enc(x)``, from the cache for examples already seen when ``n_train`` was given."""
-        if idx is None or self.n_train is None:
+        """``F_enc(x)``: from the training-set cache when there is one and ``idx`` is given."""
+        if idx is None or self.train_x is None:
             return self.flow.encode(x)
-        idx = torch.as_tensor(idx, dtype=torch.long)
         if self._z is None:
-            z0, nu0 = self.flow.encode(x[:1])
-            self._z = torch.empty((self.n_train, *z0.shape[1:]), dtype=z0.dtype)
-            self._nu = torch.empty((self.n_train, *nu0.shape[1:]), dtype=nu0.dtype)
-            self._have = torch.zeros(self.n_train, dtype=torch.bool)
-        assert self._nu is not None and self._have is not None
-        new = ~self._have[idx]
-        if new.any():
-            z_new, nu_new = self.flow.encode(x[new])
-            self._z[idx[new]] = z_new
-            self._nu[idx[new]] = nu_new
-            self._have[idx[new]] = True
+            self._encode_all()
+        assert self._z is not None and self._nu is not None
+        idx = torch.as_tensor(idx, dtype=torch.long)
         return self._z[idx], self._nu[idx]
 
     @torch.no_grad()
@@ -158,8 +201,12 @@ class FlowAugmenter:
             if name == "gauss":
                 out.append((self.flow.decode(gaussian_z(z, generator, sigma=self.sigma, bound=self.bound), nu), 1.0))
             elif name == "mix":
-                partners = mix_partners(y, generator, same_class=self.pairs == "same_class")
-                z_new, _ = mix_z(z, partners, generator, alpha=self.alpha, threshold=self.threshold)
+                same = self.pairs == "same_class"
+                if idx is not None and self._z is not None and self.train_y is not None:
+                    z_other = self._z[draw_partners(idx, self.train_y, generator, same_class=same)]
+                else:
+                    z_other = z[mix_partners(y, generator, same_class=same)]
+                z_new, _ = mix_z(z, z_other, generator, alpha=self.alpha, threshold=self.threshold)
                 out.append((self.flow.decode(z_new, nu), self.mix_weight if "gauss" in names else 1.0))
             else:
                 out.append((x, self.std_weight))
@@ -201,7 +248,7 @@ def flow_sample_rows(flow: torch.nn.Module, split: "object", *, n: int = 8, sigm
     rows: dict[str, Tensor] = {"original": x, "reconstruction": flow.decode(z, nu)}  # type: ignore[operator]
     for s in sigmas:
         rows[f"alg1 sigma={s:g}"] = flow.decode(gaussian_z(z, g, sigma=float(s)), nu)  # type: ignore[operator]
-    rows["alg2 mix z"] = flow.decode(mix_z(z, part, g)[0], nu)  # type: ignore[operator]
+    rows["alg2 mix z"] = flow.decode(mix_z(z, z[part], g)[0], nu)  # type: ignore[operator]
     rows["z swapped"] = flow.decode(z[part], nu)  # type: ignore[operator]
     return {k: {"images": v, "change": float((v - x).abs().mean())} for k, v in rows.items()}
 

@@ -78,17 +78,22 @@ def make_augmentation(cfg: Any) -> tuple[InputAugment | None, BatchAugment | Non
 def make_views(cfg: Any, train: Any) -> "Any | None":
     """The :class:`~stratalab.augment.flowaug.FlowAugmenter` of a ``flowaug`` run (None otherwise):
     the flow at ``cfg.flow`` (read with ``weights_only``), checked against the training images'
-    shape, with one cached encoding per training example."""
+    shape, encoding the whole training set once; ``flow_sha256`` names the flow file's bytes."""
     if cfg.augment != "flowaug":
         return None
     from ..models.flow import load_flow
     from .flowaug import FlowAugmenter
 
-    flow, _ = load_flow(cfg.flow)
-    shape = tuple(train.x.shape[1:]) if hasattr(train.x, "shape") else None
+    import numpy as np
+
+    flow, record = load_flow(cfg.flow)
+    shape = tuple(np.asarray(train.load_x(np.arange(1))).shape[1:])
     if shape != tuple(flow.config.image_shape):
         raise ValueError(f"the flow at {cfg.flow} was trained on images of shape {tuple(flow.config.image_shape)}; "
                          f"this training split has inputs of shape {shape}. Train a flow on this data set.")
-    return FlowAugmenter(flow, objective=cfg.flowaug_objective, std_weight=cfg.flowaug_std_weight,
-                         mix_weight=cfg.flowaug_mix_weight, sigma=cfg.flowaug_sigma, pairs=cfg.flowaug_pairs,
-                         n_train=len(train))
+    aug = FlowAugmenter(flow, objective=cfg.flowaug_objective, std_weight=cfg.flowaug_std_weight,
+                        mix_weight=cfg.flowaug_mix_weight, sigma=cfg.flowaug_sigma, pairs=cfg.flowaug_pairs,
+                        train_x=lambda i: torch.as_tensor(np.asarray(train.load_x(i)), dtype=torch.float32),
+                        train_y=torch.as_tensor(np.asarray(train.y, dtype=np.int64)))
+    aug.flow_sha256 = record["sha256"]  # type: ignore[attr-defined]
+    return aug

@@ -127,10 +127,10 @@ class CifarBConfig:
         flow_keys = ("flow", "flowaug_objective", "flowaug_std_weight", "flowaug_mix_weight")
         d = {k: v for k, v in d.items() if k not in flow_keys}
         if augment == "flowaug":
-            import hashlib
+            from ..models.flow import file_sha256
 
             d.update({k: getattr(self, k) for k in flow_keys[1:]})
-            d["flow_sha256"] = hashlib.sha256(Path(str(self.flow)).read_bytes()).hexdigest()
+            d["flow_sha256"] = file_sha256(str(self.flow))
         return d
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,12 +177,19 @@ def corrupt_subset(n_test: int, n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n_test, n, replace=False))
 
 
-def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int) -> dict[str, Any]:
+def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int,
+                 flow_sha256: str | None = None) -> dict[str, Any]:
     """One (augmentation, seed) run of the study (a grid task): train, audit on the clean and the
-    corrupted test sets. Returns JSON-ready rows."""
+    corrupted test sets. Returns JSON-ready rows. A FlowAug run checks that the flow file still has
+    the bytes (``flow_sha256``) its task key was made from."""
     from . import backend
 
     c = CifarBConfig.from_dict(cfg)
+    if augment == "flowaug" and flow_sha256 is not None:
+        from ..models.flow import file_sha256
+
+        if file_sha256(str(c.flow)) != flow_sha256:
+            raise ValueError(f"the flow file {c.flow} changed after the grid started; run the command again.")
     ds = data.load()
     t = time.perf_counter()
     backend.say(f"{c.row_name(augment)} (seed {seed}): training {c.model} x{c.width:g} for {c.epochs} epochs")
@@ -197,6 +204,7 @@ def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int)
 
     r = run(ds, c.train_config(augment, seed), progress=epoch_done)
     out: dict[str, Any] = {"augment": augment, "seed": seed, "selected_epoch": r.selected_epoch,
+                           **({"flow_sha256": flow_sha256} if augment == "flowaug" else {}),
                            "train_seconds": time.perf_counter() - t, "clean": _summary(r.reports["test"]),
                            "classes": r.reports["test"].class_table[["class_name", "accuracy", "worst_group",
                                                                       "worst_group_accuracy"]].to_dict(orient="records"),
@@ -304,8 +312,9 @@ def run_cifar_b(cfg: CifarBConfig, *, data_dir: str | Path | None = None, backen
     tasks = []
     for a in cfg.augmentations:
         for s in cfg.seeds:
-            key = task_key(f"cifar-b-{a}-seed{s}", data=specs[s].key(), config=cfg.run_key(a), augment=a, seed=s)
-            tasks.append((key, (specs[s], cfg.to_dict(), a, s)))
+            run_key = cfg.run_key(a)
+            key = task_key(f"cifar-b-{a}-seed{s}", data=specs[s].key(), config=run_key, augment=a, seed=s)
+            tasks.append((key, (specs[s], cfg.to_dict(), a, s, run_key.get("flow_sha256"))))
     runs = backend.map(cifar_b_task, tasks, progress, what="CIFAR-B runs")
     return CifarBResult(config=cfg, runs=runs, class_names=list(first.class_names),
                         group_names=list(first.group_names or []), seconds=time.perf_counter() - t0)

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .._config import config_from_dict, config_to_dict
 
-__all__ = ["FlowConfig", "DecoupledFlow", "train_flow", "bits_per_dim", "save_flow", "load_flow", "FLOW_FORMAT"]
+__all__ = ["FlowConfig", "DecoupledFlow", "train_flow", "bits_per_dim", "save_flow", "load_flow", "file_sha256", "FLOW_FORMAT"]
 
 FLOW_FORMAT = "stratalab-decoupled-flow"
 
@@ -75,8 +75,9 @@ class FlowConfig:
             raise ValueError(f"image_shape must be (channels, height, width), got {self.image_shape}.")
         for name in ("levels", "steps", "hidden", "z_dim", "epochs", "batch_size"):
             v = getattr(self, name)
-            if isinstance(v, bool) or int(v) != v or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
+            low = 2 if name == "batch_size" else 1
+            if isinstance(v, bool) or int(v) != v or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}.")
         if h % (2 ** self.levels) or w % (2 ** self.levels):
             raise ValueError(f"the image sides ({h}x{w}) must be divisible by 2**levels = {2 ** self.levels}; "
                              "use fewer levels or resize the images.")
@@ -159,7 +160,8 @@ class InvConv1x1(nn.Module):
 class CondCoupling(nn.Module):
     """Affine coupling conditioned on ``z``: the second half of the channels is shifted and scaled by
     a network of the first half and of ``z`` (broadcast over space); Glow's ``sigmoid(. + 2)`` scale
-    and a zero-initialised last layer, so each step starts as the identity."""
+    (kept in log space) and a zero-initialised last layer, so each step starts as a fixed scaling
+    by sigmoid(2) = 0.88 of the second half, the same for every ``z``."""
 
     def __init__(self, channels: int, hidden: int, z_dim: int, cond_channels: int = 8) -> None:
         super().__init__()
@@ -177,17 +179,17 @@ class CondCoupling(nn.Module):
         c = self.cond(z)[:, :, None, None].expand(-1, -1, a.shape[2], a.shape[3])
         h = self.net(torch.cat([a, c], dim=1))
         shift, raw = h[:, 0::2], h[:, 1::2]
-        return shift, torch.sigmoid(raw + 2.0)
+        return shift, F.logsigmoid(raw + 2.0)
 
     def forward(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         a, b = x[:, :self.half], x[:, self.half:]
-        shift, scale = self._params(a, z)
-        return torch.cat([a, (b + shift) * scale], dim=1), torch.log(scale).flatten(1).sum(1)
+        shift, log_scale = self._params(a, z)
+        return torch.cat([a, (b + shift) * torch.exp(log_scale)], dim=1), log_scale.flatten(1).sum(1)
 
     def inverse(self, y: Tensor, z: Tensor) -> Tensor:
         a, b = y[:, :self.half], y[:, self.half:]
-        shift, scale = self._params(a, z)
-        return torch.cat([a, b / scale - shift], dim=1)
+        shift, log_scale = self._params(a, z)
+        return torch.cat([a, b * torch.exp(-log_scale) - shift], dim=1)
 
 
 class FlowStep(nn.Module):
@@ -231,21 +233,24 @@ class Encoder(nn.Module):
 class DecoupledFlow(nn.Module):
     """Global ``z`` from an encoder, local ``nu`` from a conditional Glow (see the module docstring).
 
-    Images are float tensors (N, C, H, W) in [0, 1] (the loaders' format); inside, pixels are
-    centred to [-0.5, 0.5]. ``encode(x) -> (z, nu)``, ``decode(z, nu) -> x`` (clamped to [0, 1]),
-    ``loss(x, generator)`` the negative ELBO per example in nats, for training.
+    The flow models dequantised 8-bit pixels ``(k + u) / 256`` (centred to [-0.5, 0.5] inside).
+    ``encode(x)`` takes the loaders' images ``k / 255`` in [0, 1] and places each pixel at the centre
+    of its bin, ``(k + 0.5) / 256``; ``decode(z, nu)`` maps back, ``(256 v - 0.5) / 255`` clamped to
+    [0, 1], so ``decode(*encode(x))`` gives 8-bit images back. ``loss_terms(x_dequantised)`` gives
+    the negative ELBO per example in nats, for training.
     """
 
     def __init__(self, config: FlowConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or FlowConfig()
-        torch.manual_seed(cfg.seed)
         c = cfg.image_shape[0]
-        self.encoder = Encoder(c, cfg.z_dim)
-        self.levels = nn.ModuleList()
-        for level in range(cfg.levels):
-            channels = c * 4 ** (level + 1)
-            self.levels.append(nn.ModuleList(FlowStep(channels, cfg.hidden, cfg.z_dim) for _ in range(cfg.steps)))
+        with torch.random.fork_rng(devices=[]):  # initialised from the flow's seed; the caller's RNG is left as it was
+            torch.manual_seed(cfg.seed)
+            self.encoder = Encoder(c, cfg.z_dim)
+            self.levels = nn.ModuleList()
+            for level in range(cfg.levels):
+                channels = c * 4 ** (level + 1)
+                self.levels.append(nn.ModuleList(FlowStep(channels, cfg.hidden, cfg.z_dim) for _ in range(cfg.steps)))
 
     # f(x; z): image -> nu, with log|det|
     def flow_forward(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -272,14 +277,20 @@ class DecoupledFlow(nn.Module):
                              f"{tuple(x.shape)}.")
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``F_enc``: ``z`` = the posterior mean of ``q(z | x)`` and ``nu = f(x; z)``."""
+        """``F_enc`` of images in [0, 1]: ``z`` = the posterior mean of ``q(z | x)``, ``nu = f(x; z)``."""
         self._check(x)
-        z = self.encoder(x - 0.5)[0]
-        return z, self.flow_forward(x, z)[0]
+        v = (torch.round(x * 255.0) + 0.5) / 256.0
+        z = self.encoder(v - 0.5)[0]
+        return z, self.flow_forward(v, z)[0]
 
     def decode(self, z: Tensor, nu: Tensor) -> Tensor:
-        """``F_dec``: ``f^-1(nu; z)``, clamped to the pixel range [0, 1]."""
-        return self.flow_inverse(nu, z).clamp(0.0, 1.0)
+        """``F_dec``: ``f^-1(nu; z)`` as images in [0, 1]."""
+        c, h, w = self.config.image_shape
+        want = (c * 4 ** self.config.levels, h >> self.config.levels, w >> self.config.levels)
+        if nu.ndim != 4 or tuple(nu.shape[1:]) != want or z.ndim != 2 or z.shape != (nu.shape[0], self.config.z_dim):
+            raise ValueError(f"decode needs z of shape (N, {self.config.z_dim}) and nu of shape (N, {', '.join(map(str, want))}) "
+                             f"as encode gives them; got {tuple(z.shape)} and {tuple(nu.shape)}.")
+        return ((self.flow_inverse(nu, z) * 256.0 - 0.5) / 255.0).clamp(0.0, 1.0)
 
     def loss_terms(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Per-example terms of the negative ELBO (nats) on ``x``, which the caller has already
@@ -357,7 +368,7 @@ def train_flow(images: np.ndarray, config: FlowConfig | None = None, *, val_imag
         seen = 0
         for s in range(0, len(order), cfg.batch_size):
             xb = dequantize(x_all[order[s:s + cfg.batch_size]], g)
-            if len(xb) < 2:
+            if len(xb) < 2:  # a last batch of one: free bits average over the batch
                 continue
             for pg in opt.param_groups:
                 pg["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
@@ -421,6 +432,8 @@ def load_flow(path: str | Path) -> tuple[DecoupledFlow, dict[str, Any]]:
     if not isinstance(payload, dict) or payload.get("format") != FLOW_FORMAT:
         raise ValueError(f"{path} is not a stratalab flow file (no {FLOW_FORMAT!r} marker); write it with "
                          "`stratalab flow train`.")
+    if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
+        raise ValueError(f"{path} is a damaged flow file (no config or weights); train it again with `stratalab flow train`.")
     flow = DecoupledFlow(FlowConfig.from_dict(payload["config"]))
     try:
         flow.load_state_dict(payload["state_dict"])
@@ -428,4 +441,16 @@ def load_flow(path: str | Path) -> tuple[DecoupledFlow, dict[str, Any]]:
         raise ValueError(f"{path}: the weights do not fit the recorded config ({str(e).splitlines()[0][:160]}).") from None
     flow.eval()
     record = {k: payload.get(k) for k in ("config", "history", "extra")}
+    record["sha256"] = file_sha256(path)
     return flow, record
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (a flow's identity in run keys and checkpoints)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -398,6 +398,8 @@ def fit(
     g_all = torch.as_tensor(groups) if groups is not None else None
 
     fingerprint = _data_fingerprint(train, groups, repeats, val, test)
+    if views is not None:  # a checkpoint resumes only on the same flow file, not just the same path
+        fingerprint += ":flow=" + str(getattr(views, "flow_sha256", ""))
     history: list[dict[str, Any]] = []
     best_score, best_state, best_epoch = -np.inf, None, None
     start_epoch = 0
@@ -486,8 +488,12 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(losses.detach().sum())
-            seen += losses.numel()
+            if view_w is None:
+                total += float(losses.detach().sum())
+                seen += idx.numel()
+            else:  # FlowAug: the objective of eqs. (2)-(4), sum over views of weight x mean loss
+                total += float(loss.detach()) * idx.numel()
+                seen += idx.numel()
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": base_lrs[0] * factor, "train_loss": total / max(seen, 1)}
         if dro is not None:
             row["gdro_q"] = [round(float(v), 6) for v in dro.q]
