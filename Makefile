@@ -4,8 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+DATTRI ?= dattri
 
-.PHONY: setup demo test test-slow test-all bench bench-traker bench-ray browser clean
+.PHONY: setup demo test test-slow test-all bench bench-trak bench-traker bench-ray browser clean
 
 setup: $(VENV)/.installed
 
@@ -34,12 +35,17 @@ bench: setup
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(PY) benchmarks/metrics_speed.py
 
-# The TRAK benchmark against the reference library: traker lives only in its own environment.
-bench-traker:
-	$(PYTHON) -m venv .venv-traker
+# The TRAK benchmark against the reference libraries: traker and dattri each live only in their own environment.
+bench-trak: setup
+	test -x .venv-traker/bin/python || $(PYTHON) -m venv .venv-traker
 	.venv-traker/bin/python -m pip install --quiet -c constraints.txt torch==2.13.0
 	.venv-traker/bin/python -m pip install --quiet -c constraints.txt -e . traker
-	.venv-traker/bin/python benchmarks/trak_vs_traker.py
+	test -x .venv-dattri/bin/python || $(PYTHON) -m venv .venv-dattri
+	.venv-dattri/bin/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	.venv-dattri/bin/python -m pip install --quiet -c constraints.txt -e . $(DATTRI)
+	$(PY) benchmarks/trak_vs_traker.py --lds-models 20 --name trak_three_tools
+
+bench-traker: bench-trak
 
 # Debian's Chromium for the HTML report's browser test (tests/report/test_html_browser.py skips,
 # saying why, without it). Needs root or sudo; CI runs it before `make test`.
@@ -52,4 +58,4 @@ bench-ray: setup
 	$(PY) benchmarks/ray_speedup.py --write
 
 clean:
-	rm -rf $(VENV) .venv-traker .pytest_cache
+	rm -rf $(VENV) .venv-traker .venv-dattri .pytest_cache

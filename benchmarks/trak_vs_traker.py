@@ -1,4 +1,10 @@
-"""stratalab.attribution.TRAK against the reference library `traker` (MadryLab/trak), on the CPU.
+"""stratalab.attribution.TRAK against the reference libraries `traker` (MadryLab/trak) and `dattri`
+(TRAIS-Lab), on the CPU.
+
+Tools: ``ours`` (dense Gaussian projection, the TRAK paper's; per-example gradients by hooks),
+``ours-vmap`` (the same with ``vmap(grad)``), ``ours-kronecker`` (per-layer Kronecker-factored
+projection, LoGra-style), ``traker`` and ``dattri`` (each in its own virtual environment:
+``--traker-python`` / ``--dattri-python``).
 
 Same model (LeNet-5), same data (a seeded subset of U-MNIST train, targets from its val split),
 same projection dimension k, same M checkpoints (each trained on a random alpha = 50% subset of the
@@ -9,11 +15,13 @@ datamodeling score (LDS) of each tool's matrix against the margins of `--lds-mod
 on random 50% subsets (the same subsets and margins for both), and the Spearman correlation between
 the two matrices.
 
-traker is not a dependency of stratalab: it lives only in this benchmark's environment
-(`make bench-traker` builds `.venv-traker` with stratalab and traker, then runs this script).
+traker and dattri are not dependencies of stratalab: they live only in their benchmark
+environments (`make bench-trak` builds `.venv-traker` and `.venv-dattri`, then runs this script).
 
-Run: .venv-traker/bin/python benchmarks/trak_vs_traker.py [--n-train 4000] [--n-targets 500]
-     [--proj-dim 512] [--models 2] [--epochs 8] [--lds-models 20]
+Run: python benchmarks/trak_vs_traker.py [--tools ours,ours-kronecker,traker,dattri] [--n-train 4000]
+     [--n-targets 500] [--proj-dim 512] [--models 2] [--epochs 8] [--lds-models 20] [--work DIR]
+     [--name trak_vs_traker]
+--work keeps the trained checkpoints and LDS margins there and reuses them when the settings match.
 """
 
 from __future__ import annotations
@@ -54,19 +62,20 @@ def worker(tool: str, work: Path, n_models: int, proj_dim: int) -> None:
     x, y = np.load(work / "x_train.npy"), np.load(work / "y_train.npy")
     xt, yt = np.load(work / "x_target.npy"), np.load(work / "y_target.npy")
     ckpts = _load_ckpts(work, n_models)
-    if tool == "ours":
+    if tool.startswith("ours"):
         from stratalab.attribution import ensemble_scores
     else:
         from trak import TRAKer
     base_mb = _rss_mb()  # after imports and data: what the tool itself adds is peak - base
     t0 = time.perf_counter()
-    if tool == "ours":
+    if tool.startswith("ours"):
         models = []
         for c in ckpts:
             m = _model()
             m.load_state_dict(c)
             models.append(m)
-        scores = np.asarray(ensemble_scores(models, (x, y), (xt, yt), proj_dim=proj_dim, batch_size=BATCH, seed=0))
+        kw = {"ours": {}, "ours-vmap": {"grads": "vmap"}, "ours-kronecker": {"projector": "kronecker"}}[tool]
+        scores = np.asarray(ensemble_scores(models, (x, y), (xt, yt), proj_dim=proj_dim, batch_size=BATCH, seed=0, **kw))
     else:
         traker = TRAKer(model=_model(), task="image_classification", train_set_size=len(y),
                         save_dir=str(work / "traker"), device="cpu", proj_dim=proj_dim, use_half_precision=False,
@@ -114,16 +123,23 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=2, help="M checkpoints, each trained on an alpha = 50%% subset")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lds-models", type=int, default=20)
-    ap.add_argument("--worker", choices=["ours", "traker"], help=argparse.SUPPRESS)
-    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--tools", default="ours,ours-kronecker,traker,dattri")
+    ap.add_argument("--traker-python", default=".venv-traker/bin/python")
+    ap.add_argument("--dattri-python", default=".venv-dattri/bin/python")
+    ap.add_argument("--work", type=Path, default=None, help="keep checkpoints and LDS margins here; reuse when settings match")
+    ap.add_argument("--name", default="trak_vs_traker")
+    ap.add_argument("--worker", choices=["ours", "ours-vmap", "ours-kronecker", "traker"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.work, args.models, args.proj_dim)
         return
-    try:
-        import trak  # noqa: F401
-    except ImportError:
-        sys.exit("traker is not installed in this environment; run `make bench-traker` (it builds .venv-traker).")
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    pythons = {"traker": args.traker_python, "dattri": args.dattri_python}
+    for t in tools:
+        if t not in ("ours", "ours-vmap", "ours-kronecker", "traker", "dattri"):
+            sys.exit(f"unknown tool {t!r}")
+        if t in pythons and not Path(pythons[t]).exists():
+            sys.exit(f"{t} needs its own environment at {pythons[t]}; run `make bench-trak` (it builds .venv-{t}).")
     import torch
 
     from stratalab.attribution import linear_datamodeling_score, margin, random_subsets
@@ -140,47 +156,77 @@ def main() -> None:
     xt, yt = ds.val.load_x(target_idx).astype(np.float32), ds.val.y[target_idx]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for name, arr in (("x_train", x), ("y_train", y), ("x_target", xt), ("y_target", yt)):
-            np.save(work / f"{name}.npy", arr)
-        for m, mask in enumerate(random_subsets(len(y), args.models, 0.5, seed=100)):
-            torch.save(_train(sub, np.flatnonzero(mask), args.epochs, seed=100 + m).state_dict(), work / f"ckpt{m}.pt")
-        print(f"trained {args.models} checkpoints ({time.perf_counter() - t0:.0f} s)", flush=True)
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        setting = {k: getattr(args, k) for k in ("n_train", "n_targets", "models", "epochs", "lds_models")}
+        meta = work / "setting.json"
+        reuse = meta.exists() and json.loads(meta.read_text()) == setting
         masks = random_subsets(len(y), args.lds_models, 0.5, seed=200)
-        margins = []
-        for j, mask in enumerate(masks):
-            model = _train(sub, np.flatnonzero(mask), args.epochs, seed=200 + j).eval()
-            with torch.no_grad():
-                margins.append(margin(model(torch.as_tensor(xt)), torch.as_tensor(yt)).numpy())
-        margins = np.array(margins)
-        print(f"trained {args.lds_models} LDS models ({time.perf_counter() - t0:.0f} s)", flush=True)
+        if reuse:
+            margins = np.load(work / "lds_margins.npy")
+            print(f"reusing the checkpoints and LDS margins in {work}", flush=True)
+        else:
+            meta.unlink(missing_ok=True)
+            for name, arr in (("x_train", x), ("y_train", y), ("x_target", xt), ("y_target", yt)):
+                np.save(work / f"{name}.npy", arr)
+            for m, mask in enumerate(random_subsets(len(y), args.models, 0.5, seed=100)):
+                torch.save(_train(sub, np.flatnonzero(mask), args.epochs, seed=100 + m).state_dict(), work / f"ckpt{m}.pt")
+            print(f"trained {args.models} checkpoints ({time.perf_counter() - t0:.0f} s)", flush=True)
+            margins = []
+            for j, mask in enumerate(masks):
+                model = _train(sub, np.flatnonzero(mask), args.epochs, seed=200 + j).eval()
+                with torch.no_grad():
+                    margins.append(margin(model(torch.as_tensor(xt)), torch.as_tensor(yt)).numpy())
+            margins = np.array(margins)
+            np.save(work / "lds_margins.npy", margins)
+            meta.write_text(json.dumps(setting))
+            print(f"trained {args.lds_models} LDS models ({time.perf_counter() - t0:.0f} s)", flush=True)
         res = {}
-        for tool in ("ours", "traker"):
-            cmd = [sys.executable, __file__, "--worker", tool, "--work", str(work), "--models", str(args.models),
-                   "--proj-dim", str(args.proj_dim)]
+        versions = {}
+        for tool in tools:
+            if tool == "dattri":
+                cmd = [pythons["dattri"], str(Path(__file__).with_name("trak_dattri_worker.py")), "--work", str(work),
+                       "--models", str(args.models), "--proj-dim", str(args.proj_dim)]
+            else:
+                cmd = [pythons.get(tool, sys.executable), __file__, "--worker", tool, "--work", str(work),
+                       "--models", str(args.models), "--proj-dim", str(args.proj_dim)]
             subprocess.run(cmd, check=True)
+            if tool in pythons:
+                mod = {"traker": "trak", "dattri": "dattri"}[tool]
+                versions[tool] = subprocess.run([pythons[tool], "-c", f"import importlib.metadata as m; print(m.version('{'traker' if tool == 'traker' else 'dattri'}'))"],
+                                                capture_output=True, text=True).stdout.strip() or mod
             timing = json.loads((work / f"timing_{tool}.json").read_text())
             scores = np.load(work / f"scores_{tool}.npy")
             assert scores.shape == (len(y), len(yt)), scores.shape
-            timing["lds"] = linear_datamodeling_score(scores, masks, margins)[0]
+            lds = linear_datamodeling_score(scores, masks, margins)[0]
+            timing["lds"] = float(lds)
             res[tool] = (timing, scores)
             print(f"{tool}: {timing}", flush=True)
         from scipy.stats import spearmanr
 
-        agree = float(np.mean([spearmanr(res["ours"][1][:, t], res["traker"][1][:, t]).statistic for t in range(len(yt))]))
-    o, r = res["ours"][0], res["traker"][0]
-    lines = ["| tool | featurize + score (s) | peak RSS (MB) | added by the tool (MB) | LDS |", "|---|---|---|---|---|",
-             f"| stratalab TRAK | {o['seconds']:.1f} | {o['peak_rss_mb']:.0f} | {o['added_mb']:.0f} | {o['lds']:.3f} |",
-             f"| traker {__import__('trak').__version__} (BasicProjector) | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
-             f"{r['added_mb']:.0f} | {r['lds']:.3f} |"]
+        def agree(a: str, b: str) -> float:
+            return float(np.mean([spearmanr(res[a][1][:, t], res[b][1][:, t]).statistic for t in range(len(yt))]))
+
+        agreement = {f"{a} vs {b}": agree(a, b) for i, a in enumerate(tools) for b in tools[i + 1:]}
+    names = {"ours": "stratalab TRAK (dense Gaussian, hooks)", "ours-vmap": "stratalab TRAK (dense Gaussian, vmap)",
+             "ours-kronecker": "stratalab TRAK (Kronecker projection)",
+             "traker": f"traker {versions.get('traker', '')} (BasicProjector)", "dattri": f"dattri {versions.get('dattri', '')} (TRAKAttributor)"}
+    refs = [t for t in ("traker", "dattri") if t in res]
+    fastest_ref = min(refs, key=lambda t: res[t][0]["seconds"]) if refs else None
+    lines = ["| tool | featurize + score (s) | peak RSS (MB) | added by the tool (MB) | LDS | speed-up vs the faster reference |",
+             "|---|---|---|---|---|---|"]
+    for t in tools:
+        o = res[t][0]
+        up = f"{res[fastest_ref][0]['seconds'] / o['seconds']:.1f}x" if fastest_ref else "-"
+        lines.append(f"| {names[t]} | {o['seconds']:.1f} | {o['peak_rss_mb']:.0f} | {o['added_mb']:.0f} | {o['lds']:.3f} | {up} |")
     md = "\n".join(lines) + (
-        f"\n\nSpeed-up {r['seconds'] / o['seconds']:.1f}x; mean per-target Spearman between the two matrices {agree:.3f}. "
+        "\n\nMean per-target Spearman between matrices: " + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items()) + ". "
         f"LeNet-5, {args.n_train} U-MNIST train examples, {args.n_targets} val targets, k = {args.proj_dim}, "
-        f"M = {args.models} checkpoints ({args.epochs} epochs on 50% subsets), fp32, batch {BATCH}, 2 threads; "
-        f"LDS over {args.lds_models} models retrained on 50% subsets. Total {time.perf_counter() - t0:.0f} s.")
+        f"M = {args.models} checkpoints ({args.epochs} epochs on 50% subsets), fp32, batch {BATCH}, 2 threads, each tool in "
+        f"its own process; LDS over {args.lds_models} models retrained on 50% subsets. Total {time.perf_counter() - t0:.0f} s.")
     print(md)
-    write("trak_vs_traker", {"args": vars(args), "ours": o, "traker": r, "speedup": r["seconds"] / o["seconds"],
-                             "spearman_between": agree}, md)
+    write(args.name, {"args": {k: str(v) for k, v in vars(args).items()}, "tools": {t: res[t][0] for t in tools},
+                      "versions": versions, "fastest_reference": fastest_ref, "spearman_between": agreement}, md)
 
 
 if __name__ == "__main__":

@@ -56,11 +56,14 @@ class D3MConfig:
     worst-group accuracy (D3M) or on the worst pseudo-group (AUTO-D3M, which uses no group label)
     over ``search_points`` values of k from 0 to twice the heuristic's (or the sweep's range), plus
     the heuristic's. ``sweep_points`` > 0 draws Fig. 2 with that many values of k per curve.
+    ``trak_projector``: "gaussian" (the TRAK paper's dense projection) or "kronecker" (per-layer
+    Kronecker-factored, much faster; :class:`stratalab.attribution.TRAK`).
     """
 
     methods: tuple[str, ...] = tuple(TABLE_METHODS)
     proj_dim: int = 512
     trak_params: str | None = None
+    trak_projector: str = "gaussian"
     n_models: int = 1
     alpha: float = 0.5
     beta: float = 1.0
@@ -83,6 +86,8 @@ class D3MConfig:
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}.")
         if self.trak_params not in (None, "head"):
             raise ValueError(f"trak_params must be None (all parameters) or 'head', got {self.trak_params!r}.")
+        if self.trak_projector not in ("gaussian", "kronecker"):
+            raise ValueError(f"trak_projector must be 'gaussian' or 'kronecker', got {self.trak_projector!r}.")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}; got {self.weighting!r}.")
         if self.threshold not in THRESHOLDS:
@@ -325,7 +330,7 @@ def _align_task(data: "DataSpec", cfg: dict[str, Any], dcfg: dict[str, Any], wei
     backend.say(f"TRAK: featurize {len(ds.train)} train, score {len(ds.val)} val ({len(models)} model(s), k = {d.proj_dim})")
     params = (lambda n: n.startswith("head")) if d.trak_params == "head" else None
     tau = ensemble_scores(models, (ds.train.x, ds.train.y, ds.train.loader), (ds.val.x, ds.val.y, ds.val.loader),
-                          proj_dim=d.proj_dim, params=params, seed=c.seed, out=scores_out)
+                          proj_dim=d.proj_dim, params=params, seed=c.seed, out=scores_out, projector=d.trak_projector)
     loss, pred = np.asarray(val_loss, dtype=np.float64), np.asarray(val_pred)
     out: dict[str, Any] = {"alignment": {}, "val_groups": {}}
     for mode in modes:
