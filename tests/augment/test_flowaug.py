@@ -202,3 +202,24 @@ def test_the_training_loop_weighs_each_view(monkeypatch):
         r = fit(model, train, cfg, val=val, test=test)
         accs[ws] = r.history[-1]["test"]["average_accuracy"]
     assert accs[(1.0, 0.0)] < 0.1 and accs[(0.0, 1.0)] > 0.9, accs
+
+
+def test_a_view_whose_inverse_blows_up_is_replaced_by_its_clean_image():
+    flow = _flow()
+    real = flow.flow_inverse
+
+    def unstable(nu, z):
+        out = real(nu, z)
+        out[1] = float("inf")  # example 1 explodes
+        out[2, 0, 0, 0] = 40.0  # example 2 leaves the pixel range far behind
+        return out
+
+    flow.flow_inverse = unstable  # type: ignore[method-assign]
+    aug = FlowAugmenter(flow, objective="gauss+mix")
+    x = torch.randint(0, 256, (4, 3, 8, 8), generator=torch.Generator().manual_seed(0)) / 255.0
+    views = aug.views(x, torch.zeros(4, dtype=torch.long), None, torch.Generator().manual_seed(1))
+    for v, _ in views:
+        assert torch.isfinite(v).all()
+        assert torch.equal(v[1], x[1]) and torch.equal(v[2], x[2])
+        assert not torch.equal(v[0], x[0])
+    assert (aug.failed, aug.decoded) == (4, 8)

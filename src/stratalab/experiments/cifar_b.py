@@ -204,7 +204,8 @@ def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int,
 
     r = run(ds, c.train_config(augment, seed), progress=epoch_done)
     out: dict[str, Any] = {"augment": augment, "seed": seed, "selected_epoch": r.selected_epoch,
-                           **({"flow_sha256": flow_sha256} if augment == "flowaug" else {}),
+                           **({"flow_sha256": flow_sha256, "flowaug_failed": r.history[-1].get("flowaug_failed"),
+                               "flowaug_decoded": r.history[-1].get("flowaug_decoded")} if augment == "flowaug" else {}),
                            "train_seconds": time.perf_counter() - t, "clean": _summary(r.reports["test"]),
                            "classes": r.reports["test"].class_table[["class_name", "accuracy", "worst_group",
                                                                       "worst_group_accuracy"]].to_dict(orient="records"),

@@ -497,6 +497,8 @@ def fit(
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": base_lrs[0] * factor, "train_loss": total / max(seen, 1)}
         if dro is not None:
             row["gdro_q"] = [round(float(v), 6) for v in dro.q]
+        if views is not None and hasattr(views, "failed"):  # FlowAug views replaced by their clean image, so far
+            row["flowaug_failed"], row["flowaug_decoded"] = int(views.failed), int(views.decoded)
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             if val is not None:
                 vp = predict(model, val)
