@@ -128,14 +128,22 @@ def per_example_grads(model: nn.Module, x: torch.Tensor, names: Sequence[str],
 
 class KroneckerProjector:
     """Per-layer Kronecker-factored Gaussian projection of per-example gradients (see the module
-    docstring), drawn from ``seed``. ``k`` is split over the layers in proportion to their
-    parameter counts (at least 1 each); a layer of ``k_l`` gets ``k_g = min(out, ceil(sqrt(k_l)))``
-    and ``k_a = min(in + 1, ceil(k_l / k_g))``, so ``dim`` (the sum of ``k_g k_a``) is close to
-    ``k``. Every attributed layer must have all its parameters (weight and bias) attributed."""
+    docstring), drawn from ``seed``. ``k`` is split over the layers (at least 1 each): equally
+    (``split="equal"``, the default), or in proportion to their parameter counts ("params") or
+    their square roots ("sqrt"). A layer of ``k_l`` gets ``k_g = min(out, ceil(sqrt(k_l)))`` and
+    ``k_a = min(in + 1, ceil(k_l / k_g))``, so ``dim`` (the sum of ``k_g k_a``) is close to ``k``
+    (less where a layer is smaller than its share). Every attributed layer must have all its
+    parameters (weight and bias) attributed.
 
-    def __init__(self, model: nn.Module, names: Sequence[str], k: int, seed: int = 0) -> None:
+    The default split was measured (LeNet-5 on 4,000 U-MNIST examples, M = 2, k = 512, LDS over
+    20 retrained models, projection seeds 0 and 10): equal 0.094 / 0.101, by parameters 0.091 /
+    0.081, by square root 0.082 / 0.085, the dense Gaussian 0.095 / 0.082."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], k: int, seed: int = 0, split: str = "equal") -> None:
         import math
 
+        if split not in ("params", "sqrt", "equal"):
+            raise ValueError(f"split must be 'params', 'sqrt' or 'equal', got {split!r}.")
         layers = _layers(model, names)
         for mname, mod in layers.items():
             own = [f"{mname}.{p}" if mname else p for p, _ in mod.named_parameters(recurse=False)]
@@ -144,11 +152,12 @@ class KroneckerProjector:
                                  "projector='gaussian'.")
         self.layers = layers
         sizes = {m: sum(p.numel() for p in mod.parameters(recurse=False)) for m, mod in layers.items()}
-        total = sum(sizes.values())
+        share = {m: (v ** 0.5 if split == "sqrt" else 1.0 if split == "equal" else float(v)) for m, v in sizes.items()}
+        total = sum(share.values())
         gen = torch.Generator().manual_seed(int(seed))
         self.factors: dict[str, tuple[torch.Tensor, torch.Tensor, bool]] = {}
         for m, mod in layers.items():
-            k_l = max(1, round(k * sizes[m] / total))
+            k_l = max(1, round(k * share[m] / total))
             w = mod.weight
             n_out = w.shape[0]
             n_in = int(w[0].numel())
