@@ -51,8 +51,9 @@ def main() -> None:
     t0 = time.perf_counter()
     work = args.work
     setting = {"n_train": args.n_train, "n_targets": args.n_targets, "epochs": args.epochs, "lds_models": args.lds_models}
-    if work is not None and (work / "lds_margins.npy").exists() and \
-            {k: v for k, v in json.loads((work / "setting.json").read_text()).items() if k != "models"} == setting:
+    saved = json.loads((work / "setting.json").read_text()) if work is not None and (work / "setting.json").exists() else {}
+    same = bool(saved) and {k: v for k, v in saved.items() if k != "models"} == setting
+    if same:
         margins = np.load(work / "lds_margins.npy")
     else:
         margins = []
@@ -65,7 +66,7 @@ def main() -> None:
     for m, mask in enumerate(random_subsets(len(y), max(sizes), 0.5, seed=100)):
         ck = work / f"ckpt{m}.pt" if work is not None else None
         model = build_model("lenet5", (1, 32, 32), 2, seed=0)
-        if ck is not None and ck.exists() and m < json.loads((work / "setting.json").read_text()).get("models", 0):
+        if same and ck is not None and ck.exists() and m < saved.get("models", 0):
             model.load_state_dict(torch.load(ck, weights_only=True))
         else:
             model = _train(sub, np.flatnonzero(mask), args.epochs, seed=100 + m)

@@ -66,6 +66,10 @@ def worker(tool: str, work: Path, n_models: int, proj_dim: int) -> None:
         from stratalab.attribution import ensemble_scores
     else:
         from trak import TRAKer
+    if tool == "traker":  # traker reloads what an earlier run left in its save_dir and skips that work
+        import shutil
+
+        shutil.rmtree(work / "traker", ignore_errors=True)
     base_mb = _rss_mb()  # after imports and data: what the tool itself adds is peak - base
     t0 = time.perf_counter()
     if tool.startswith("ours"):

@@ -134,3 +134,28 @@ def test_trak_scores_agree_across_gradient_paths_and_kronecker_is_deterministic(
     assert np.array_equal(k1, k2) and k1.shape == (40, 5)
     with pytest.raises(ValueError, match="projector must be"):
         TRAK(model, projector="srht")
+
+
+def test_inplace_ops_and_shared_weights_are_caught_not_silently_wrong():
+    inplace = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
+    names = [n for n, _ in inplace.named_parameters()]
+    x, y = torch.randn(5, 1, 6, 6), torch.tensor([0, 1, 0, 1, 1])
+    from stratalab.attribution.per_example import HooksUnsafe
+
+    with pytest.raises(HooksUnsafe, match="modified in place"):
+        per_example_grads(inplace, x, names, lambda o: margin(o, y))
+    # TRAK in auto mode falls back to vmap (with a warning) and gives vmap's scores
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=(30, 1, 6, 6)).astype(np.float32), rng.integers(0, 2, 30)
+    with pytest.warns(UserWarning, match="falls back to vmap"):
+        auto = TRAK(inplace, proj_dim=8).featurize(xs, ys).score(xs[:3], ys[:3])
+    ref = TRAK(inplace, proj_dim=8, grads="vmap").featurize(xs, ys).score(xs[:3], ys[:3])
+    assert np.allclose(auto, ref, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="needs the hooks path"):
+        TRAK(inplace, proj_dim=8, projector="kronecker").featurize(xs, ys)
+    lin, tied = nn.Linear(4, 4), nn.Linear(4, 4)
+    tied.weight = lin.weight  # two modules, one parameter
+    shared = nn.Sequential(lin, nn.Tanh(), tied, nn.Linear(4, 2))
+    assert "shared" in hooks_unsupported(shared, [n for n, _ in shared.named_parameters()])
+    with pytest.raises(ValueError, match="kronecker' works on"):
+        TRAK(build_model("lenet5", (1, 32, 32), 2), projector="kronecker", grads="vmap")

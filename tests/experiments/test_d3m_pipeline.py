@@ -139,3 +139,29 @@ def test_fig2_mean_over_seeds_interpolates_on_a_common_grid():
     expect = [(0.5 + 0.4) / 2, (0.7 + (0.4 + 10 / 12 * 0.2)) / 2, (0.6 + (0.6 + 8 / 12 * 0.2)) / 2]
     assert np.allclose(m["val_wga_mean"], expect)
     assert np.allclose(m["val_wga_std"][0], 0.05) and (m["seeds"] == 2).all()
+
+
+def test_kronecker_trak_on_a_batchnorm_model_is_refused_before_training():
+    from stratalab.experiments.d3m import D3MConfig, run_d3m_table
+    from stratalab.train import TrainConfig
+
+    import pytest
+
+    cfg = TrainConfig(model="resnet", epochs=50)
+    with pytest.raises(ValueError, match="needs Linear and Conv2d layers only"):
+        run_d3m_table(_tiny_images, cfg,
+                      D3MConfig(trak_projector="kronecker", methods=("erm", "d3m")))
+
+
+def _tiny_images(seed):
+    import numpy as np
+
+    from stratalab.data.core import Dataset, Split
+
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        return Split(x=rng.random((n, 3, 16, 16), dtype=np.float32), y=np.arange(n) % 2, g=np.arange(n) % 4)
+
+    return Dataset(name="tiny", splits={"train": split(40), "val": split(20), "test": split(20)}, class_names=["a", "b"],
+                   group_names=["g0", "g1", "g2", "g3"])

@@ -89,6 +89,9 @@ class TRAK:
             raise ValueError(f"grads must be 'auto', 'hooks' or 'vmap', got {grads!r}.")
         if projector not in ("gaussian", "kronecker"):
             raise ValueError(f"projector must be 'gaussian' or 'kronecker', got {projector!r}.")
+        if projector == "kronecker" and grads == "vmap":
+            raise ValueError("projector='kronecker' works on the layer inputs and output gradients of grads='hooks'; "
+                             "use grads='auto' or 'hooks' with it, or projector='gaussian' with vmap.")
         self.model = model
         self.proj_dim = int(proj_dim)
         self.batch_size = int(batch_size)
@@ -116,6 +119,7 @@ class TRAK:
             raise ValueError(f"grads='hooks' / projector='kronecker' need Linear or Conv2d parameters only: {why}. "
                              "Use grads='vmap' with projector='gaussian'.")
         self.grads = "hooks" if why is None and grads != "vmap" else "vmap"
+        self._auto = grads == "auto"
         self.projector = projector
         self._kron = KroneckerProjector(model, chosen, self.proj_dim, seed) if projector == "kronecker" else None
         self.dim = self._kron.dim if self._kron is not None else self.proj_dim
@@ -162,13 +166,20 @@ class TRAK:
     def _grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected per-example margin gradients (B, k) and correct-class probabilities (B,)."""
         if self.grads == "hooks":
-            from .per_example import per_example_grads
+            from .per_example import HooksUnsafe, per_example_grads
 
-            if self._kron is not None:
-                proj, out = self._kron.project(self.model, x, lambda o: margin(o, y))
-            else:
-                g, out = per_example_grads(self.model, x, self.param_names, lambda o: margin(o, y))
-                proj = self._project([g[n] for n in self.param_names])
+            try:
+                if self._kron is not None:
+                    proj, out = self._kron.project(self.model, x, lambda o: margin(o, y))
+                else:
+                    g, out = per_example_grads(self.model, x, self.param_names, lambda o: margin(o, y))
+                    proj = self._project([g[n] for n in self.param_names])
+            except HooksUnsafe as e:
+                if not self._auto or self._kron is not None:
+                    raise ValueError(f"{e} (projector='kronecker' needs the hooks path; use projector='gaussian').") from None
+                warnings.warn(f"{e} TRAK falls back to vmap(grad) for this model.", stacklevel=3)
+                self.grads = "vmap"
+                return self._grads(x, y)
             p = torch.softmax(out, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
             return proj.detach(), p
         named = dict(self.model.named_parameters())

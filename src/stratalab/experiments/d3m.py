@@ -548,7 +548,17 @@ def run_d3m_table(make_dataset: Callable[[int], Dataset] | Callable[[int], "Data
         if not isinstance(got, DataSpec):
             got = DataSpec.of(got, s)
         specs[s] = got
-    name = name or specs[seeds[0]].load().name
+    first = specs[seeds[0]].load()
+    name = name or first.name
+    if dcfg.trak_projector == "kronecker":  # refused here, not after the ERM and ensemble wave has trained
+        from ..attribution.per_example import hooks_unsupported
+
+        probe = build_model(cfg.model, _input_shape(first), first.n_classes, width=cfg.width, seed=0)
+        chosen = [n for n, _ in probe.named_parameters() if dcfg.trak_params != "head" or n.startswith("head")]
+        why = hooks_unsupported(probe, chosen)
+        if why is not None:
+            raise ValueError(f"trak_projector='kronecker' needs Linear and Conv2d layers only ({why}); use "
+                             "--trak-params head, or --trak-projector gaussian.")
     paths = {s: None if scores_out is None else str(Path(scores_out).with_name(f"{Path(scores_out).stem}-seed{s}.npy"))
              for s in seeds}
     out = _run_seeds(specs, cfg, dcfg, paths, backend or local(), progress or (lambda m: None))
