@@ -247,7 +247,7 @@ def flow_sample_rows(flow: torch.nn.Module, split: "object", *, n: int = 8, sigm
     picks: list[int] = []
     partners: list[int] = []
     for i in rng.permutation(len(y)):
-        if len(picks) >= n - 1:
+        if len(picks) + 2 > n:
             break
         same = np.flatnonzero((y == y[i]) & (np.arange(len(y)) != i))
         if len(same) == 0 or int(i) in picks:

@@ -1319,7 +1319,8 @@ def flow_samples(
     output: Path = typer.Option(..., "--output", "-o", help="The figure (.png, .pdf or .svg)."),
     dataset: str = typer.Option("cifar10-b", "--dataset", help="Data set whose test images are augmented."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
-    n: int = typer.Option(8, "--n", help="Images (columns) to show."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value."),
+    n: int = typer.Option(8, "--n", help="Images (columns) to show, in same-class pairs (an odd number is rounded down)."),
     sigma: str = typer.Option("0.1,0.5", "--sigma", help="Algorithm 1's sigma per row (the paper: 0.1)."),
     seed: int = typer.Option(0, help="Seed of the images picked and of the noise."),
     json_out: bool = typer.Option(False, "--json", help="Print the mean absolute pixel change of each row as JSON."),
@@ -1338,8 +1339,8 @@ def flow_samples(
     if n < 2:
         raise ValueError(f"--n must be >= 2 (Algorithm 2 needs a partner), got {n}.")
     flow, record = load_flow(_check_input_file(flow_path, "flow", (".pt",)))
-    ds = load(dataset, data_dir=data_dir, seed=seed)
-    rows = flow_sample_rows(flow, ds.test, n=n, sigmas=sigmas, seed=seed)
+    ds = load(dataset, data_dir=data_dir, seed=seed, **_parse_options(option))
+    rows = flow_sample_rows(flow, ds.test, n=n - n % 2, sigmas=sigmas, seed=seed)
     plot_flow_samples(rows, output, title=f"FlowAug on {ds.name} (flow: {flow_path.name})")
     change = {name: float(v["change"]) for name, v in rows.items()}
     if json_out:
