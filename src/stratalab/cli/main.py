@@ -741,6 +741,8 @@ def run_d3m_cmd(
     weight_decay: float = typer.Option(0.0, help="Weight decay."),
     proj_dim: int = typer.Option(512, help="TRAK projection dimension k."),
     trak_params: Optional[str] = typer.Option(None, help="'head' to attribute through the last layer only (faster)."),
+    tune_baselines: bool = typer.Option(False, "--tune-baselines",
+                                        help="Tune JTT (T, lambda_up) and Group DRO (C, weight decay, balanced sampling) on val worst-group accuracy, as their papers do."),
     trak_projector: str = typer.Option("gaussian", "--trak-projector",
                                        help="gaussian (TRAK's dense projection) | kronecker (per-layer Kronecker-factored: several times faster, no p x k matrix)."),
     trak_models: int = typer.Option(1, help="TRAK ensemble size M: 1 = the ERM model; M > 1 trains M models on random alpha-subsets (the paper: 100)."),
@@ -777,6 +779,7 @@ def run_d3m_cmd(
     if auto and methods:
         raise ValueError("give either --auto or --methods, not both.")
     d3m_cli: dict[str, Any] = dict(proj_dim=proj_dim, trak_params=trak_params, trak_projector=trak_projector,
+                                   tune_baselines=tune_baselines,
                                    n_models=trak_models, alpha=trak_alpha,
                                    beta=beta, weighting=weighting, removal=removal, fraction=fraction, threshold=threshold,
                                    search_points=search_points, sweep_points=sweep_points)
