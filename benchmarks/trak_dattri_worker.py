@@ -136,7 +136,7 @@ def main() -> None:
     import dattri.algorithm.trak  # noqa: F401  (imports before the baseline RSS, as the other workers)
     import dattri.task  # noqa: F401
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("TRAK_BENCH_THREADS", "2")))
     work = args.work
     x, y = np.load(work / "x_train.npy"), np.load(work / "y_train.npy")
     xt, yt = np.load(work / "x_target.npy"), np.load(work / "y_target.npy")

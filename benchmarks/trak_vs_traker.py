@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def worker(tool: str, work: Path, n_models: int, proj_dim: int) -> None:
     """Runs in its own process: featurize + score with one tool, write scores and timings."""
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("TRAK_BENCH_THREADS", "2")))
     x, y = np.load(work / "x_train.npy"), np.load(work / "y_train.npy")
     xt, yt = np.load(work / "x_target.npy"), np.load(work / "y_target.npy")
     ckpts = _load_ckpts(work, n_models)
@@ -132,6 +133,7 @@ def main() -> None:
     ap.add_argument("--dattri-python", default=".venv-dattri/bin/python")
     ap.add_argument("--work", type=Path, default=None, help="keep checkpoints and LDS margins here; reuse when settings match")
     ap.add_argument("--name", default="trak_vs_traker")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of every tool")
     ap.add_argument("--worker", choices=["ours", "ours-vmap", "ours-kronecker", "traker"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -149,7 +151,8 @@ def main() -> None:
     from stratalab.attribution import linear_datamodeling_score, margin, random_subsets
     from stratalab.data import load
 
-    torch.set_num_threads(2)
+    os.environ["TRAK_BENCH_THREADS"] = str(args.threads)  # every worker runs with this many torch threads
+    torch.set_num_threads(args.threads)
     ds = load("u-mnist", data_dir=data_dir(), seed=0)
     rng = np.random.default_rng(0)
     train_idx = np.sort(rng.choice(len(ds.train), args.n_train, replace=False))
@@ -226,7 +229,7 @@ def main() -> None:
     md = "\n".join(lines) + (
         "\n\nMean per-target Spearman between matrices: " + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items()) + ". "
         f"LeNet-5, {args.n_train} U-MNIST train examples, {args.n_targets} val targets, k = {args.proj_dim}, "
-        f"M = {args.models} checkpoints ({args.epochs} epochs on 50% subsets), fp32, batch {BATCH}, 2 threads, each tool in "
+        f"M = {args.models} checkpoints ({args.epochs} epochs on 50% subsets), fp32, batch {BATCH}, {args.threads} thread(s), each tool in "
         f"its own process; LDS over {args.lds_models} models retrained on 50% subsets. Total {time.perf_counter() - t0:.0f} s.")
     print(md)
     write(args.name, {"args": {k: str(v) for k, v in vars(args).items()}, "tools": {t: res[t][0] for t in tools},
