@@ -43,7 +43,7 @@ bench-trak: setup
 	test -x .venv-dattri/bin/python || $(PYTHON) -m venv .venv-dattri
 	.venv-dattri/bin/python -m pip install --quiet -c constraints.txt torch==2.13.0
 	.venv-dattri/bin/python -m pip install --quiet -c constraints.txt -e . $(DATTRI)
-	$(PY) benchmarks/trak_vs_traker.py --lds-models 20 --name trak_three_tools
+	$(PY) benchmarks/trak_vs_traker.py --lds-models 20 --threads 1 --name trak_three_tools
 
 bench-traker: bench-trak
 

@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--n-targets", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lds-models", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     import torch
@@ -38,7 +39,7 @@ def main() -> None:
     from stratalab.data import load
     from stratalab.models import build_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
     ds = load("u-mnist", data_dir=data_dir(), seed=0)
     rng = np.random.default_rng(0)  # the same subset and targets as trak_vs_traker.py
@@ -88,7 +89,7 @@ def main() -> None:
         lines.append(f"| {m} | {g['lds']:.3f} | {k['lds']:.3f} | {g['seconds']:.1f} | {k['seconds']:.1f} |")
     md = "\n".join(lines) + (f"\n\nLeNet-5, {args.n_train} U-MNIST train examples, {args.n_targets} val targets, k = 512, "
                              f"checkpoints trained {args.epochs} epochs on random 50% subsets, LDS over {args.lds_models} "
-                             f"models retrained on 50% subsets, 2 threads. Total {time.perf_counter() - t0:.0f} s.")
+                             f"models retrained on 50% subsets, {args.threads} thread(s). Total {time.perf_counter() - t0:.0f} s.")
     print(md)
     if args.write:
         write("trak_ensemble_size", {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, md)
