@@ -29,6 +29,9 @@ from stratalab.experiments.cifar_b import CifarBConfig, CifarBResult, plot_class
 # (MacroStd, WeightedStd, % points)
 PAPER = {"flip_crop": (95.16, 2.24, 3.45), "mixup": (95.96, 2.17, 3.02), "cutout": (95.94, 1.91, 2.94),
          "cutmix": (96.17, 1.91, 3.34), "autoaugment": (95.82, 2.11, 3.54)}
+# FlowAug rows of the same tables, by objective
+PAPER_FLOWAUG = {"gauss": (96.23, 1.91, 2.82), "mix": (95.98, 1.99, 2.92), "gauss+std": (96.22, 1.65, 3.08),
+                 "mix+std": (96.15, 1.81, 2.76), "gauss+mix": (96.49, 1.89, 3.09), "gauss+mix+std": (96.53, 1.66, 2.71)}
 
 
 def merge_runs(cfg: CifarBConfig, path: Path) -> tuple[CifarBConfig, list[dict], float]:
@@ -106,15 +109,15 @@ def main() -> None:
         def ms(c: str) -> str:
             return f"{100 * getattr(r, c + '_mean'):.2f} ± {100 * getattr(r, c + '_std'):.2f}"
         cor = (ms("corrupted_accuracy"), ms("corrupted_macro_std")) if hasattr(r, "corrupted_accuracy_mean") else ("-", "-")
-        p = PAPER.get(r.augment)
+        p = PAPER_FLOWAUG.get(cfg.flowaug_objective) if r.augment == "flowaug" else PAPER.get(r.augment)
         lines.append(f"| {cfg.row_name(r.augment)} | {r.seeds} | {ms('accuracy')} | {ms('weighted_std')} | {ms('macro_std')} | "
                      f"{ms('worst_group_accuracy')} | {cor[0]} | {cor[1]} | {f'{p[0]} / {p[2]} / {p[1]}' if p else '-'} |")
     corr = res.correlation()
     train = [r["train_seconds"] for r in res.runs]
     lines += ["", f"{len(res.runs)} runs, {cfg.epochs} epochs each, {min(train):.0f}-{max(train):.0f} s of training a run; "
-              f"{secs:.0f} s in all. Accuracy vs MacroStd over the runs: Pearson {corr['pearson']:.2f}, Spearman "
+              f"{sum(train):.0f} s of training in all. Accuracy vs MacroStd over the runs: Pearson {corr['pearson']:.2f}, Spearman "
               f"{corr['spearman']:.2f} ({corr['runs']} runs)." if corr["runs"] >= 3 else
-              f"{len(res.runs)} runs, {cfg.epochs} epochs each, {min(train):.0f}-{max(train):.0f} s of training a run; {secs:.0f} s in all."]
+              f"{len(res.runs)} runs, {cfg.epochs} epochs each, {min(train):.0f}-{max(train):.0f} s of training a run; {sum(train):.0f} s of training in all."]
     text = "\n".join(lines)
     print(text)
     if args.write:
