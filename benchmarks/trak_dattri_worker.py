@@ -49,32 +49,14 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-BATCH = 64
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _model():
-    from stratalab.models import build_model
-
-    return build_model("lenet5", (1, 32, 32), 2, seed=0)
-
-
-def _load_ckpts(work: Path, n: int) -> list:
-    import torch
-
-    return [torch.load(work / f"ckpt{m}.pt", weights_only=True) for m in range(n)]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trak_vs_traker import BATCH, _load_ckpts, _model, _rss_mb  # noqa: E402  (its worker helpers: one copy)
 
 
 def _dattri_trak(ckpts: list, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, proj_dim: int,

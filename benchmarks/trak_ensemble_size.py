@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
-from _common import data_dir, write  # noqa: E402
-from trak_vs_traker import _train  # noqa: E402
+from _common import write  # noqa: E402
+from trak_vs_traker import _train, bench_data, lds_margins  # noqa: E402
 
 
 def main() -> None:
@@ -35,19 +35,12 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from stratalab.attribution import ensemble_scores, linear_datamodeling_score, margin, random_subsets
-    from stratalab.data import load
+    from stratalab.attribution import ensemble_scores, linear_datamodeling_score, random_subsets
     from stratalab.models import build_model
 
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
-    ds = load("u-mnist", data_dir=data_dir(), seed=0)
-    rng = np.random.default_rng(0)  # the same subset and targets as trak_vs_traker.py
-    train_idx = np.sort(rng.choice(len(ds.train), args.n_train, replace=False))
-    target_idx = np.sort(rng.choice(len(ds.val), args.n_targets, replace=False))
-    sub = ds.with_train(train_idx)
-    x, y = sub.train.load_x().astype(np.float32), sub.train.y
-    xt, yt = ds.val.load_x(target_idx).astype(np.float32), ds.val.y[target_idx]
+    sub, x, y, xt, yt = bench_data(args.n_train, args.n_targets)  # the same subset and targets as trak_vs_traker.py
     masks = random_subsets(len(y), args.lds_models, 0.5, seed=200)
     t0 = time.perf_counter()
     work = args.work
@@ -57,12 +50,7 @@ def main() -> None:
     if same:
         margins = np.load(work / "lds_margins.npy")
     else:
-        margins = []
-        for j, mask in enumerate(masks):
-            model = _train(sub, np.flatnonzero(mask), args.epochs, seed=200 + j).eval()
-            with torch.no_grad():
-                margins.append(margin(model(torch.as_tensor(xt)), torch.as_tensor(yt)).numpy())
-        margins = np.array(margins)
+        margins = lds_margins(sub, masks, xt, yt, args.epochs)
     models = []
     for m, mask in enumerate(random_subsets(len(y), max(sizes), 0.5, seed=100)):
         ck = work / f"ckpt{m}.pt" if work is not None else None

@@ -120,6 +120,33 @@ def _train(ds, idx: np.ndarray, epochs: int, seed: int):
     return fit(build_model("lenet5", (1, 32, 32), 2, seed=seed), ds.train.subset(idx), cfg).model
 
 
+def bench_data(n_train: int, n_targets: int):
+    """The benchmark's data: a seeded subset of U-MNIST train and val targets, as (sub, x, y, xt, yt)."""
+    from stratalab.data import load
+
+    ds = load("u-mnist", data_dir=data_dir(), seed=0)
+    rng = np.random.default_rng(0)
+    train_idx = np.sort(rng.choice(len(ds.train), n_train, replace=False))
+    target_idx = np.sort(rng.choice(len(ds.val), n_targets, replace=False))
+    sub = ds.with_train(train_idx)
+    return (sub, sub.train.load_x().astype(np.float32), sub.train.y,
+            ds.val.load_x(target_idx).astype(np.float32), ds.val.y[target_idx])
+
+
+def lds_margins(sub, masks: np.ndarray, xt: np.ndarray, yt: np.ndarray, epochs: int) -> np.ndarray:
+    """Target margins of one model retrained on each subset of ``masks`` (seeds 200, 201, ...)."""
+    import torch
+
+    from stratalab.attribution import margin
+
+    out = []
+    for j, mask in enumerate(masks):
+        model = _train(sub, np.flatnonzero(mask), epochs, seed=200 + j).eval()
+        with torch.no_grad():
+            out.append(margin(model(torch.as_tensor(xt)), torch.as_tensor(yt)).numpy())
+    return np.array(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-train", type=int, default=4000)
@@ -148,19 +175,11 @@ def main() -> None:
             sys.exit(f"{t} needs its own environment at {pythons[t]}; run `make bench-trak` (it builds .venv-{t}).")
     import torch
 
-    from stratalab.attribution import linear_datamodeling_score, margin, random_subsets
-    from stratalab.data import load
+    from stratalab.attribution import linear_datamodeling_score, random_subsets
 
     os.environ["TRAK_BENCH_THREADS"] = str(args.threads)  # every worker runs with this many torch threads
     torch.set_num_threads(args.threads)
-    ds = load("u-mnist", data_dir=data_dir(), seed=0)
-    rng = np.random.default_rng(0)
-    train_idx = np.sort(rng.choice(len(ds.train), args.n_train, replace=False))
-    target_idx = np.sort(rng.choice(len(ds.val), args.n_targets, replace=False))
-    sub = ds.with_train(train_idx)
-    x = sub.train.load_x().astype(np.float32)
-    y = sub.train.y
-    xt, yt = ds.val.load_x(target_idx).astype(np.float32), ds.val.y[target_idx]
+    sub, x, y, xt, yt = bench_data(args.n_train, args.n_targets)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -179,12 +198,7 @@ def main() -> None:
             for m, mask in enumerate(random_subsets(len(y), args.models, 0.5, seed=100)):
                 torch.save(_train(sub, np.flatnonzero(mask), args.epochs, seed=100 + m).state_dict(), work / f"ckpt{m}.pt")
             print(f"trained {args.models} checkpoints ({time.perf_counter() - t0:.0f} s)", flush=True)
-            margins = []
-            for j, mask in enumerate(masks):
-                model = _train(sub, np.flatnonzero(mask), args.epochs, seed=200 + j).eval()
-                with torch.no_grad():
-                    margins.append(margin(model(torch.as_tensor(xt)), torch.as_tensor(yt)).numpy())
-            margins = np.array(margins)
+            margins = lds_margins(sub, masks, xt, yt, args.epochs)
             np.save(work / "lds_margins.npy", margins)
             meta.write_text(json.dumps(setting))
             print(f"trained {args.lds_models} LDS models ({time.perf_counter() - t0:.0f} s)", flush=True)
