@@ -180,7 +180,7 @@ class FlowAugmenter:
         flat = raw.flatten(1)
         bad = ~torch.isfinite(flat).all(dim=1) | (torch.nan_to_num(flat, nan=0.0).amin(dim=1) < -0.5) | \
             (torch.nan_to_num(flat, nan=0.0).amax(dim=1) > 1.5)
-        out = ((torch.nan_to_num(raw, nan=0.5, posinf=1.0, neginf=0.0) * 256.0 - 0.5) / 255.0).clamp(0.0, 1.0)
+        out = self.flow.to_image(raw)  # type: ignore[operator]
         if bad.any():
             out[bad] = x[bad]
         self.decoded += len(z)

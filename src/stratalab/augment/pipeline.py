@@ -75,22 +75,33 @@ def make_augmentation(cfg: Any) -> tuple[InputAugment | None, BatchAugment | Non
     return _flip_crop, mixer
 
 
-def make_views(cfg: Any, train: Any) -> "Any | None":
-    """The :class:`~stratalab.augment.flowaug.FlowAugmenter` of a ``flowaug`` run (None otherwise):
-    the flow at ``cfg.flow`` (read with ``weights_only``), checked against the training images'
-    shape, encoding the whole training set once; ``flow_sha256`` names the flow file's bytes."""
-    if cfg.augment != "flowaug":
-        return None
-    from ..models.flow import load_flow
-    from .flowaug import FlowAugmenter
-
+def load_flow_for(path: Any, train: Any) -> "tuple[Any, dict[str, Any]]":
+    """The flow at ``path`` (read with ``weights_only``) and its record, refused unless it models
+    images of the shape of ``train``'s inputs. Used before any training (``run cifar-b``) and by
+    :func:`make_views`."""
     import numpy as np
 
-    flow, record = load_flow(cfg.flow)
+    from ..models.flow import load_flow
+
+    flow, record = load_flow(path)
     shape = tuple(np.asarray(train.load_x(np.arange(1))).shape[1:])
     if shape != tuple(flow.config.image_shape):
-        raise ValueError(f"the flow at {cfg.flow} was trained on images of shape {tuple(flow.config.image_shape)}; "
-                         f"this training split has inputs of shape {shape}. Train a flow on this data set.")
+        raise ValueError(f"the flow at {path} models images of shape {tuple(flow.config.image_shape)}; this training "
+                         f"split has inputs of shape {shape}. Train a flow on this data set (`stratalab flow train`).")
+    return flow, record
+
+
+def make_views(cfg: Any, train: Any) -> "Any | None":
+    """The :class:`~stratalab.augment.flowaug.FlowAugmenter` of a ``flowaug`` run (None otherwise):
+    the flow at ``cfg.flow`` (:func:`load_flow_for`), encoding the whole training set once;
+    ``flow_sha256`` names the flow file's bytes."""
+    if cfg.augment != "flowaug":
+        return None
+    import numpy as np
+
+    from .flowaug import FlowAugmenter
+
+    flow, record = load_flow_for(cfg.flow, train)
     aug = FlowAugmenter(flow, objective=cfg.flowaug_objective, std_weight=cfg.flowaug_std_weight,
                         mix_weight=cfg.flowaug_mix_weight, sigma=cfg.flowaug_sigma, pairs=cfg.flowaug_pairs,
                         train_x=lambda i: torch.as_tensor(np.asarray(train.load_x(i)), dtype=torch.float32),

@@ -303,13 +303,9 @@ def run_cifar_b(cfg: CifarBConfig, *, data_dir: str | Path | None = None, backen
         raise ValueError(f"{cfg.dataset!r} has no test subgroups; the study needs cifar10-b, cifar100-b or a data set "
                          "with test groups.")
     if "flowaug" in cfg.augmentations:  # a wrong or foreign flow file fails here, not after the other rows trained
-        from ..models.flow import load_flow
+        from ..augment.pipeline import load_flow_for
 
-        flow, _ = load_flow(str(cfg.flow))
-        shape = tuple(np.asarray(first.train.load_x(np.arange(1))).shape[1:])
-        if shape != tuple(flow.config.image_shape):
-            raise ValueError(f"the flow at {cfg.flow} models images of shape {tuple(flow.config.image_shape)}; "
-                             f"{cfg.dataset} has {shape}. Train a flow on this data set (`stratalab flow train`).")
+        load_flow_for(str(cfg.flow), first.train)
     tasks = []
     for a in cfg.augmentations:
         for s in cfg.seeds:

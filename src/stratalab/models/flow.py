@@ -290,8 +290,14 @@ class DecoupledFlow(nn.Module):
         if nu.ndim != 4 or tuple(nu.shape[1:]) != want or z.ndim != 2 or z.shape != (nu.shape[0], self.config.z_dim):
             raise ValueError(f"decode needs z of shape (N, {self.config.z_dim}) and nu of shape (N, {', '.join(map(str, want))}) "
                              f"as encode gives them; got {tuple(z.shape)} and {tuple(nu.shape)}.")
-        raw = torch.nan_to_num(self.flow_inverse(nu, z), nan=0.5, posinf=1.0, neginf=0.0)  # an inverse can blow up
-        return ((raw * 256.0 - 0.5) / 255.0).clamp(0.0, 1.0)
+        return self.to_image(self.flow_inverse(nu, z))
+
+    @staticmethod
+    def to_image(v: Tensor) -> Tensor:
+        """Flow-space pixels ``v`` (dequantised, in [0, 1)) as images in [0, 1]: ``(256 v - 0.5) / 255``,
+        clamped; non-finite values (an inverse that blew up) become finite."""
+        v = torch.nan_to_num(v, nan=0.5, posinf=1.0, neginf=0.0)
+        return ((v * 256.0 - 0.5) / 255.0).clamp(0.0, 1.0)
 
     def loss_terms(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Per-example terms of the negative ELBO (nats) on ``x``, which the caller has already
