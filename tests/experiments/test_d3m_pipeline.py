@@ -192,3 +192,23 @@ def test_tuned_baselines_report_the_grid_point_with_the_best_val_wga():
     assert d["seeds"][0]["tuned"]["jtt"]["chosen"] == seed.tuned["jtt"]["chosen"]
     plain = run_d3m_table(lambda s: ds, cfg, D3MConfig(methods=("erm", "jtt")), seeds=[0]).seeds[0]
     assert plain.tuned == {} and "tuned" not in run_d3m_table(lambda s: ds, cfg, D3MConfig(methods=("erm",)), seeds=[0]).to_dict()["seeds"][0]
+
+
+def test_a_larger_trak_ensemble_reuses_the_members_of_a_smaller_one(tmp_path):
+    """Member j of M models is member j of any larger ensemble (same subset, same seed), so a
+    work dir that holds M = 2 trains only the new members for M = 3."""
+    from stratalab.attribution.lds import random_subsets
+    from stratalab.experiments.backend import Backend
+
+    np.testing.assert_array_equal(random_subsets(50, 2, 0.5, seed=3), random_subsets(50, 3, 0.5, seed=3)[:2])
+    ds = load("synthetic-gmm", seed=1)
+    cfg = dataclasses.replace(LINEAR, seed=1, epochs=5)
+    b2 = Backend(work_dir=tmp_path / "w")
+    run_d3m_seed(ds, cfg, D3MConfig(methods=("erm", "d3m"), proj_dim=6, n_models=2), backend=b2)
+    b3 = Backend(work_dir=tmp_path / "w")
+    res3 = run_d3m_seed(ds, cfg, D3MConfig(methods=("erm", "d3m"), proj_dim=6, n_models=3), backend=b3)
+    # six tasks: ERM, three members, the TRAK matrix, the D3M retrain; ERM and members 1-2 are
+    # reused (the retrain too when the new matrix removes the same examples)
+    assert b3.stats["reused"] >= 3 and b3.stats["run"] >= 2 and sum(b3.stats.values()) == 6
+    fresh = run_d3m_seed(ds, cfg, D3MConfig(methods=("erm", "d3m"), proj_dim=6, n_models=3))
+    np.testing.assert_array_equal(res3.d3m["d3m"].alignment, fresh.d3m["d3m"].alignment)

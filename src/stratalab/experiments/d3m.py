@@ -422,7 +422,9 @@ def _run_seeds(specs: "dict[int, DataSpec]", cfg: TrainConfig, dcfg: D3MConfig, 
         if (modes or sweep_on) and dcfg.n_models > 1:
             for j in range(dcfg.n_models):
                 c = cfg_of[s].to_dict()
-                wave1.append((key("trak-member", s, cfg=c, member=j, n_models=dcfg.n_models, alpha=dcfg.alpha),
+                # no n_models in the key: member j of an ensemble of M is member j of any larger one
+                # (random_subsets draws the masks in order), so growing M reuses the trained members
+                wave1.append((key("trak-member", s, cfg=c, member=j, alpha=dcfg.alpha),
                               (_member_task, (specs[s], c, j, dcfg.n_models, dcfg.alpha))))
                 slots.append((s, f"member{j}"))
     res1 = backend.map(call, [(k, a) for k, a in wave1], say, what="wave 1 (ERM, baselines, TRAK models)")
