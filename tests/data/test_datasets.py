@@ -347,3 +347,24 @@ def test_user_npz_never_unpickles(tmp_path):
         load(tmp_path / "obj.npz")
     with pytest.raises(ValueError, match="is a directory"):
         load(tmp_path)
+
+
+def test_u_mnist_resize_stretches_digits_bilinearly_like_the_reference(tmp_path):
+    """resize=True (the GEORGE reference loader: torchvision Resize((32, 32)) on PIL images) gives
+    the bilinear upsampling of each 28x28 digit (checked against torch's bilinear interpolation,
+    align_corners=False, to one grey level), not the zero-padded image; splits are unchanged."""
+    import torch
+
+    path = _mnist_like(tmp_path / "mnist.npz", n=40)
+    pad = load("u-mnist", data_dir=tmp_path, seed=0)
+    res = load("u-mnist", data_dir=tmp_path, seed=0, resize=True)
+    assert res.train.x.shape[1:] == (1, 32, 32) and res.train.x.dtype == np.uint8
+    np.testing.assert_array_equal(res.train.y, pad.train.y)
+    np.testing.assert_array_equal(res.test.g, pad.test.g)
+    raw = np.load(path)["x_test"]
+    want = torch.nn.functional.interpolate(torch.tensor(raw, dtype=torch.float64)[:, None], size=(32, 32),
+                                           mode="bilinear", align_corners=False).numpy()
+    assert np.abs(res.test.x.astype(float) - want).max() <= 1.0
+    assert (pad.test.x[:, :, :2] == 0).all() and (res.test.x[:, :, :2] > 0).any()  # padding vs stretched
+    with pytest.raises(TypeError, match="resize"):
+        load("u-mnist", data_dir=tmp_path, seed=0, resize="yes")

@@ -64,3 +64,25 @@ def test_run_george_cli_json_and_user_features(tmp_path):
     res = CliRunner().invoke(app, ["run", "george", "--dataset", "u-digits", "--epochs", "1", "--reducer", "pca",
                                    "--features", str(tmp_path / "bad.npz")])
     assert res.exit_code == 2 and "lacks array 'test'" in res.output
+
+
+def test_erm_epochs_and_augment_reach_the_right_training_steps():
+    """erm_epochs sets step 1's ERM only; augment reaches every step; bad values are refused at once."""
+    import pytest
+
+    cfg = GeorgeConfig(epochs=20, erm_epochs=40, augment="flip_crop")
+    assert cfg.train_config("erm", 0, "val_avg").epochs == 40
+    assert cfg.train_config("gdro", 0, "val_wga").epochs == 20
+    assert {cfg.train_config(m, 0, "val_wga").augment for m in ("erm", "gdro")} == {"flip_crop"}
+    assert GeorgeConfig().train_config("erm", 0, "val_avg").epochs == 20
+    assert GeorgeConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="erm_epochs"):
+        GeorgeConfig(erm_epochs=0)
+    with pytest.raises(ValueError, match="augment"):
+        GeorgeConfig(augment="flip")
+    res = CliRunner().invoke(app, ["run", "george", "--dataset", "u-digits", "--augment", "flip", "--erm-epochs", "2"])
+    assert res.exit_code != 0 and "augment must be one of" in res.output
+    res = CliRunner().invoke(app, ["run", "george", "--dataset", "u-digits", "--epochs", "2", "--erm-epochs", "3",
+                                   "--reducer", "pca", "--k-max", "3", "--no-overcluster", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["config"]["erm_epochs"] == 3

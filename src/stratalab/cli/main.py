@@ -624,6 +624,8 @@ def run_george_cmd(
     model: Optional[str] = typer.Option(None, help="ERM/GDRO model (default: the data set's recipe, else lenet5 for 32x32 images, else mlp)."),
     width: Optional[float] = typer.Option(None, help="Width multiplier of the model (u-digits recipe: 4)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs of each training step (ERM, GDRO, oracle GDRO); u-mnist recipe 20, u-digits 10."),
+    erm_epochs: Optional[int] = typer.Option(None, "--erm-epochs", help="Epochs of step 1's ERM only, whose features are clustered (default: --epochs)."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="Training augmentation of every step: none | flip_crop (pad 4, random crop, flip; the reference code's U-MNIST training)."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate (GEORGE's U-MNIST recipe: 2e-3, x0.1 at 50% and 75%)."),
     batch_size: Optional[int] = typer.Option(None, help="Mini-batch size (128)."),
     reducer: Optional[str] = typer.Option(None, help="umap (default) | pca | hardness | none."),
@@ -650,7 +652,8 @@ def run_george_cmd(
     _not_an_input(output, "--output", config)
     name, ddir, opts = _dataset_args(ctx, file_cfg, dataset, data_dir, option)
     seed_list = _seeds_arg(ctx, file_cfg, seeds)
-    overrides = dict(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, reducer=reducer,
+    overrides = dict(model=model, width=width, epochs=epochs, erm_epochs=erm_epochs, augment=augment, lr=lr,
+                     batch_size=batch_size, reducer=reducer,
                      cluster_method=cluster_method, k_max=k_max, overcluster=False if no_overcluster else None,
                      min_cluster_size=min_cluster_size, min_val_size=min_cluster_size)
     overrides = {k: v for k, v in overrides.items() if v is not None}

@@ -38,6 +38,20 @@ def pad_to(images: np.ndarray, size: int) -> np.ndarray:
     return np.pad(images, pad)
 
 
+def resize_to(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 ``(n, H, W)`` grey images to ``size x size`` with PIL's bilinear filter, as
+    torchvision's ``Resize((size, size))`` does on PIL images (the GEORGE reference loader's U-MNIST:
+    28x28 digits stretched to fill the 32x32 LeNet-5 input, rather than zero-padded)."""
+    from PIL import Image
+
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(f"resize_to needs uint8 images (n, H, W), got {images.dtype} {images.shape}.")
+    out = np.empty((images.shape[0], size, size), dtype=np.uint8)
+    for i, im in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(im, mode="L").resize((size, size), Image.BILINEAR))
+    return out
+
+
 def _split_images(x: np.ndarray, y: np.ndarray, g: np.ndarray | None, idx: np.ndarray, **attrs: np.ndarray) -> Split:
     return Split(
         x=x[idx], y=y[idx], g=None if g is None else g[idx],
@@ -105,19 +119,24 @@ def _read_mnist(data_dir: Path | None, dataset: str) -> dict[str, np.ndarray]:
 
 
 @register("u-mnist", "GEORGE's U-MNIST: MNIST < 5 vs >= 5, subclass = digit, 95% of train 8s removed", "mnist.npz")
-def u_mnist(*, data_dir: Path | None = None, seed: int = 0, val_fraction: float = 0.2, rare_digit: int = 8, remove_fraction: float = 0.95) -> Dataset:
+def u_mnist(*, data_dir: Path | None = None, seed: int = 0, val_fraction: float = 0.2, rare_digit: int = 8,
+            remove_fraction: float = 0.95, resize: bool = False) -> Dataset:
     """U-MNIST of Sohoni et al.: val = ``round(val_fraction * n_d)`` of every digit of the 60k train
     set (seeded shuffle); then, in train only, ``int(remove_fraction * n_8)`` of the 8s are removed;
-    test = the official 10k. Images zero-padded to 1x32x32 (the LeNet-5 input). With seed 0 this
-    gives 43,554 train images (235 eights) and 12,000 val.
+    test = the official 10k. Images 1x32x32 (the LeNet-5 input): zero-padded from 28x28, or with
+    ``resize=True`` stretched by bilinear resizing as the GEORGE reference code does
+    (:func:`resize_to`). With seed 0 this gives 43,554 train images (235 eights) and 12,000 val.
     """
     m = _read_mnist(data_dir, "u-mnist")
     rng = np.random.default_rng(seed)
     digit = m["y_train"].astype(np.int64)
     val = take_per_label(digit, val_fraction, rng)
     train = ~val & drop_fraction(~val & (digit == rare_digit), remove_fraction, rng)
-    x = pad_to(m["x_train"], 32)[:, None]
-    xt = pad_to(m["x_test"], 32)[:, None]
+    if not isinstance(resize, (bool, np.bool_)):
+        raise ValueError(f"resize must be true or false, got {resize!r}.")
+    to32 = resize_to if resize else pad_to
+    x = to32(m["x_train"], 32)[:, None]
+    xt = to32(m["x_test"], 32)[:, None]
     dt = m["y_test"].astype(np.int64)
     y = (digit >= 5).astype(np.int64)
     splits = {
@@ -127,7 +146,8 @@ def u_mnist(*, data_dir: Path | None = None, seed: int = 0, val_fraction: float 
     }
     return Dataset(
         name="u-mnist", splits=splits, class_names=SUPERCLASS_NAMES, group_names=DIGIT_NAMES,
-        description=f"MNIST superclass digit>=5, subclass = digit, {remove_fraction:.0%} of train {rare_digit}s removed",
+        description=f"MNIST superclass digit>=5, subclass = digit, {remove_fraction:.0%} of train {rare_digit}s removed, "
+                    f"{'resized' if resize else 'zero-padded'} to 32x32",
     )
 
 
@@ -218,8 +238,11 @@ def mnist_digits(*, data_dir: Path | None = None, seed: int = 0, val_fraction: f
             raise ValueError(f"n_train must be >= 10, got {n_train}.")
         if n_train < train_idx.size:
             train_idx = np.sort(rng.permutation(train_idx)[: int(n_train)])
-    x = pad_to(m["x_train"], 32)[:, None]
-    xt = pad_to(m["x_test"], 32)[:, None]
+    if not isinstance(resize, (bool, np.bool_)):
+        raise ValueError(f"resize must be true or false, got {resize!r}.")
+    to32 = resize_to if resize else pad_to
+    x = to32(m["x_train"], 32)[:, None]
+    xt = to32(m["x_test"], 32)[:, None]
     dt = m["y_test"].astype(np.int64)
     splits = {
         "train": _split_images(x, digit, digit, train_idx),

@@ -48,6 +48,8 @@ class GeorgeConfig:
     min_cluster_size: int = 25
     min_val_size: int = 25
     oracle: bool = True
+    augment: str = "none"
+    erm_epochs: int | None = None
 
     def __post_init__(self) -> None:
         """Check every setting before any work (the training side through :class:`TrainConfig`)."""
@@ -64,7 +66,11 @@ class GeorgeConfig:
             if isinstance(v, bool) or not whole or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
             setattr(self, name, int(v))
-        self.train_config("gdro", 0, "val_wca")  # model, width, epochs, lr, ... checked by TrainConfig
+        if self.erm_epochs is not None and (isinstance(self.erm_epochs, bool) or not isinstance(self.erm_epochs, (int, np.integer))
+                                            or self.erm_epochs < 1):
+            raise ValueError(f"erm_epochs must be an integer >= 1 (or None: the same as epochs), got {self.erm_epochs!r}.")
+        self.train_config("gdro", 0, "val_wca")  # model, width, epochs, lr, augment, ... checked by TrainConfig
+        self.train_config("erm", 0, "val_avg")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GeorgeConfig":
@@ -76,9 +82,12 @@ class GeorgeConfig:
         return cls(**{**RECIPES.get(name, {}), **{k: v for k, v in overrides.items() if v is not None}})
 
     def train_config(self, method: str, seed: int, select: str) -> TrainConfig:
-        return TrainConfig(method=method, model=self.model, width=self.width, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+        """The training run of one step: ``erm`` (step 1, ``erm_epochs`` if set) or ``gdro``
+        (steps 3 and 4, ``epochs``); every step uses the same model, optimiser and ``augment``."""
+        epochs = self.erm_epochs if method == "erm" and self.erm_epochs is not None else self.epochs
+        return TrainConfig(method=method, model=self.model, width=self.width, epochs=epochs, batch_size=self.batch_size, lr=self.lr,
                            weight_decay=self.weight_decay, schedule=self.schedule, milestones=(0.5, 0.75),
-                           seed=seed, select=select, gdro_eta=self.gdro_eta)
+                           seed=seed, select=select, gdro_eta=self.gdro_eta, augment=self.augment)
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
