@@ -18,7 +18,7 @@ Writes benchmarks/results/<--name>.{json,md} and <--name>_fig2.png.
 
 Run: python benchmarks/d3m_spurious_mnist.py [--epochs 10] [--seeds 0,1,2] [--sweep-points 3]
      [--tune-baselines] [--trak-models 10] [--trak-projector kronecker] [--m-values 1,2,5]
-     [--work-dir DIR] [--threads 1]
+     [--work-dir DIR] [--threads 1] [--backend ray --cpus 2]
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--m-values", default="", help="extra TRAK ensemble sizes for the WGA-vs-M table, e.g. 1,2,5")
     ap.add_argument("--work-dir", default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--backend", default="local", choices=("local", "ray"))
+    ap.add_argument("--cpus", type=int, default=None, help="with --backend ray: CPUs of the local Ray cluster")
     ap.add_argument("--name", default="d3m_spurious_mnist")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -57,7 +59,7 @@ def main() -> None:
     cfg = TrainConfig(model="lenet5", epochs=args.epochs, batch_size=128, lr=1e-3)
     dcfg = D3MConfig(proj_dim=args.proj_dim, n_models=args.trak_models, trak_projector=args.trak_projector,
                      tune_baselines=args.tune_baselines, sweep_points=args.sweep_points)
-    backend = Backend(work_dir=args.work_dir, threads=args.threads)
+    backend = Backend(args.backend, work_dir=args.work_dir, threads=args.threads, num_cpus=args.cpus)
     t0 = time.perf_counter()
 
     def spec(seed: int) -> DataSpec:

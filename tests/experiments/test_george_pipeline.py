@@ -86,3 +86,32 @@ def test_erm_epochs_and_augment_reach_the_right_training_steps():
                                    "--reducer", "pca", "--k-max", "3", "--no-overcluster", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["config"]["erm_epochs"] == 3
+
+
+def test_size_rule_defaults_for_data_without_a_recipe():
+    """GeorgeConfig.for_data: floors clip(ceil(2% of the smallest class), 5, 25); small data (smallest
+    class < 2,000) gets the short wide-MLP training and k-means measured on u-digits, which the rule
+    reproduces exactly; large 32x32 image data gets the paper's defaults with LeNet-5."""
+    import pytest
+
+    from stratalab.data import Dataset, Split
+    from stratalab.experiments.george import size_rule
+
+    assert GeorgeConfig.for_data(load("u-digits", seed=0)) == GeorgeConfig.for_dataset("u-digits")
+
+    def fake(n_small: int, n_big: int, shape: tuple[int, ...]) -> Dataset:
+        y = np.r_[np.zeros(n_big, int), np.ones(n_small, int)]
+        tr = Split(x=np.zeros((y.size, *shape), np.float32), y=y)
+        return Dataset(name="fake", splits={"train": tr, "val": tr, "test": tr}, class_names=["a", "b"])
+
+    big = GeorgeConfig.for_data(fake(3000, 20000, (1, 32, 32)))
+    assert big == GeorgeConfig()  # the paper's U-MNIST settings
+    assert GeorgeConfig.for_data(fake(3000, 20000, (5,))) == GeorgeConfig(model="mlp")
+    mid = size_rule(fake(700, 20000, (3, 32, 32)))  # 2% of 700 = 14; small data; conv net kept at width 1
+    assert (mid["min_cluster_size"], mid["cluster_method"], mid["model"], mid["width"], mid["epochs"]) == (14, "kmeans", "lenet5", 1.0, 10)
+    assert size_rule(fake(100, 200, (5,)))["min_cluster_size"] == 5  # the lower clip
+    assert size_rule(fake(1999, 5000, (5,)))["cluster_method"] == "kmeans"
+    assert size_rule(fake(2000, 5000, (5,))).get("cluster_method", "gmm") == "gmm"
+    assert GeorgeConfig.for_data(fake(700, 20000, (5,)), epochs=3, lr=None).epochs == 3
+    with pytest.raises(ValueError, match="no examples"):  # refused by the Dataset itself
+        size_rule(fake(0, 0, (5,)))

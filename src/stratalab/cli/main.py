@@ -690,9 +690,8 @@ def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], se
     for seed in seed_list:  # every seed's data loads here (a missing or corrupt file fails before any training)
         specs[seed] = DataSpec(dataset, seed, str(data_dir.resolve()) if data_dir is not None else None, dict(opts))
         datasets[seed] = specs[seed].load()
-    if base is None and "model" not in overrides and dataset not in RECIPES:
-        shape = tuple(np.asarray(datasets[seed_list[0]].train.load_x(np.arange(1))).shape[1:])
-        cfg = GeorgeConfig.for_dataset(dataset, **{**overrides, "model": "lenet5" if len(shape) == 3 and shape[-2:] == (32, 32) else "mlp"})
+    if base is None and dataset not in RECIPES:  # a user's data: defaults by its size (george.size_rule)
+        cfg = GeorgeConfig.for_data(datasets[seed_list[0]], **overrides)
     if user_feats is not None:
         for ds in datasets.values():
             check_features(user_feats, {s: len(ds.splits[s]) for s in ("train", "val", "test")})
