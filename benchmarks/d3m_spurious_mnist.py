@@ -88,29 +88,39 @@ def main() -> None:
                   "| curve | removed | val WGA (%) |", "|---|---|---|"]
         for _, r in sweep.iterrows():
             lines.append(f"| {r['curve']} | {r['k']} | {100 * r['val_wga_mean']:.1f} ± {100 * r['val_wga_std']:.1f} |")
-    by_m = {}
+    by_m: dict[int, object] = {}
+
+    def finish() -> None:  # written after the main table and again after each ensemble size
+        md = "\n".join(lines + m_lines()) + (
+            f"\n\nspurious-mnist (patch, 95%, imbalance {args.imbalance:g}:1), LeNet-5, {args.epochs} epochs, "
+            f"TRAK k={args.proj_dim} ({args.trak_projector}), M={args.trak_models}, "
+            f"baselines {'tuned' if args.tune_baselines else 'untuned'}, seeds {args.seeds}, "
+            f"{args.threads or 'all'} torch thread(s), {args.backend} backend; table {main_secs:.0f} s, "
+            f"total {time.perf_counter() - t0:.0f} s ({backend.stats['run']} tasks run, "
+            f"{backend.stats['reused']} reused from the work dir).")
+        print(md, flush=True)
+        write(args.name, {"args": vars(args), **table.to_dict(),
+                          "by_m": {str(m): t.to_dict(orient="records") for m, t in by_m.items()}}, md)
+
+    def m_lines() -> list[str]:
+        if not by_m:
+            return []
+        rows = {**by_m, args.trak_models: summ}
+        out = ["", "Test worst-group accuracy (%) against the TRAK ensemble size M (mean ± std over seeds):", "",
+               "| M | D3M | AUTO-D3M |", "|---|---|---|"]
+        for m in sorted(rows):
+            t = rows[m].set_index("method")
+            out.append(f"| {m} | " + " | ".join(f"{100 * t.loc[x, 'wga_mean']:.1f} ± {100 * t.loc[x, 'wga_std']:.1f}"
+                                            for x in ("d3m", "auto-d3m")) + " |")
+        return out
+
+    finish()
     for m in m_values:
         mcfg = dataclasses.replace(dcfg, methods=("erm", "auto-d3m", "d3m"), n_models=m, sweep_points=0,
                                    tune_baselines=False)
         say(f"ensemble size M = {m}")
         by_m[m] = run_d3m_table(spec, cfg, mcfg, seeds=seeds, backend=backend, progress=say).summary()
-    if by_m:
-        by_m[args.trak_models] = summ
-        lines += ["", "Test worst-group accuracy (%) against the TRAK ensemble size M (mean ± std over seeds):", "",
-                  "| M | D3M | AUTO-D3M |", "|---|---|---|"]
-        for m in sorted(by_m):
-            t = by_m[m].set_index("method")
-            lines.append(f"| {m} | " + " | ".join(f"{100 * t.loc[x, 'wga_mean']:.1f} ± {100 * t.loc[x, 'wga_std']:.1f}"
-                                               for x in ("d3m", "auto-d3m")) + " |")
-    md = "\n".join(lines) + (f"\n\nspurious-mnist (patch, 95%, imbalance {args.imbalance:g}:1), LeNet-5, {args.epochs} epochs, "
-                            f"TRAK k={args.proj_dim} ({args.trak_projector}), M={args.trak_models}, "
-                            f"baselines {'tuned' if args.tune_baselines else 'untuned'}, seeds {args.seeds}, "
-                            f"{args.threads or 'all'} torch thread(s); table {main_secs:.0f} s, "
-                            f"total {time.perf_counter() - t0:.0f} s ({backend.stats['run']} tasks run, "
-                            f"{backend.stats['reused']} reused from the work dir).")
-    print(md)
-    write(args.name, {"args": vars(args), **table.to_dict(),
-                      "by_m": {str(m): t.to_dict(orient="records") for m, t in by_m.items()}}, md)
+        finish()
 
 
 if __name__ == "__main__":
