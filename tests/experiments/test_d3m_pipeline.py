@@ -173,6 +173,10 @@ def test_tuned_baselines_report_the_grid_point_with_the_best_val_wga():
     records the choice and every grid point."""
     from stratalab.experiments.d3m import tuning_grid
 
+    # the strong-L2 point: the paper's 0.1 with SGD; 1e-3 with Adam (0.1 collapsed LeNet-5 to one class)
+    for opt, strong in (("sgd", 0.1), ("adamw", 0.1), ("adam", 1e-3)):
+        wds = {p["weight_decay"] for p in tuning_grid("gdro", TrainConfig(optimizer=opt, weight_decay=1e-5))}
+        assert wds == {1e-5, strong}
     ds = load("synthetic-gmm", seed=0)
     cfg = dataclasses.replace(LINEAR, epochs=8)
     tuned = run_d3m_table(lambda s: ds, cfg, D3MConfig(methods=("erm", "jtt", "gdro"), tune_baselines=True), seeds=[0])
