@@ -64,7 +64,7 @@ def main() -> None:
     if umnist.exists():
         d = json.loads(umnist.read_text())
         want = GeorgeConfig(model="lenet5").to_dict()
-        same = all(d["config"].get(k, want[k]) == v for k, v in want.items())
+        same = all(d["config"].get(k, want[k]) == v for k, v in want.items()) and not d.get("args", {}).get("resize")
         if same:
             rows.append(("u-mnist (george_umnist.json, " + d["date"] + ")", "size rule", summarise(d["runs"]), d["runs"]))
         else:

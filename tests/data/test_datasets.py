@@ -368,3 +368,11 @@ def test_u_mnist_resize_stretches_digits_bilinearly_like_the_reference(tmp_path)
     assert (pad.test.x[:, :, :2] == 0).all() and (res.test.x[:, :, :2] > 0).any()  # padding vs stretched
     with pytest.raises(TypeError, match="resize"):
         load("u-mnist", data_dir=tmp_path, seed=0, resize="yes")
+
+
+def test_every_mnist_based_data_set_loads_from_the_canonical_file(tmp_path):
+    """u-mnist, spurious-mnist and mnist-digits all load a small mnist.npz fixture into 1x32x32."""
+    _mnist_like(tmp_path / "mnist.npz", n=200)
+    for name, opts in (("u-mnist", {}), ("u-mnist", {"resize": True}), ("mnist-digits", {}), ("spurious-mnist", {})):
+        ds = load(name, data_dir=tmp_path, seed=0, **opts)
+        assert ds.train.load_x(np.arange(2)).shape == (2, 1, 32, 32), name

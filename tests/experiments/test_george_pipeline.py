@@ -78,10 +78,21 @@ def test_erm_epochs_and_augment_reach_the_right_training_steps():
     assert GeorgeConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="erm_epochs"):
         GeorgeConfig(erm_epochs=0)
-    with pytest.raises(ValueError, match="augment"):
-        GeorgeConfig(augment="flip")
+    assert GeorgeConfig(erm_epochs=np.int64(30)).to_dict()["erm_epochs"] == 30  # a plain int, JSON-safe
+    assert type(GeorgeConfig(erm_epochs=30.0).erm_epochs) is int
+    for bad in ("flip", "flowaug", "mixup"):
+        with pytest.raises(ValueError, match="augment must be one of none, flip_crop"):
+            GeorgeConfig(augment=bad)
+    from stratalab.experiments.george import check_augment
+
+    flat = load("synthetic-gmm", seed=0)
+    with pytest.raises(ValueError, match="needs images"):
+        check_augment(flat, cfg)
+    check_augment(load("u-digits", seed=0), cfg)  # (1, 8, 8) images pass
     res = CliRunner().invoke(app, ["run", "george", "--dataset", "u-digits", "--augment", "flip", "--erm-epochs", "2"])
     assert res.exit_code != 0 and "augment must be one of" in res.output
+    res = CliRunner().invoke(app, ["run", "george", "--dataset", "synthetic-gmm", "--augment", "flip_crop"])
+    assert res.exit_code != 0 and "needs images" in res.output, res.output
     res = CliRunner().invoke(app, ["run", "george", "--dataset", "u-digits", "--epochs", "2", "--erm-epochs", "3",
                                    "--reducer", "pca", "--k-max", "3", "--no-overcluster", "--json"])
     assert res.exit_code == 0, res.output

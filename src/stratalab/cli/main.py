@@ -674,7 +674,7 @@ def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], se
     from ..data.files import read_npz
     from ..experiments import GeorgeConfig, check_features, run_george_grid, summarise
     from ..experiments.backend import DataSpec
-    from ..experiments.george import RECIPES
+    from ..experiments.george import RECIPES, check_augment
     from ..report import check_output_path, george_table, recovery_table
 
     # every setting and path is checked before the first training step
@@ -692,6 +692,7 @@ def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], se
         datasets[seed] = specs[seed].load()
     if base is None and dataset not in RECIPES:  # a user's data: defaults by its size (george.size_rule)
         cfg = GeorgeConfig.for_data(datasets[seed_list[0]], **overrides)
+    check_augment(datasets[seed_list[0]], cfg)
     if user_feats is not None:
         for ds in datasets.values():
             check_features(user_feats, {s: len(ds.splits[s]) for s in ("train", "val", "test")})

@@ -238,11 +238,8 @@ def mnist_digits(*, data_dir: Path | None = None, seed: int = 0, val_fraction: f
             raise ValueError(f"n_train must be >= 10, got {n_train}.")
         if n_train < train_idx.size:
             train_idx = np.sort(rng.permutation(train_idx)[: int(n_train)])
-    if not isinstance(resize, (bool, np.bool_)):
-        raise ValueError(f"resize must be true or false, got {resize!r}.")
-    to32 = resize_to if resize else pad_to
-    x = to32(m["x_train"], 32)[:, None]
-    xt = to32(m["x_test"], 32)[:, None]
+    x = pad_to(m["x_train"], 32)[:, None]
+    xt = pad_to(m["x_test"], 32)[:, None]
     dt = m["y_test"].astype(np.int64)
     splits = {
         "train": _split_images(x, digit, digit, train_idx),

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .backend import Backend, DataSpec
 
 ROWS = ("ERM", "GEORGE", "GDRO (true subclasses)")
+GEORGE_AUGMENTS = ("none", "flip_crop")  # training augmentations GEORGE's steps accept (images only)
 
 
 @dataclass
@@ -57,18 +58,19 @@ class GeorgeConfig:
 
         if self.reducer not in REDUCERS:
             raise ValueError(f"reducer must be one of {', '.join(REDUCERS)}; got {self.reducer!r}.")
+        if self.augment not in GEORGE_AUGMENTS:
+            raise ValueError(f"augment must be one of {', '.join(GEORGE_AUGMENTS)} for GEORGE; got {self.augment!r}.")
         if self.cluster_method not in CLUSTER_METHODS:
             raise ValueError(f"cluster_method must be one of {', '.join(CLUSTER_METHODS)}; got {self.cluster_method!r}.")
-        for name in ("k_max", "min_cluster_size", "min_val_size"):
+        for name in ("k_max", "min_cluster_size", "min_val_size", "erm_epochs"):
             v = getattr(self, name)
+            if name == "erm_epochs" and v is None:  # None: the same as epochs
+                continue
             whole = isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and np.isfinite(v)
                                                          and float(v).is_integer())
             if isinstance(v, bool) or not whole or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
             setattr(self, name, int(v))
-        if self.erm_epochs is not None and (isinstance(self.erm_epochs, bool) or not isinstance(self.erm_epochs, (int, np.integer))
-                                            or self.erm_epochs < 1):
-            raise ValueError(f"erm_epochs must be an integer >= 1 (or None: the same as epochs), got {self.erm_epochs!r}.")
         self.train_config("gdro", 0, "val_wca")  # model, width, epochs, lr, augment, ... checked by TrainConfig
         self.train_config("erm", 0, "val_avg")
 
@@ -125,8 +127,9 @@ def size_rule(ds: Dataset) -> dict[str, Any]:
       MNIST-sized classes this is the paper's 25 (where its ``0.5%`` of the class binds anyway);
       on a class of 460 it is 10, the floor that lets u-digits' 26 rare eights form a sub-cluster
       (the paper's 25 would need 96% of them in one).
-    - **small data** (``n_min < SMALL_CLASS`` = 2,000): feature training as measured on u-digits
-      (a 4x wide MLP or the conv net, 10 epochs, Adam lr 1e-3, constant LR, no weight decay:
+    - **small data** (``n_min < SMALL_CLASS`` = 2,000): the training measured on u-digits, for
+      every step (ERM, Group DRO on the clusters, the oracle): a 4x wide MLP (LeNet-5 at width 1
+      for 32x32 images), 10 epochs, Adam lr 1e-3, constant LR, no weight decay (for the features:
       longer ERM training blurs a rare subclass into its neighbours, the kNN purity of the rare
       8s fell from 0.61 to 0.50) and k-means rather than a GMM per class (few points per cluster
       make the GMM's covariances noisy; 5 of 5 seeds vs 4 of 5 on u-digits). Large data keeps the
@@ -177,6 +180,16 @@ def _row(test_report: Any) -> dict[str, float]:
     return {"robust_accuracy": test_report.worst_group_accuracy, "overall_accuracy": test_report.average_accuracy}
 
 
+def check_augment(ds: Dataset, cfg: GeorgeConfig) -> None:
+    """Refuse an image augmentation on data that are not images (C, H, W), before any training."""
+    if cfg.augment == "none":
+        return
+    shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
+    if len(shape) != 3:
+        raise ValueError(f"augment={cfg.augment!r} needs images (C, H, W), but {ds.name}'s inputs have shape {shape}; "
+                         "use augment='none'.")
+
+
 def check_features(features: dict[str, np.ndarray], sizes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Check user embeddings for GEORGE before any training: arrays ``train``, ``val``, ``test``,
     numeric, finite, one row per example of each split (``sizes``). Returns them as float32 (n, d)."""
@@ -212,6 +225,7 @@ def run_george(
     """Run GEORGE on ``ds`` for one seed. ``features`` (keys train/val/test, e.g. pretrained
     embeddings) skips step 1's feature extraction; the ERM row is still trained for comparison."""
     say = progress or (lambda msg: None)
+    check_augment(ds, cfg)
     if features is not None:  # checked before any training
         features = check_features(features, {s: len(ds.splits[s]) for s in ("train", "val", "test")})
     secs: dict[str, float] = {}
