@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if (data_dir() / "mnist.npz").is_file():
-        ds, model_name, shape = load("u-mnist", data_dir=data_dir()), "lenet5", (1, 32, 32)
+        ds, model_name, shape = load("u-mnist", data_dir=data_dir(), resize=False), "lenet5", (1, 32, 32)
     else:
         ds, model_name, shape = load("u-digits"), "mlp", (1, 8, 8)
     times: dict[str, list[float]] = {"erm": [], "gdro": []}

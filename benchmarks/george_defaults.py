@@ -64,9 +64,12 @@ def main() -> None:
     if umnist.exists():
         d = json.loads(umnist.read_text())
         want = GeorgeConfig(model="lenet5").to_dict()
-        same = all(d["config"].get(k, want[k]) == v for k, v in want.items()) and not d.get("args", {}).get("resize")
+        args_ = d.get("args", {})
+        padded = args_.get("pad", not args_.get("resize", False))  # files before 2026-11-30 were padded
+        same = all(d["config"].get(k, want[k]) == v for k, v in want.items()) and padded
         if same:
-            rows.append(("u-mnist (george_umnist.json, " + d["date"] + ")", "size rule", summarise(d["runs"]), d["runs"]))
+            rows.append(("u-mnist, zero-padded (george_umnist.json, " + d["date"] + ")", "size rule", summarise(d["runs"]),
+                         d["runs"]))
         else:
             print("george_umnist.json was made with other settings; its row is left out", flush=True)
     lines = ["| data set | settings | ERM | GEORGE | oracle (GDRO, true groups) | gap closed | seeds |",

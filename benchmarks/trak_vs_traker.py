@@ -124,7 +124,7 @@ def bench_data(n_train: int, n_targets: int):
     """The benchmark's data: a seeded subset of U-MNIST train and val targets, as (sub, x, y, xt, yt)."""
     from stratalab.data import load
 
-    ds = load("u-mnist", data_dir=data_dir(), seed=0)
+    ds = load("u-mnist", data_dir=data_dir(), seed=0, resize=False)  # zero-padded, as in the recorded runs
     rng = np.random.default_rng(0)
     train_idx = np.sort(rng.choice(len(ds.train), n_train, replace=False))
     target_idx = np.sort(rng.choice(len(ds.val), n_targets, replace=False))

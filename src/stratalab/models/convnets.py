@@ -31,7 +31,7 @@ class LeNet5(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (32, 32):
-            raise ValueError(f"LeNet5 expects 32x32 inputs, got {tuple(x.shape[-2:])}; pad the images (u-mnist does).")
+            raise ValueError(f"LeNet5 expects 32x32 inputs, got {tuple(x.shape[-2:])}; resize or pad the images (u-mnist resizes).")
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
