@@ -216,3 +216,15 @@ def test_rerun_of_a_grid_uses_the_thread_count_it_recorded(tmp_path, monkeypatch
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["reproduced"]
     assert seen and set(seen) == {1}
+
+
+def test_data_keys_fill_in_the_data_sets_defaults():
+    """A registered data set's key holds every option with its default, so an explicit default and
+    an omitted one share results, and a changed default gives a new key (u-mnist's resize)."""
+    from stratalab.experiments.backend import DataSpec
+
+    plain = DataSpec("u-mnist", 0, "/d", {})
+    assert plain.key()["options"]["resize"] is True
+    assert plain.key() == DataSpec("u-mnist", 0, "/d", {"resize": True}).key()
+    assert plain.key() != DataSpec("u-mnist", 0, "/d", {"resize": False}).key()
+    assert DataSpec("my.npz", 0, None, {}).key()["options"] == {}  # a user file: its options as given

@@ -87,10 +87,15 @@ class DataSpec:
         return cls(ds.name, seed, make=_Fixed(ds), identity=fingerprint(ds))
 
     def key(self) -> dict[str, Any]:
-        """What identifies the data in task keys."""
+        """What identifies the data in task keys. A registered data set's options are keyed with
+        its defaults filled in, so changing a default (u-mnist's ``resize``, 2026-11-30) never lets
+        a work dir hand back results made from the old data."""
         if self.make is not None:
             return {"make": self.identity or self.name, "seed": self.seed}
-        return {"dataset": self.name, "data_dir": self.data_dir, "options": self.options, "seed": self.seed}
+        from ..data.registry import _REGISTRY
+
+        options = {**_REGISTRY[self.name].options(), **self.options} if self.name in _REGISTRY else self.options
+        return {"dataset": self.name, "data_dir": self.data_dir, "options": options, "seed": self.seed}
 
     def load(self) -> Any:
         k = json.dumps(self.key(), sort_keys=True, default=str)
