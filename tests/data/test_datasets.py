@@ -376,3 +376,5 @@ def test_every_mnist_based_data_set_loads_from_the_canonical_file(tmp_path):
     for name, opts in (("u-mnist", {}), ("u-mnist", {"resize": False}), ("mnist-digits", {}), ("spurious-mnist", {})):
         ds = load(name, data_dir=tmp_path, seed=0, **opts)
         assert ds.train.load_x(np.arange(2)).shape == (2, 1, 32, 32), name
+        assert ds.train.input_shape == ds.test.input_shape == (1, 32, 32), name
+    assert load("synthetic-gmm", seed=0).train.input_shape == (load("synthetic-gmm", seed=0).train.x.shape[1],)

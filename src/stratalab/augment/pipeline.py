@@ -79,12 +79,10 @@ def load_flow_for(path: Any, train: Any) -> "tuple[Any, dict[str, Any]]":
     """The flow at ``path`` (read with ``weights_only``) and its record, refused unless it models
     images of the shape of ``train``'s inputs. Used before any training (``run cifar-b``) and by
     :func:`make_views`."""
-    import numpy as np
-
     from ..models.flow import load_flow
 
     flow, record = load_flow(path)
-    shape = tuple(np.asarray(train.load_x(np.arange(1))).shape[1:])
+    shape = train.input_shape
     if shape != tuple(flow.config.image_shape):
         raise ValueError(f"the flow at {path} models images of shape {tuple(flow.config.image_shape)}; this training "
                          f"split has inputs of shape {shape}. Train a flow on this data set (`stratalab flow train`).")

@@ -668,7 +668,6 @@ def _run_george(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], se
                 backend: Any = None) -> dict[str, Any]:
     import base64
 
-    import numpy as np
     import pandas as pd
 
     from ..data.files import read_npz
@@ -1067,8 +1066,6 @@ def pretrain(
 
     Example: `stratalab pretrain --dataset mnist-digits -d ../shared/data --width 2 -o lenet-w2.pt`
     """
-    import numpy as np
-
     from ..data import load
     from ..models import n_params, save_pretrained
     from ..report import check_output_path
@@ -1079,7 +1076,7 @@ def pretrain(
     ds = load(dataset, data_dir=data_dir, seed=seed, **_parse_options(option))
     t0 = time.perf_counter()
     res = run(ds, cfg)
-    shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
+    shape = ds.train.input_shape
     save_pretrained(res.model, output, model_name=model, width=width, input_shape=shape, n_classes=ds.n_classes,
                     source=ds.name, config=cfg.to_dict())
     info = {"output": str(output), "source": ds.name, "model": model, "width": width, "params": n_params(res.model),

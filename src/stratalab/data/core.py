@@ -63,6 +63,12 @@ class Split:
         """True when ``x`` holds paths or texts that ``loader`` must read."""
         return self.loader is not None
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input as the loader gives it (e.g. ``(1, 32, 32)``), read from the
+        first example, so lazy splits read one file only."""
+        return tuple(np.asarray(self.load_x(np.arange(1))).shape[1:])
+
     def load_x(self, index: Any = None) -> np.ndarray:
         """Return the inputs (all, or those at ``index``) as an array, reading files if needed."""
         xs = self.x if index is None else _take(self.x, index)

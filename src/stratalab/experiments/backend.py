@@ -92,9 +92,12 @@ class DataSpec:
         a work dir hand back results made from the old data."""
         if self.make is not None:
             return {"make": self.identity or self.name, "seed": self.seed}
-        from ..data.registry import _REGISTRY
+        from ..data.registry import info
 
-        options = {**_REGISTRY[self.name].options(), **self.options} if self.name in _REGISTRY else self.options
+        try:
+            options = {**info(self.name).options(), **self.options}
+        except KeyError:  # a user's file: its options as given
+            options = self.options
         return {"dataset": self.name, "data_dir": self.data_dir, "options": options, "seed": self.seed}
 
     def load(self) -> Any:

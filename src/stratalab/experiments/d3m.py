@@ -340,7 +340,7 @@ def _member_task(data: "DataSpec", cfg: dict[str, Any], member: int, n_models: i
     mask = random_subsets(len(ds.train), n_models, alpha, seed=c.seed)[member]
     backend.say(f"TRAK ensemble: model {member + 1}/{n_models} on {int(mask.sum())} examples (alpha = {alpha:g})")
     sub_cfg = replace(c, method="erm", seed=c.seed * 1000 + member + 1)
-    model = build_model(c.model, _input_shape(ds), ds.n_classes, width=c.width, seed=sub_cfg.seed)
+    model = build_model(c.model, ds.train.input_shape, ds.n_classes, width=c.width, seed=sub_cfg.seed)
     model = fit(model, ds.train.subset(np.flatnonzero(mask)), sub_cfg).model
     return {"weights": model.state_dict(), "seconds": time.perf_counter() - t}
 
@@ -357,7 +357,7 @@ def _align_task(data: "DataSpec", cfg: dict[str, Any], dcfg: dict[str, Any], wei
     c, d = TrainConfig.from_dict(cfg), D3MConfig.from_dict(dcfg)
     models = []
     for w in weights:
-        model = build_model(c.model, _input_shape(ds), ds.n_classes, width=c.width, seed=c.seed)
+        model = build_model(c.model, ds.train.input_shape, ds.n_classes, width=c.width, seed=c.seed)
         model.load_state_dict(w)
         models.append(model)
     backend.say(f"TRAK: featurize {len(ds.train)} train, score {len(ds.val)} val ({len(models)} model(s), k = {d.proj_dim})")
@@ -373,10 +373,6 @@ def _align_task(data: "DataSpec", cfg: dict[str, Any], dcfg: dict[str, Any], wei
         out["val_groups"][mode] = np.asarray(groups).tolist()
     out["seconds"] = time.perf_counter() - t
     return out
-
-
-def _input_shape(ds: Dataset) -> tuple[int, ...]:
-    return tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
 
 
 # ----------------------------------------------------------------------------------- the grid
@@ -601,7 +597,7 @@ def run_d3m_table(make_dataset: Callable[[int], Dataset] | Callable[[int], "Data
     if dcfg.trak_projector == "kronecker":  # refused here, not after the ERM and ensemble wave has trained
         from ..attribution.per_example import hooks_unsupported
 
-        probe = build_model(cfg.model, _input_shape(first), first.n_classes, width=cfg.width, seed=0)
+        probe = build_model(cfg.model, first.train.input_shape, first.n_classes, width=cfg.width, seed=0)
         chosen = [n for n, _ in probe.named_parameters() if dcfg.trak_params != "head" or n.startswith("head")]
         why = hooks_unsupported(probe, chosen)
         if why is not None:

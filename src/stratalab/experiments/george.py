@@ -140,7 +140,7 @@ def size_rule(ds: Dataset) -> dict[str, Any]:
     """
     counts = np.bincount(np.asarray(ds.train.y), minlength=ds.n_classes)
     n_min = int(counts[counts > 0].min())  # a Dataset's train split is never empty
-    shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
+    shape = ds.train.input_shape
     image32 = len(shape) == 3 and shape[0] in (1, 3) and shape[-2:] == (32, 32)
     floor = int(np.clip(np.ceil(0.02 * n_min), 5, 25))
     out: dict[str, Any] = {"model": "lenet5" if image32 else "mlp", "min_cluster_size": floor, "min_val_size": floor}
@@ -184,7 +184,7 @@ def check_augment(ds: Dataset, cfg: GeorgeConfig) -> None:
     """Refuse an image augmentation on data that are not images (C, H, W), before any training."""
     if cfg.augment == "none":
         return
-    shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
+    shape = ds.train.input_shape
     if len(shape) != 3:
         raise ValueError(f"augment={cfg.augment!r} needs images (C, H, W), but {ds.name}'s inputs have shape {shape}; "
                          "use augment='none'.")
@@ -343,7 +343,7 @@ def plot_clusters(ds: Dataset, res: GeorgeRun, path: str, samples_per_cluster: i
     fig = Figure(figsize=(13, 4 * len(classes)), dpi=100)
     axes = fig.subplots(len(classes), 3, squeeze=False)
     try:
-        is_image = ds.train.load_x(np.arange(1)).ndim == 4
+        is_image = len(ds.train.input_shape) == 3
     except Exception:  # noqa: BLE001 - a figure must not fail on exotic inputs
         is_image = False
     rng = np.random.default_rng(0)

@@ -177,9 +177,9 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
     first = specs[cfg.seeds[0]].load()
     for s in cfg.seeds[1:]:  # every seed's data loads before any training (a missing file fails now)
         specs[s].load()
-    input_shape = tuple(np.asarray(first.train.load_x(np.arange(1))).shape[1:])
+    input_shape = first.train.input_shape
     if src is not None:
-        src_shape = tuple(np.asarray(src.load().train.load_x(np.arange(1))).shape[1:])
+        src_shape = src.load().train.input_shape
         if src_shape != input_shape:
             raise ValueError(f"the pretraining data {cfg.pretrain_dataset!r} has inputs {src_shape}, the target "
                              f"{cfg.dataset!r} {input_shape}; pretrain on data of the same shape.")

@@ -182,7 +182,7 @@ def run(
     if spec.train_groups and train_groups is None and ds.train.g is None:
         raise ValueError(f"method {cfg.method!r} needs train group labels and {ds.name!r} has none in train; "
                          "pass estimated groups (e.g. GEORGE clusters).")
-    input_shape = tuple(np.asarray(ds.train.load_x(np.arange(1))).shape[1:])
+    input_shape = ds.train.input_shape
     model = build_model(cfg.model, input_shape, ds.n_classes, width=cfg.width, seed=cfg.seed)
     pretrained = None
     if cfg.init is not None:  # finetune: the body from the pretrained file, the head fresh unless it fits
