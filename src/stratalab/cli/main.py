@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -888,6 +889,15 @@ def _numbers(obj: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def _agree(recorded: float | None, rerun: float | None, tolerance: float) -> bool:
+    """Whether a rerun reproduces a recorded number: both present, finite, within ``tolerance``.
+    A NaN or infinity on either side is a difference (``abs(nan - x) > tol`` is False, so a
+    result whose numbers were all NaN used to count as reproduced)."""
+    if recorded is None or rerun is None:
+        return False
+    return math.isfinite(recorded) and math.isfinite(rerun) and abs(recorded - rerun) <= tolerance
+
+
 RESULT_KEYS = {"train": ("metrics", "selected_epoch", "history"), "run george": ("table", "runs"), "run d3m": ("table", "rows", "sweep")}
 
 
@@ -906,7 +916,6 @@ def rerun(
 
     Example: `stratalab train --dataset u-digits --epochs 5 -o run.json && stratalab rerun run.json`
     """
-    import math
 
     p = _check_input_file(result, "result file", (".json",))
     _not_an_input(output, "--output", p)
@@ -941,9 +950,9 @@ def rerun(
     old_n = _numbers({k: recorded.get(k) for k in RESULT_KEYS[command]})
     new_n = _numbers({k: new.get(k) for k in RESULT_KEYS[command]})
     keys = sorted(set(old_n) | set(new_n))
-    diffs = [(k, old_n.get(k), new_n.get(k)) for k in keys
-             if k not in old_n or k not in new_n or abs(old_n[k] - new_n[k]) > tolerance]
-    largest = max((abs(old_n[k] - new_n[k]) for k in keys if k in old_n and k in new_n), default=0.0)
+    diffs = [(k, old_n.get(k), new_n.get(k)) for k in keys if not _agree(old_n.get(k), new_n.get(k), tolerance)]
+    gaps = [abs(old_n[k] - new_n[k]) for k in keys if k in old_n and k in new_n]
+    largest = float("nan") if any(math.isnan(g) for g in gaps) else max(gaps, default=0.0)
     summary = {"result": str(p), "command": command, "numbers_compared": len(keys), "differing": len(diffs),
                "max_abs_difference": largest, "reproduced": not diffs,
                "differences": [{"key": k, "recorded": a, "rerun": b} for k, a, b in diffs[:50]]}
@@ -1354,8 +1363,6 @@ def flow_samples(
 
 
 def _parse_floats(text: str, option: str) -> list[float]:
-    import math
-
     try:
         vals = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
