@@ -10,17 +10,16 @@ Run: python benchmarks/metrics_speed.py [--n 1000000] [--groups 1000] [--repeats
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-from stratalab.metrics import group_report
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from stratalab.metrics import group_report  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:
@@ -51,9 +50,7 @@ def main() -> None:
     ours = best_of(lambda: group_report(y, pred, g), args.repeats)
     rep = group_report(y, pred, g)
 
-    row = {"n": args.n, "groups": args.groups, "repeats": args.repeats, "stratalab_s": ours,
-           "date": str(date.today()), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-           f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"}
+    row = {"n": args.n, "groups": args.groups, "repeats": args.repeats, "stratalab_s": ours}
     try:
         import fairlearn
         from fairlearn.metrics import MetricFrame
@@ -71,8 +68,6 @@ def main() -> None:
     except ImportError:
         row.update(fairlearn_s=None, speedup=None, note="fairlearn not installed: pip install fairlearn")
 
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "metrics_speed.json").write_text(json.dumps(row, indent=2) + "\n")
     fl_s = "-" if row["fairlearn_s"] is None else f"{row['fairlearn_s']:.3f}"
     ratio = "-" if row["speedup"] is None else f"{row['speedup']:.0f}x faster"
     lines = [
@@ -80,9 +75,8 @@ def main() -> None:
         "|---|---|---|---|---|",
         f"| {args.n:,} | {args.groups:,} | {ours:.4f} | {fl_s} | {ratio} |",
     ]
-    (RESULTS / "metrics_speed.md").write_text("\n".join(lines) + f"\n\n{row['machine']}, {row['date']}\n")
+    write("metrics_speed", row, "\n".join(lines))
     print("\n".join(lines))
-    print(row["machine"])
 
 
 if __name__ == "__main__":
