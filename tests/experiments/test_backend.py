@@ -228,3 +228,49 @@ def test_data_keys_fill_in_the_data_sets_defaults():
     assert plain.key() == DataSpec("u-mnist", 0, "/d", {"resize": True}).key()
     assert plain.key() != DataSpec("u-mnist", 0, "/d", {"resize": False}).key()
     assert DataSpec("my.npz", 0, None, {}).key()["options"] == {}  # a user file: its options as given
+
+
+def test_a_stored_result_edited_by_hand_or_holding_nan_is_run_again(tmp_path):
+    """The issue-23 case: a task file edited by hand, or holding NaN, was reported as a result."""
+    CALLS.clear()
+    key = task_key("sq", x=6)
+    Backend(work_dir=tmp_path).map(square, [(key, (6,))])
+    path = tmp_path / f"{key}.json"
+    original = path.read_text()
+    assert Backend(work_dir=tmp_path).map(square, [(key, (6,))])[0]["y"] == 36 and CALLS == [6]  # reused as written
+    for edited in (original.replace('"y": 36', '"y": 35'), original.replace('"y": 36', '"y": NaN')):
+        assert edited != original
+        path.write_text(edited)
+        assert ResultStore(tmp_path).get(key) is None
+        assert Backend(work_dir=tmp_path).map(square, [(key, (6,))])[0]["y"] == 36
+    assert CALLS == [6, 6, 6]
+
+
+def test_task_keys_change_with_the_code(monkeypatch):
+    from stratalab.experiments import backend
+
+    a = task_key("t", seed=0)
+    monkeypatch.setattr(backend, "code_version", lambda: "other code")
+    assert task_key("t", seed=0) != a
+
+
+def test_a_user_file_is_keyed_by_what_it_holds(tmp_path):
+    """Edit the labels of mydata.npz and the same path gets a new key (a work dir used to hand back
+    the table of the old labels); a CSV's key also sees its images."""
+    from stratalab.experiments.backend import DataSpec
+
+    path = tmp_path / "mydata.npz"
+    x = np.zeros((4, 2), np.float32)
+    np.savez(path, x_train=x, y_train=np.array([0, 1, 0, 1]), x_val=x, y_val=np.array([0, 1, 0, 1]), x_test=x,
+             y_test=np.array([0, 1, 0, 1]))
+    before = DataSpec(str(path), 0, None, {}).key()
+    assert before == DataSpec(str(path), 0, None, {}).key()
+    np.savez(path, x_train=x, y_train=np.array([1, 0, 0, 1]), x_val=x, y_val=np.array([0, 1, 0, 1]), x_test=x,
+             y_test=np.array([0, 1, 0, 1]))
+    assert DataSpec(str(path), 0, None, {}).key() != before
+    csv = tmp_path / "d.csv"
+    csv.write_text("id,filename,split,y,a\n0,a.png,train,0,0\n")
+    (tmp_path / "a.png").write_bytes(b"one")
+    k1 = DataSpec(str(csv), 0, None, {}).key()
+    (tmp_path / "a.png").write_bytes(b"other image")
+    assert DataSpec(str(csv), 0, None, {}).key() != k1

@@ -21,6 +21,7 @@ must be on storage every node sees (the same path everywhere).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -45,9 +46,30 @@ def say(message: str) -> None:
 
 def task_key(name: str, **parts: Any) -> str:
     """A stable file-name-safe id of a task: ``name`` and a hash of ``parts`` (JSON, sorted keys),
-    which must hold everything the result depends on (configs, seed, data identity, ...)."""
-    text = json.dumps(parts, sort_keys=True, default=_plain)
+    which must hold everything the result depends on (configs, seed, data identity, ...), and of
+    :func:`code_version`, so a work dir never hands back a result that other code made."""
+    text = json.dumps({"parts": parts, "code": code_version()}, sort_keys=True, default=_plain)
     return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """sha256 of stratalab's own source (every ``.py`` file of the package, by relative path and
+    contents): any change to the code gives new task keys. Read once per process (a few ms)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _plain(o: Any) -> Any:
@@ -96,8 +118,9 @@ class DataSpec:
 
         try:
             options = {**info(self.name).options(), **self.options}
-        except KeyError:  # a user's file: its options as given
-            options = self.options
+        except KeyError:  # a user's file: its options as given, and what its files hold
+            return {"dataset": self.name, "data_dir": self.data_dir, "options": self.options, "seed": self.seed,
+                    "contents": user_file_identity(self.name, self.options)}
         return {"dataset": self.name, "data_dir": self.data_dir, "options": options, "seed": self.seed}
 
     def load(self) -> Any:
@@ -115,6 +138,35 @@ class DataSpec:
         while len(_DATA_CACHE) > _DATA_CACHE_SIZE:
             _DATA_CACHE.popitem(last=False)
         return ds
+
+
+def user_file_identity(path: str | os.PathLike[str], options: dict[str, Any]) -> dict[str, Any]:
+    """What a user's data file holds, for task keys: the sha256 of the ``.npz`` or ``.csv``, and for
+    a CSV the size and modification time of each image it names (under ``options["root"]``,
+    default the CSV's folder), so editing the labels or replacing an image gives new keys. A file
+    that cannot be read is keyed by its path only (loading it then fails with the loader's message)."""
+    p = Path(path).expanduser()
+    try:
+        out: dict[str, Any] = {"sha256": file_digest(p)}
+    except OSError:
+        return {"unreadable": str(p)}
+    if p.suffix.lower() == ".csv":
+        import pandas as pd
+
+        root = Path(options.get("root") or p.parent).expanduser()
+        try:
+            names = pd.read_csv(p, usecols=["filename"])["filename"].astype(str).tolist()
+        except (ValueError, OSError, pd.errors.ParserError):
+            return out
+        stamps = []
+        for name in names:
+            try:
+                st = (root / name).stat()
+                stamps.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                stamps.append(f"{name}:absent")
+        out["images"] = hashlib.sha256("\n".join(stamps).encode()).hexdigest()
+    return out
 
 
 class _Fixed:
@@ -149,17 +201,22 @@ class ResultStore:
         self.folder = Path(folder)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The stored result of ``key``, or None when it is absent or incomplete."""
+        """The stored result of ``key``, or None when it is absent, incomplete, or not exactly what
+        the task wrote: the file must name its own key, hold no NaN or infinity (a task result is
+        written without them) and match the digest written with it, so a file edited by hand is
+        run again, never reported as a result."""
         path = self.folder / f"{key}.json"
         if not path.is_file():
             return None
         try:
-            out = json.loads(path.read_text())
+            out = json.loads(path.read_text(), parse_constant=_refuse_constant)
         except (OSError, ValueError):
             return None  # unreadable: run the task again (the new result replaces it atomically)
         if not isinstance(out, dict) or out.get("_key") != key:
             return None
         out.pop("_key")
+        if out.pop("_digest", None) != _digest(out):
+            return None
         if out.pop("_weights", False):
             from ..models.pretrained import load_weights_only
 
@@ -173,7 +230,7 @@ class ResultStore:
         """Write ``result`` atomically: weights first, then the JSON that marks it complete."""
         import torch
 
-        from ..report.io import _atomic, write_json_atomic
+        from ..report.io import _atomic, json_text, write_json_atomic
 
         self.folder.mkdir(parents=True, exist_ok=True)
         body = {k: v for k, v in result.items() if k != WEIGHTS_KEY}
@@ -181,7 +238,17 @@ class ResultStore:
             weights = result[WEIGHTS_KEY]
             _atomic(self.folder / f"{key}.pt", lambda p: torch.save(weights, p))
             body["_weights"] = True
-        write_json_atomic(self.folder / f"{key}.json", {**body, "_key": key})
+        body = json.loads(json_text(body))  # as it will be read back (numpy numbers as plain ones)
+        write_json_atomic(self.folder / f"{key}.json", {**body, "_digest": _digest(body), "_key": key})
+
+
+def _digest(body: dict[str, Any]) -> str:
+    """sha256 of a stored result's body (sorted keys), written beside it and checked on reading."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"a stored result holds {name}")
 
 
 def _execute(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], key: str, work_dir: str | None,

@@ -69,9 +69,15 @@ def _atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path
     return target
 
 
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """``obj`` as JSON the way result files are written: numpy numbers and arrays as plain ones,
+    a numpy NaN as null, and any other NaN or infinity refused (ValueError)."""
+    return json.dumps(obj, indent=indent, allow_nan=False, default=_default)
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON (NaN written as null) to ``path`` atomically."""
-    text = json.dumps(obj, indent=2, allow_nan=False, default=_default)
+    text = json_text(obj, indent=2)
     return _atomic(path, lambda p: p.write_text(text + "\n"))
 
 
