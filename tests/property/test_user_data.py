@@ -41,11 +41,14 @@ def npz_arrays(draw: st.DrawFn) -> dict[str, np.ndarray]:
     label_dtype = draw(st.sampled_from(["int64", "int32", "uint8", "float64"]))
     out = {}
     for s in SPLITS:
-        n = draw(st.integers(1, 6), label=f"n_{s}")
+        n = draw(st.integers(n_classes if s == "train" else 1, 6), label=f"n_{s}")
         elements = (st.floats(allow_nan=False, allow_infinity=False, width=32 if dtype == "float32" else 64)
                     if dtype.startswith("float") else None)
         out[f"x_{s}"] = draw(hnp.arrays(dtype, (n, *tail), elements=elements), label=f"x_{s}")
-        out[f"y_{s}"] = np.asarray(draw(st.lists(st.integers(0, n_classes - 1), min_size=n, max_size=n)), dtype=label_dtype)
+        labels = draw(st.lists(st.integers(0, n_classes - 1), min_size=n, max_size=n))
+        if s == "train":  # every class has train examples (a class without any is refused)
+            labels = draw(st.permutations(list(range(n_classes)) + labels[n_classes:]))
+        out[f"y_{s}"] = np.asarray(labels, dtype=label_dtype)
         if with_groups:
             out[f"g_{s}"] = np.asarray(draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)), dtype=label_dtype)
     return out
@@ -93,7 +96,8 @@ def test_npz_loads_what_was_written(arrays, compressed, name):
 
 # (A single .npy array saved under a .npz name was a bug (fixed), pinned by test_regression_npy_named_npz.)
 NPZ_BREAKS = ["missing_key", "partial_groups", "x_nan", "x_inf", "x_strings", "y_nan", "y_fraction", "y_negative",
-              "y_strings", "y_matrix", "y_longer", "g_longer", "g_negative", "pickled", "not_zip", "truncated"]
+              "y_strings", "y_matrix", "y_longer", "g_longer", "g_negative", "pickled", "not_zip", "truncated",
+              "class_not_in_train"]
 
 
 @settings(max_examples=examples(0.6))
@@ -144,6 +148,10 @@ def test_npz_bad_file_raises_naming_the_problem(arrays, how, split, data):
         else:  # longer than x
             v = np.concatenate([v, v[:1]])
         arrays[f"{key}_{split}"] = v
+    elif how == "class_not_in_train":  # labels {1, 2}: class 0 would be a phantom output
+        for s in SPLITS:
+            arrays[f"y_{s}"] = np.asarray(arrays[f"y_{s}"], dtype=np.int64) + 1
+        names = ("class 0", "no train examples")
     elif how == "pickled":
         arrays[f"y_{split}"] = np.array([{"label": 1}] * n, dtype=object)
         names = ("pickle", "Python objects")
@@ -190,7 +198,11 @@ def csv_dataset(draw: st.DrawFn) -> dict:
         spelled: list = [SPLITS.index(s) for s in splits]  # an integer column 0/1/2
     else:
         spelled = [draw(st.sampled_from(SPLIT_SPELLINGS[s])) for s in splits]  # names, any case, padded, or "0"/"1"/"2"
-    y = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+    train = [i for i, sp in enumerate(splits) if sp == "train"]
+    k = draw(st.integers(1, min(3, len(train))), label="classes")
+    y = draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n))
+    for j, c in zip(draw(st.permutations(train)), range(k)):
+        y[j] = c  # every class has train examples (a class without any is refused)
     a = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
     size = draw(st.integers(1, 3))
     mode = draw(st.sampled_from(["RGB", "L"]))
@@ -246,7 +258,7 @@ def test_csv_loads_what_was_written(case):
 
 
 CSV_BREAKS = ["missing_column", "y_missing", "a_missing", "y_fraction", "y_negative", "a_negative", "y_text",
-              "split_bad", "split_absent", "image_missing", "zero_bytes", "garbage"]
+              "split_bad", "split_absent", "image_missing", "zero_bytes", "garbage", "class_not_in_train"]
 
 
 @settings(max_examples=examples(0.3))
@@ -287,6 +299,9 @@ def test_csv_bad_file_raises_naming_the_problem(case, how, data):
         keep = [j for j, s in enumerate(case["splits"]) if s != gone]
         df = df.iloc[keep]
         names = (f"'{gone}'",)
+    elif how == "class_not_in_train":  # labels shifted by one: class 0 has no examples anywhere
+        df["y"] = df["y"] + 1
+        names = ("class 0", "no train examples")
     elif how == "image_missing":
         skip_image = i
         names = (f"img/{i}.png",)

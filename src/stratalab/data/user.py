@@ -80,6 +80,7 @@ def _load_npz(p: Path, class_names: Sequence[str] | None, group_names: Sequence[
     n_total = sum(len(sp) for sp in splits.values())
     n_classes = max(int(sp.y.max()) for sp in splits.values()) + 1
     _check_dense(p, "y", n_classes, n_total)
+    _check_classes_present(p, splits["train"].y, n_classes)
     cnames = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
     gnames = None
     if all(has_g):
@@ -88,6 +89,17 @@ def _load_npz(p: Path, class_names: Sequence[str] | None, group_names: Sequence[
         gnames = list(group_names) if group_names is not None else [str(i) for i in range(n_groups)]
     return Dataset(name=p.name, splits=splits, class_names=cnames, group_names=gnames,
                    description=f"user arrays from {p}")
+
+
+def _check_classes_present(p: Path, train_y: np.ndarray, n_classes: int) -> None:
+    """Every class 0..K-1 must have train examples: labels {1, 2} would otherwise make a 3-output
+    model with a phantom class 0 (and fail later in the audit, after training)."""
+    missing = np.flatnonzero(np.bincount(train_y, minlength=n_classes) == 0)
+    if missing.size:
+        seen = ", ".join(str(v) for v in np.unique(train_y)[:10])
+        raise ValueError(f"{p}: class {int(missing[0])} has no train examples (train labels: {seen}"
+                         f"{', ...' if np.unique(train_y).size > 10 else ''}); labels must be 0..K-1 with every class in "
+                         "train. Renumber them, e.g. y = numpy.unique(y, return_inverse=True)[1] over all splits together.")
 
 
 def _check_dense(p: Path, what: str, n_ids: int, n_examples: int) -> None:
@@ -125,6 +137,7 @@ def _load_csv(p: Path, root: Path, class_names: Sequence[str] | None, group_name
             raise ValueError(f"{p} has no rows with split {s!r}; every data set needs train, val and test rows.")
         splits[s] = Split(x=files[m], y=y[m], g=groups_from_pairs(y[m], a[m], n_attr),
                           attrs={"a": a[m], "id": df["id"].to_numpy()[m]}, loader=loader)
+    _check_classes_present(p, splits["train"].y, n_classes)
     cnames = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
     gnames = list(group_names) if group_names is not None else pair_group_names(cnames, [f"a={i}" for i in range(n_attr)])
     return Dataset(name=p.name, splits=splits, class_names=cnames, group_names=gnames,
