@@ -91,6 +91,16 @@ def check_probabilities(scores: Any, n: int, name: str = "y_score") -> np.ndarra
     return arr
 
 
+def check_unique(values: Any, name: str) -> None:
+    """Refuse a list setting that names one value twice (``methods=("erm", "erm")`` used to report
+    two runs where one ran; ``severities=(1, 1)`` ran and averaged the same audit twice)."""
+    seen: set[Any] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{name} lists {v!r} twice; give each value once.")
+        seen.add(v)
+
+
 def check_random_state(seed: int | np.random.Generator | None) -> np.random.Generator:
     """Turn a seed (or None, or a Generator) into a numpy Generator."""
     if isinstance(seed, np.random.Generator):

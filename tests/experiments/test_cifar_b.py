@@ -94,7 +94,7 @@ def test_clean_metrics_match_an_audit_of_the_same_predictions(tiny_cifar, monkey
     (dict(augmentations=("flowaug",), flow=__file__, flowaug_objective="gauss+cutmix"), "flowaug_objective must be one of"),
     (dict(corruptions=("rain",)), "unknown corruption 'rain'"),
     (dict(severities=(0,)), "severities must be in 1..5"),
-    (dict(seeds=(1, 1)), "no seed or augmentation twice"),
+    (dict(seeds=(1, 1)), "seeds lists 1 twice"),
     (dict(n_corrupt=0), "n_corrupt must be an integer >= 1"),
     (dict(mix_alpha=-1), "mix_alpha"),
 ])

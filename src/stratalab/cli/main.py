@@ -15,6 +15,8 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 
+from .._validation import check_unique
+
 app = typer.Typer(
     help=(
         "stratalab finds and fixes hidden stratification: models with good average accuracy that fail "
@@ -1369,6 +1371,7 @@ def _parse_floats(text: str, option: str) -> list[float]:
         raise ValueError(f"{option} takes comma-separated numbers, got {text!r}.") from None
     if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
         raise ValueError(f"{option} takes finite numbers > 0, got {text!r}.")
+    check_unique(vals, option)
     return vals
 
 

@@ -23,6 +23,7 @@ from ..data.core import Split
 from ..metrics import group_report
 from ..train import TrainConfig, predict, run
 from .._config import config_from_dict, config_to_dict
+from .._validation import check_unique
 
 if TYPE_CHECKING:
     from .backend import Backend, DataSpec
@@ -85,8 +86,10 @@ class CifarBConfig:
         if bad or not self.augmentations:
             raise ValueError(f"unknown augmentation {bad[0] if bad else ''!r}; choose from {', '.join(ROWS)} "
                              "(flip_crop = the paper's Standard).")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or len(set(self.augmentations)) != len(self.augmentations):
-            raise ValueError("give at least one seed, and no seed or augmentation twice.")
+        if not self.seeds:
+            raise ValueError("give at least one seed.")
+        for name in ("augmentations", "seeds", "corruptions", "severities"):
+            check_unique(getattr(self, name), name)
         from ..augment.corruptions import CORRUPTIONS
 
         unknown = [c for c in self.corruptions if c not in CORRUPTIONS]

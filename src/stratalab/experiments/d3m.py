@@ -27,6 +27,7 @@ from ..train import TrainConfig, fit, predict, run
 from ..train.registry import METHODS
 from ..train.sampling import examples_left_out
 from .._config import config_from_dict, config_to_dict
+from .._validation import check_unique
 
 if TYPE_CHECKING:
     from .backend import Backend, DataSpec
@@ -111,6 +112,7 @@ class D3MConfig:
         unknown = [m for m in self.methods if m not in TABLE_METHODS]
         if unknown or not self.methods:
             raise ValueError(f"unknown method {unknown[0] if unknown else ''!r}; choose from {', '.join(TABLE_METHODS)}.")
+        check_unique(self.methods, "methods")
         if self.proj_dim < 1 or self.n_models < 1:
             raise ValueError("proj_dim and n_models must be >= 1.")
         if not 0 < self.alpha <= 1:

@@ -23,6 +23,7 @@ from ..models import build_model, n_params, save_pretrained
 from ..report.plots import BALANCING_COLOURS as _COLOURS, BALANCING_LABELS as LABELS
 from ..train import TrainConfig, run
 from .._config import config_from_dict, config_to_dict
+from .._validation import check_unique
 
 if TYPE_CHECKING:
     from .backend import Backend, DataSpec
@@ -62,8 +63,8 @@ class ScalingConfig:
                              "(erm = no class balancing).")
         if not self.widths or not self.seeds:
             raise ValueError("give at least one width and one seed.")
-        if len(set(self.seeds)) != len(self.seeds) or len(set(self.widths)) != len(self.widths):
-            raise ValueError("widths and seeds must not repeat.")
+        for name in ("widths", "methods", "seeds"):
+            check_unique(getattr(self, name), name)
         if int(self.pretrain_epochs) != self.pretrain_epochs or self.pretrain_epochs < 0:
             raise ValueError(f"pretrain_epochs must be an integer >= 0 (0 = train from scratch), got {self.pretrain_epochs}.")
         if self.finetune == "last_layer" and self.pretrain_epochs == 0:
