@@ -234,6 +234,15 @@ def _explicit(ctx: typer.Context, name: str) -> bool:
     return src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
+def _refuse_unused(ctx: typer.Context, names: "list[str] | tuple[str, ...]", why: str) -> None:
+    """Refuse options given on the command line that have no effect in the chosen setting (they
+    used to be accepted and ignored without a word): one line naming the flag and the reason."""
+    given = [n for n in names if _explicit(ctx, n)]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise ValueError(f"{flags} {'has' if len(given) == 1 else 'have'} no effect {why}; leave {'it' if len(given) == 1 else 'them'} out.")
+
+
 def _merge(ctx: typer.Context, file_cfg: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
     """File settings, overridden by options given on the command line; CLI defaults fill the rest."""
     out = dict(file_cfg)
@@ -548,8 +557,22 @@ def train(
                gdro_balanced_sampler=gdro_balanced_sampler, jtt_epochs=jtt_epochs, jtt_upsample=jtt_upsample,
                init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune)
     name, ddir, opts = _dataset_args(ctx, file_cfg, dataset, data_dir, option)
-    _train(name, ddir, opts, _merge(ctx, file_cfg.get("config", {}), cli), checkpoint_dir=checkpoint_dir,
-           output=output, json_out=json_out)
+    merged = _merge(ctx, file_cfg.get("config", {}), cli)
+    _refuse_method_options(ctx, str(merged.get("method", method)))
+    _train(name, ddir, opts, merged, checkpoint_dir=checkpoint_dir, output=output, json_out=json_out)
+
+
+def _refuse_method_options(ctx: typer.Context, method: str) -> None:
+    """A method-specific option (``MethodSpec.options``) given with a method that does not read it."""
+    from ..train.registry import METHODS
+
+    readers: dict[str, list[str]] = {}
+    for spec in METHODS.values():
+        for opt in spec.options:
+            readers.setdefault(opt, []).append(spec.name)
+    unused = [o for o, names in readers.items() if method not in names]
+    for o in unused:
+        _refuse_unused(ctx, [o], f"with --method {method} (it is read by {', '.join(readers[o])})")
 
 
 def _train(dataset: str, data_dir: Optional[Path], opts: dict[str, Any], cfg_dict: dict[str, Any], *,
@@ -799,6 +822,11 @@ def run_d3m_cmd(
         d3m_cfg["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
         if not d3m_cfg["methods"]:
             raise ValueError("--methods lists no method; give e.g. erm,d3m (or leave it out for all rows).")
+    if int(d3m_cfg.get("n_models", 1)) == 1:
+        _refuse_unused(ctx, ["trak_alpha"], "with one TRAK model (--trak-models 1 attributes through the ERM model, "
+                       "trained on all of train)")
+    if d3m_cfg.get("removal") != "search":
+        _refuse_unused(ctx, ["search_points"], f"with --removal {d3m_cfg.get('removal')} (it is read by --removal search)")
     train_cli = dict(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     train_cfg = _merge(ctx, file_cfg.get("config", {}), train_cli)
     _run_d3m(name, ddir, opts, seed_list, train_cfg, d3m_cfg, figure=figure, scores=scores, output=output,
@@ -975,6 +1003,7 @@ def rerun(
 @app.command()
 @_clean_errors
 def spectral(
+    ctx: typer.Context,
     features: Optional[Path] = typer.Option(None, "--features", help="An .npz with arrays features (n, d), y, g and optionally pred."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Or: a data set with groups; an ERM model is trained and its penultimate test features used."),
     method: str = typer.Option("erm", "--method", help="With --dataset: the training method of the model (e.g. upsampling)."),
@@ -1005,6 +1034,9 @@ def spectral(
 
     if (features is None) == (dataset is None):
         raise ValueError("give exactly one of --features FILE.npz or --dataset NAME.")
+    if features is not None:
+        _refuse_unused(ctx, ["method", "model", "width", "epochs", "split", "init", "finetune", "seed", "data_dir", "option"],
+                       "with --features (they set up the model that --dataset trains)")
     if split not in ("train", "val", "test"):
         raise ValueError(f"--split must be train, val or test, got {split!r}.")
     if int(top_k) < 1:
@@ -1102,6 +1134,7 @@ def pretrain(
 @run_app.command("scaling")
 @_clean_errors
 def run_scaling_cmd(
+    ctx: typer.Context,
     dataset: str = typer.Option("spurious-mnist", "--dataset", help="Target task (finetuned)."),
     option: Optional[list[str]] = typer.Option(None, "--option", help="Target data-set option key=value, e.g. class_imbalance=5 n_train=6000."),
     pretrain_dataset: str = typer.Option("mnist-digits", help="Source task of the pretraining."),
@@ -1147,6 +1180,11 @@ def run_scaling_cmd(
                         methods=tuple(m.strip() for m in methods.split(",") if m.strip()), seeds=tuple(_parse_seeds(seeds)),
                         epochs=epochs, pretrain_epochs=pretrain_epochs, finetune=finetune, lr=lr,
                         mixture_ratio=mixture_ratio, select=select)
+    if cfg.pretrain_epochs == 0:
+        _refuse_unused(ctx, ["pretrain_dataset", "pretrain_option", "weights_dir"],
+                       "with --pretrain-epochs 0 (no pretraining: every width trains from scratch)")
+    if "mixture" not in cfg.methods:
+        _refuse_unused(ctx, ["mixture_ratio"], "without mixture in --methods")
     check_output_path(output, (".json",), "--output")
     check_output_path(figure, FIGURE_SUFFIXES, "--figure")
     check_output_path(collapse_figure, FIGURE_SUFFIXES, "--collapse-figure")
