@@ -145,3 +145,19 @@ def test_train_refuses_group_methods_without_groups(tmp_path):
     res = runner.invoke(app, ["train", "--dataset", str(tmp_path / "nogroups.npz"), "--model", "linear", "--epochs", "2",
                               "--json"])
     assert res.exit_code == 0, res.output
+
+
+def test_piped_output_is_not_cut_to_80_columns():
+    """Without a terminal (a pipe, a log file, this test) tables keep their natural width: rich's
+    default of 80 columns cut headers to "lambd..." and "minor..." (issue 23)."""
+    from rich.table import Table
+
+    from stratalab.cli import main
+
+    table = Table(*[f"a long column header number {i}" for i in range(6)])
+    table.add_row(*["x" * 20 for _ in range(6)])
+    with main.console.capture() as cap:
+        main.console.print(table)
+    text = cap.get()
+    assert "…" not in text and "a long column header number 5" in text
+    assert max(len(line) for line in text.splitlines()) > 80

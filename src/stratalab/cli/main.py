@@ -36,8 +36,11 @@ run_app = typer.Typer(help="End-to-end pipelines (e.g. `stratalab run george --d
                       add_completion=False)
 app.add_typer(run_app, name="run")
 
-console = Console()
-err = Console(stderr=True)
+# Piped output (no terminal, no $COLUMNS) is not cut to rich's default 80 columns: tables keep their
+# natural width ("lambd...", "minor..." in a log file helped nobody). A terminal keeps its own width.
+_PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 4096
+console = Console(width=_PIPED_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 4096)
 
 
 def _methods_help() -> str:
