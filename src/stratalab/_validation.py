@@ -91,6 +91,36 @@ def check_probabilities(scores: Any, n: int, name: str = "y_score") -> np.ndarra
     return arr
 
 
+MAX_NESTING = 64  # levels of lists / mappings a config or result file may nest
+
+
+def parse_structured(text: str, what: str, *, yaml: bool = False, **json_kw: Any) -> Any:
+    """Parse JSON (or YAML with ``yaml=True``, safe loader only) and refuse nesting deeper than
+    :data:`MAX_NESTING` levels with one line: a crafted file nested thousands deep used to end in
+    "internal error: RecursionError", in the parser or in the code that walks the result. Parse
+    errors themselves are left to the caller (``json.JSONDecodeError`` / ``yaml.YAMLError``)."""
+    import json
+
+    try:
+        if yaml:
+            import yaml as _yaml
+
+            obj = _yaml.safe_load(text)
+        else:
+            obj = json.loads(text, **json_kw)
+    except RecursionError:
+        raise ValueError(f"{what} nests lists or mappings too deeply to read (over {MAX_NESTING} levels); "
+                         "a stratalab file nests a few levels.") from None
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > MAX_NESTING:
+                raise ValueError(f"{what} nests lists or mappings {MAX_NESTING}+ levels deep; a stratalab file nests a few.")
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return obj
+
+
 def check_unique(values: Any, name: str) -> None:
     """Refuse a list setting that names one value twice (``methods=("erm", "erm")`` used to report
     two runs where one ran; ``severities=(1, 1)`` ran and averaged the same audit twice)."""

@@ -273,3 +273,25 @@ def test_review_fixes_rerun_from_elsewhere_and_config_protection(tmp_path, monke
     assert again.exit_code == 2 and "would be overwritten" in again.output
     wid = runner.invoke(app, ["train", "--dataset", "u-digits", "--config", str(tmp_path / "c.yaml"), "--width", "nan"])
     assert wid.exit_code == 2 and "width" in wid.output
+
+
+@pytest.mark.parametrize("where", ["config_yaml", "config_json", "rerun", "report"])
+def test_deeply_nested_files_are_refused_in_one_line(tmp_path, where):
+    """A --config / rerun / report file nested thousands deep ended in "internal error: RecursionError"."""
+    deep = "[" * 5000 + "]" * 5000
+    if where == "config_yaml":
+        path = tmp_path / "c.yaml"
+        path.write_text("dataset: u-digits\nconfig: {epochs: " + deep + "}\n")
+        args = ["train", "--config", str(path)]
+    elif where == "config_json":
+        path = tmp_path / "c.json"
+        path.write_text('{"dataset": "u-digits", "config": {"epochs": ' + deep + "}}")
+        args = ["train", "--config", str(path)]
+    else:
+        path = tmp_path / "r.json"
+        path.write_text('{"invocation": {"command": "train", "x": ' + "[" * 100 + "]" * 100 + "}}")
+        args = ["rerun", str(path)] if where == "rerun" else ["report", str(path), "-o", str(tmp_path / "r.html")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "too deeply" in res.output or "levels deep" in res.output, res.output
+    assert "Traceback" not in res.output and "RecursionError" not in res.output

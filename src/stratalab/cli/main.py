@@ -15,7 +15,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 
-from .._validation import check_unique
+from .._validation import check_unique, parse_structured
 
 app = typer.Typer(
     help=(
@@ -182,7 +182,7 @@ def _read_config_file(path: Path, command: str) -> dict[str, Any]:
 
     p = _check_input_file(path, "--config", (".yaml", ".yml", ".json"))
     try:
-        d = yaml.safe_load(p.read_text())  # JSON is YAML; safe_load builds no Python objects
+        d = parse_structured(p.read_text(), f"--config {p}", yaml=True)  # JSON is YAML; safe_load builds no Python objects
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ValueError(f"--config {p} is not valid YAML/JSON: {str(e).splitlines()[0]}") from None
     if isinstance(d, dict) and isinstance(d.get("invocation"), dict):
@@ -953,7 +953,7 @@ def rerun(
     p = _check_input_file(result, "result file", (".json",))
     _not_an_input(output, "--output", p)
     try:
-        recorded = json.loads(p.read_text())
+        recorded = parse_structured(p.read_text(), f"result file {p}")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{p} is not valid JSON ({e}).") from None
     inv = recorded.get("invocation") if isinstance(recorded, dict) else None

@@ -75,6 +75,8 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from .._validation import parse_structured
+
 __all__ = ["RunResult", "GroupTable", "COLUMN_FORMATS", "load_result", "result_from_dict", "summarise", "KINDS", "METRIC_ALIASES",
            "REPORT_METRICS", "RECORD_COLUMNS", "metric_label", "is_fraction_metric", "is_count_metric"]
 
@@ -251,7 +253,7 @@ def load_result(path: str | os.PathLike[str]) -> RunResult:
         raise _Bad(name)
 
     try:
-        raw = json.loads(text, parse_constant=refuse_constant)
+        raw = parse_structured(text, f"result file {p}", parse_constant=refuse_constant)
     except _Bad as e:
         raise ValueError(f"result file {p} holds {e} (not valid JSON); stratalab writes missing numbers as null: "
                          "regenerate the file with the command that wrote it.") from None

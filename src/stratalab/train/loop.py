@@ -34,6 +34,7 @@ from .registry import METHODS, get_method
 from .sampling import make_plan
 from .selection import CRITERIA, check_criterion, selection_scores
 from .._config import config_from_dict, config_to_dict
+from .._validation import parse_structured
 
 SCHEDULES = ("constant", "multistep", "cosine", "linear")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -215,9 +216,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, text: str) -> "TrainConfig":
-        import yaml
-
-        return cls.from_dict(yaml.safe_load(text) or {})
+        return cls.from_dict(parse_structured(text, "the TrainConfig YAML", yaml=True) or {})
 
 
 @dataclass
