@@ -169,6 +169,7 @@ def test_progress_inside_a_task_reaches_the_local_caller():
 @pytest.mark.parametrize("extra, message", [
     (["--backend", "dask"], "backend must be one of local, ray"),
     (["--address", "auto"], "needs --backend ray"),
+    (["--backend", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),  # hung for 9.5 min
     (["--work-dir", "{file}"], "is a file"),
 ])
 @pytest.mark.parametrize("command", [["run", "george", "--dataset", "u-digits"], ["run", "d3m", "--dataset", "u-digits"],
@@ -274,3 +275,26 @@ def test_a_user_file_is_keyed_by_what_it_holds(tmp_path):
     k1 = DataSpec(str(csv), 0, None, {}).key()
     (tmp_path / "a.png").write_bytes(b"other image")
     assert DataSpec(str(csv), 0, None, {}).key() != k1
+
+
+def test_a_ray_address_nothing_answers_on_is_refused_quickly():
+    """--backend ray --address 127.0.0.1:1 waited forever (still at 9.5 min); now one line within seconds."""
+    import socket
+    import time
+
+    from stratalab.experiments.backend import check_reachable
+
+    with socket.socket() as s:  # a port nothing listens on: bind, take its number, close
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+        check_reachable(f"127.0.0.1:{port}", timeout=2)
+    assert time.perf_counter() - t < 10
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        check_reachable("localhost")
+    with socket.socket() as server:  # something listening: accepted
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        check_reachable(f"127.0.0.1:{server.getsockname()[1]}", timeout=2)
+

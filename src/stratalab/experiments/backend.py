@@ -338,6 +338,8 @@ class Backend:
             except ImportError:
                 raise ValueError("--backend ray needs Ray, an optional extra: pip install 'stratalab[ray]' "
                                  "(or pip install ray).") from None
+            if self.address is not None:  # at the door: an address nothing answers on would hang ray.init
+                check_reachable(self.address)
         self._store = ResultStore(self.work_dir) if self.work_dir is not None else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -437,6 +439,36 @@ class Backend:
                 ray.cancel(ref, force=True)
             raise
         return out
+
+
+CONNECT_TIMEOUT_S = 10.0  # how long joining a Ray cluster may take to answer at all
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, in one line and within ``timeout`` seconds, a Ray address that nothing answers on
+    (``ray.init(address="127.0.0.1:1")`` waits forever). ``auto`` is left to Ray, which fails at
+    once when no local cluster runs; ``ray://HOST:PORT`` also needs Ray Client (``ray[client]``)."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address
+    if address.startswith("ray://"):
+        try:
+            import ray.util.client  # noqa: F401
+            import grpc  # noqa: F401
+        except ImportError:
+            raise ValueError(f"--address {address} uses Ray Client, which needs pip install 'stratalab[ray]' "
+                             "(ray[client])") from None
+        hostport = address[len("ray://"):]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--address must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}.")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ValueError(f"no Ray cluster answers at {address} (within {timeout:g} s: {e.strerror or e}); start one "
+                         "with `ray start --head` there, or leave out --address for a local one.") from None
 
 
 def local() -> Backend:
