@@ -88,3 +88,21 @@ def test_tied_counts_never_pick_one_group_twice_and_json_has_no_nan():
     assert (row["minority_group"], row["majority_group"]) == (0, 1)  # a tie: the lower id is the minority
     assert row["rho"] == pytest.approx(9.0, rel=0.35)
     json.dumps(rep.to_dict(), allow_nan=False)
+
+
+def test_top_k_beyond_the_dimension_is_clipped_and_one_group_says_why(tmp_path):
+    """--top-k 1000000000 hung (a column per requested eigenvalue); a file with one group printed an
+    empty table and "rho >= 1 in 0 of 0 classes" without a reason (issue 23)."""
+    from typer.testing import CliRunner
+
+    from stratalab.cli.main import app
+
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((40, 3))
+    y, g = np.repeat([0, 1], 20), np.repeat([0, 1], 20)
+    rep = spectral_imbalance(z, y, g, top_k=10**9)
+    assert rep.top_k == 3 and [c for c in rep.spectra.columns if c.startswith("eig_")] == ["eig_1", "eig_2", "eig_3"]
+    np.savez(tmp_path / "one.npz", features=z, y=y, g=g)  # one group per class: no minority/majority pair
+    res = CliRunner().invoke(app, ["spectral", "--features", str(tmp_path / "one.npz"), "--top-k", "1000000000"])
+    assert res.exit_code == 0, res.output
+    assert "rho(y) is undefined here" in res.output and "groups per class: 0: 1, 1: 1" in res.output

@@ -103,7 +103,8 @@ def spectral_imbalance(features: Any, y: Any, groups: Any, *, top_k: int = 10, p
     if int(top_k) != top_k or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}.")
     z, yy, gg = _check(features, y, groups)
-    spectra = _spectra(z, yy, gg, int(top_k))  # the features are checked and converted once
+    top_k = min(int(top_k), z.shape[1])  # a d-dimensional covariance has d eigenvalues (top_k 1e9 used to hang)
+    spectra = _spectra(z, yy, gg, top_k)  # the features are checked and converted once
     pv = None if pred is None else as_label_array(pred, "pred", n=yy.shape[0])
     rows, ratios = [], []
     for c in np.unique(yy):

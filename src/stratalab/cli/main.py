@@ -1086,8 +1086,13 @@ def spectral(
         return
     console.print(spectral_table(rep.ratios, f"Spectral imbalance of {source} (minority/majority by "
                                  f"{'train' if counts else 'these'} counts)", names.get("group_names")))
-    n_ge = int((rep.ratios["rho"] >= 1).sum()) if len(rep.ratios) else 0
-    console.print(f"rho >= 1 in {n_ge} of {len(rep.ratios)} classes.")
+    if len(rep.ratios):
+        console.print(f"rho >= 1 in {int((rep.ratios['rho'] >= 1).sum())} of {len(rep.ratios)} classes.")
+    else:  # an empty table and "0 of 0 classes" said nothing
+        per_class = rep.spectra.groupby("class")["group"].nunique().to_dict() if len(rep.spectra) else {}
+        console.print("rho(y) is undefined here: it compares a class's minority and majority group, and no class has "
+                      "two groups with at least 2 examples each (groups per class: "
+                      + (", ".join(f"{c}: {n}" for c, n in per_class.items()) or "none") + ").")
     _say_written(("results", output), ("figure", plot))
 
 
