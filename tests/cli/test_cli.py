@@ -161,3 +161,23 @@ def test_piped_output_is_not_cut_to_80_columns():
     text = cap.get()
     assert "…" not in text and "a long column header number 5" in text
     assert max(len(line) for line in text.splitlines()) > 80
+
+
+def test_the_example_predictions_file_audits_and_shows_the_rare_eights():
+    """examples/predictions.csv (README's first try of `stratalab audit`) loads, and its worst
+    subgroup is the rare digit 8, as the README says."""
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from stratalab.cli.main import app
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "predictions.csv"
+    res = CliRunner().invoke(app, ["audit", str(path), "--y", "label", "--pred", "prediction", "--group", "digit",
+                                   "--score", "p1", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    worst = min(rep["groups"], key=lambda r: r["accuracy"])
+    assert worst["group"] == 8 and rep["n"] == 359
+    assert rep["worst_group_accuracy"] < rep["average_accuracy"] - 0.3
