@@ -295,3 +295,38 @@ def test_deeply_nested_files_are_refused_in_one_line(tmp_path, where):
     assert res.exit_code == 2, res.output
     assert "too deeply" in res.output or "levels deep" in res.output, res.output
     assert "Traceback" not in res.output and "RecursionError" not in res.output
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda inv: inv.pop("config"), "has no 'config' field"),
+    (lambda inv: inv.pop("dataset"), "has no 'dataset' field"),
+    (lambda inv: inv.update(config=3), "'config' must be a mapping of settings, got int"),
+    (lambda inv: inv.update(dataset=["a", "b"]), "'dataset' must be a data set name"),
+    (lambda inv: inv.update(data_dir=5), "'data_dir' must be a folder path, got int"),
+    (lambda inv: inv.update(dataset_options=[1]), "'dataset_options' must be a mapping"),
+])
+def test_rerun_and_config_name_a_missing_or_mistyped_field(tmp_path, change, message):
+    """A result file whose invocation lacks a field or has one of the wrong type: one line naming
+    it (was "error: config", "error: dataset", "expected str, bytes or os.PathLike object, not int",
+    'unknown data set "[\'a\', \'b\']"')."""
+    out = tmp_path / "run.json"
+    assert runner.invoke(app, ["train", *DIGITS, "-o", str(out)]).exit_code == 0
+    rec = json.loads(out.read_text())
+    change(rec["invocation"])
+    out.write_text(json.dumps(rec))
+    # a --config file may leave fields out (the command line gives them), but not mistype one
+    for args in [["rerun", str(out)]] + ([] if "has no" in message else [["train", "--config", str(out)]]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in res.output and "Traceback" not in res.output, (args, res.output)
+
+
+def test_rerun_names_bad_seeds(tmp_path):
+    out = tmp_path / "g.json"
+    assert runner.invoke(app, ["run", "george", *DIGITS, "-o", str(out)]).exit_code == 0
+    rec = json.loads(out.read_text())
+    for seeds in (3, ["a"], []):
+        rec["invocation"]["seeds"] = seeds
+        out.write_text(json.dumps(rec))
+        res = runner.invoke(app, ["rerun", str(out)])
+        assert res.exit_code == 2 and "'seeds' must be" in res.output, res.output

@@ -195,9 +195,7 @@ def _read_config_file(path: Path, command: str) -> dict[str, Any]:
     unknown = sorted(set(d) - known)
     if unknown:
         raise ValueError(f"--config {p}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}.")
-    for k in ("config", "d3m_config", "dataset_options"):
-        if k in d and not isinstance(d[k], dict):
-            raise ValueError(f"--config {p}: {k!r} must be a mapping of settings.")
+    _check_invocation_fields(d, f"--config {p}")
     for k in ("data_dir", "features"):  # relative paths in a config file are relative to the file
         if isinstance(d.get(k), str) and not Path(d[k]).expanduser().is_absolute():
             d[k] = str((p.parent / d[k]).resolve())
@@ -205,6 +203,38 @@ def _read_config_file(path: Path, command: str) -> dict[str, Any]:
             and not Path(d["dataset"]).expanduser().is_absolute():
         d["dataset"] = str((p.parent / d["dataset"]).resolve())
     return d
+
+
+# The fields of a recorded invocation (a result file's "invocation", or a --config file), with the
+# kinds of value each may hold: one check for --config and rerun, so a missing or mistyped field is
+# named in one line (it used to surface as "error: config" or "'int' object is not iterable").
+_INVOCATION_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "command": ((str,), "a command name, e.g. run george"),
+    "dataset": ((str,), "a data set name or the path of your .npz/.csv"),
+    "data_dir": ((str, type(None)), "a folder path"),
+    "dataset_options": ((dict, type(None)), "a mapping of data-set options"),
+    "seeds": ((list,), "a list of integer seeds, e.g. [0, 1, 2]"),
+    "config": ((dict,), "a mapping of settings"),
+    "d3m_config": ((dict,), "a mapping of D3M settings"),
+    "features": ((str, type(None)), "the path of an .npz of features"),
+    "select_proxy": ((dict, type(None)), "a mapping"),
+    "backend": ((dict, type(None)), "a mapping"),
+}
+
+
+def _check_invocation_fields(d: dict[str, Any], where: str, required: tuple[str, ...] = ()) -> None:
+    """Every present field of the kind it must be, every ``required`` one present."""
+    for k in required:
+        if k not in d:
+            raise ValueError(f"{where} has no {k!r} field ({_INVOCATION_FIELDS[k][1]}); it is not a complete "
+                             "stratalab record: regenerate it with the command that wrote it.")
+    for k, (kinds, what) in _INVOCATION_FIELDS.items():
+        if k in d and not isinstance(d[k], kinds):
+            raise ValueError(f"{where}: {k!r} must be {what}, got {type(d[k]).__name__} {d[k]!r:.60}.")
+    if isinstance(d.get("seeds"), list):
+        bad = [s for s in d["seeds"] if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+        if bad or not d["seeds"]:
+            raise ValueError(f"{where}: 'seeds' must be a non-empty list of integers >= 0, got {d['seeds']!r:.60}.")
 
 
 BACKEND_HELP = ("Where the grid's tasks run: local (this process, one after another) | ray (a Ray cluster: "
@@ -960,6 +990,8 @@ def rerun(
     if not isinstance(inv, dict) or inv.get("command") not in RESULT_KEYS:
         raise ValueError(f"{p} records no invocation to rerun; rerun takes a result file written by "
                          "`stratalab train`, `run george` or `run d3m` with --output.")
+    _check_invocation_fields(inv, f"the invocation in {p}", ("dataset", "config") + (
+        ("seeds",) if inv["command"] != "train" else ()) + (("d3m_config",) if inv["command"] == "run d3m" else ()))
     if not math.isfinite(tolerance) or tolerance < 0:
         raise ValueError(f"--tolerance must be a finite number >= 0, got {tolerance}.")
     command = inv["command"]
