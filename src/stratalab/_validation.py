@@ -91,6 +91,39 @@ def check_probabilities(scores: Any, n: int, name: str = "y_score") -> np.ndarra
     return arr
 
 
+def available_memory() -> int:
+    """Bytes of memory this machine can still give (Linux ``MemAvailable``; elsewhere the physical
+    memory), for refusing a setting before it allocates more than there is."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 2**62  # unknown: do not refuse
+
+
+def check_fits_in_memory(nbytes: float, what: str, fix: str) -> None:
+    """Refuse, before any allocation, a setting whose estimated memory ``nbytes`` exceeds what the
+    machine has available (these used to end in "internal error: MemoryError" or a hang)."""
+    have = available_memory()
+    if nbytes > have:
+        raise ValueError(f"{what} needs about {_size(nbytes)} of memory, more than the {_size(have)} available here; {fix}.")
+
+
+def _size(nbytes: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:,.1f} {unit}"
+    return f"{nbytes:,.0f} bytes"
+
+
 MAX_NESTING = 64  # levels of lists / mappings a config or result file may nest
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from stratalab.cli.main import app
 
 runner = CliRunner()
 DIGITS = ["--dataset", "u-digits", "--epochs", "1"]
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "predictions.csv"
 
 
 @pytest.fixture
@@ -74,6 +76,18 @@ def _bad_cases(tmp):
         (["run", "d3m", *DIGITS, "--methods", "erm,bogus"], "unknown method 'bogus'"),
         (["run", "d3m", *DIGITS, "--trak-models", "2", "--trak-alpha", "0"], "alpha must be in (0, 1]"),
         (["run", "d3m", *DIGITS, "--methods", "erm,jtt,erm"], "methods lists 'erm' twice"),
+        # refused before any work (these trained first, or ended in MemoryError / ran until killed)
+        (["run", "d3m", *DIGITS, "--beta", "nan"], "beta (the soft maximum's temperature, eq. 3) must be a finite number > 0"),
+        (["run", "d3m", *DIGITS, "--fraction", "1.0"], "fraction (AUTO-D3M's share"),
+        (["run", "d3m", *DIGITS, "--proj-dim", "1000000000000"], "needs about"),
+        (["run", "d3m", *DIGITS, "--work-dir", "/proc/wd"], "cannot hold results"),
+        (["train", *DIGITS, "--width", "1e12"], "needs about"),
+        (["train", "--dataset", "u-digits", "--epochs", "99999999999999999999999"], "epochs must be at most 100,000"),
+        (["run", "scaling", "--finetune", "half"], "finetune must be one of full, last_layer"),
+        (["run", "scaling", "--dataset", "u-digits", "--pretrain-dataset", "digits", "--model", "mlp", "--widths", "1e9"],
+         "needs about"),
+        (["audit", str(EXAMPLE), "--y", "label", "--pred", "prediction", "--group", "digit", "--bootstrap", "10000000000000"],
+         "needs about"),
         # options that have no effect in the chosen setting are refused, naming the reason
         (["train", *DIGITS, "--gdro-eta", "0.1"], "--gdro-eta has no effect with --method erm (it is read by gdro)"),
         (["train", *DIGITS, "--method", "gdro", "--jtt-epochs", "2"], "--jtt-epochs has no effect with --method gdro"),

@@ -206,3 +206,55 @@ def test_flowaug_row_end_to_end_from_the_cli(tiny_cifar, tmp_path):
     assert bad.exit_code != 0 and "models images of shape (3, 16, 16)" in bad.output
     missing = runner.invoke(app, args[:5] + ["flowaug"])
     assert missing.exit_code != 0 and "needs flow=PATH" in missing.output
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fail the test when a whole split is decoded or any model trains (the error must come first)."""
+    import stratalab.train.loop as loop
+    from stratalab.data.core import Split
+
+    load_x = Split.load_x
+
+    def one_at_a_time(self, index=None):
+        if index is None or np.size(index) > 1:
+            raise AssertionError("the data were decoded before the bad option was refused")
+        return load_x(self, index)
+
+    def refuse(*a, **k):
+        raise AssertionError("training started before the bad option was refused")
+
+    monkeypatch.setattr(Split, "load_x", one_at_a_time)
+    monkeypatch.setattr(loop, "make_optimizer", refuse)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--levels", "9"], "divisible by 2**levels"),
+    (["--steps", "0"], "steps must be an integer >= 1"),
+    (["--free-bits", "nan"], "free_bits must be a finite number"),
+    (["--z-dim", "0"], "z_dim must be an integer >= 1"),
+    (["--lr", "-1"], "lr must be a finite number > 0"),
+])
+def test_flow_train_checks_every_setting_before_decoding(tmp_path, tiny_cifar, no_decoding, args, message):
+    res = runner.invoke(app, ["flow", "train", "--dataset", str(tiny_cifar), "-o", str(tmp_path / "f.pt"), *args])
+    assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_cifar_b_refuses_non_images_and_a_bad_flow_before_decoding(tmp_path, tiny_cifar, no_decoding):
+    res = runner.invoke(app, ["run", "cifar-b", "--dataset", "u-digits", "--augment", "flip_crop"])  # 1x8x8 digits
+    assert res.exit_code == 2 and "cifarnet needs image inputs" in res.output and "training" not in res.output, res.output
+    feats = tmp_path / "feats.npz"  # feature vectors, not images
+    np.savez(feats, **{f"{k}_{s}": (np.zeros((6, 5), np.float32) if k == "x" else np.arange(6) % 2)
+                       for s in ("train", "val", "test") for k in ("x", "y", "g")})
+    res = runner.invoke(app, ["run", "cifar-b", "--dataset", str(feats), "--augment", "flip_crop"])
+    assert res.exit_code == 2 and "needs image data (C, H, W)" in res.output, res.output
+    bad = tmp_path / "flow.pt"
+    bad.write_bytes(b"not a torch file")
+    res = runner.invoke(app, ["run", "cifar-b", "--dataset", str(tiny_cifar), "--augment", "flip_crop,flowaug",
+                              "--flow", str(bad)])
+    assert res.exit_code == 2 and "Traceback" not in res.output and "flow" in res.output, res.output
+
+
+def test_flow_samples_bounds_the_number_of_columns(tmp_path):
+    res = runner.invoke(app, ["flow", "samples", str(tmp_path / "none.pt"), "-o", str(tmp_path / "s.png"), "--n", "100000000"])
+    assert res.exit_code == 2 and "--n must be in 2..64" in res.output, res.output

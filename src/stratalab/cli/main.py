@@ -1370,11 +1370,12 @@ def flow_train(
     if n_eval < 0:
         raise ValueError(f"--n-eval must be >= 0, got {n_eval}.")
     ds = load(dataset, data_dir=data_dir, seed=seed, **_parse_options(option))
-    x = np.asarray(ds.train.load_x(), dtype=np.float32)
-    if x.ndim != 4:
-        raise ValueError(f"{ds.name} has inputs of shape {x.shape[1:]}; the flow needs images (C, H, W).")
-    cfg = FlowConfig(image_shape=tuple(x.shape[1:]), levels=levels, steps=steps, hidden=hidden, z_dim=z_dim,  # type: ignore[arg-type]
+    shape = ds.train.input_shape  # one image read: every setting is checked before the split is decoded
+    if len(shape) != 3:
+        raise ValueError(f"{ds.name} has inputs of shape {shape}; the flow needs images (C, H, W).")
+    cfg = FlowConfig(image_shape=shape, levels=levels, steps=steps, hidden=hidden, z_dim=z_dim,  # type: ignore[arg-type]
                      free_bits=free_bits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    x = np.asarray(ds.train.load_x(), dtype=np.float32)
     test_x = None
     if n_eval and ds.test is not None:
         pick = np.random.default_rng(0).permutation(len(ds.test))[:n_eval]
@@ -1428,8 +1429,9 @@ def flow_samples(
 
     check_output_path(output, FIGURE_SUFFIXES, "--output")
     sigmas = _parse_floats(sigma, "--sigma")
-    if n < 2:
-        raise ValueError(f"--n must be >= 2 (Algorithm 2 needs a partner), got {n}.")
+    if not 2 <= n <= MAX_SAMPLE_COLUMNS:  # --n 100000000 hung drawing a figure of that many columns
+        raise ValueError(f"--n must be in 2..{MAX_SAMPLE_COLUMNS} (one column of the figure per image; Algorithm 2 "
+                         f"needs a partner), got {n}.")
     flow, record = load_flow(_check_input_file(flow_path, "flow", (".pt",)))
     ds = load(dataset, data_dir=data_dir, seed=seed, **_parse_options(option))
     rows = flow_sample_rows(flow, ds.test, n=n - n % 2, sigmas=sigmas, seed=seed)
@@ -1440,6 +1442,9 @@ def flow_samples(
         return
     console.print("mean |pixel change| vs the original: " + ", ".join(f"{k} {v:.4f}" for k, v in change.items()))
     _say_written(("figure", output))
+
+
+MAX_SAMPLE_COLUMNS = 64  # flow samples: images (columns) a figure shows
 
 
 def _parse_floats(text: str, option: str) -> list[float]:

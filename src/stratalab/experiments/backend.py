@@ -277,6 +277,19 @@ def _execute(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], key: str,
     return result
 
 
+def _check_writable_folder(wd: Path) -> None:
+    """Create the work dir and write a probe file there now: a folder that cannot hold results
+    (``/proc/wd``, a read-only mount) is refused before any task runs, not after the first one."""
+    import tempfile
+
+    try:
+        wd.mkdir(exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=wd, prefix=".stratalab-probe-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"--work-dir {wd} cannot hold results ({e.strerror or e}); give a writable folder.") from None
+
+
 def call(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> dict[str, Any]:
     """``fn(*args)``: lets one :meth:`Backend.map` run tasks of several functions (``args`` of each
     task = ``(fn, fn_args)``)."""
@@ -331,6 +344,7 @@ class Backend:
                 raise ValueError(f"--work-dir {wd} is a file; give a folder (it is created if missing).")
             if not wd.exists() and not wd.parent.is_dir():
                 raise FileNotFoundError(f"--work-dir {wd}: folder {wd.parent} does not exist; create it first.")
+            _check_writable_folder(wd)
             self.work_dir = wd.resolve()
         if self.kind == "ray":
             try:

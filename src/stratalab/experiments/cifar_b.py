@@ -301,10 +301,21 @@ def run_cifar_b(cfg: CifarBConfig, *, data_dir: str | Path | None = None, backen
     t0 = time.perf_counter()
     ddir = str(Path(data_dir).resolve()) if data_dir is not None else None
     specs = {s: DataSpec(cfg.dataset, s, ddir, dict(cfg.dataset_options)) for s in cfg.seeds}
+    if "flowaug" in cfg.augmentations:  # a damaged or pickled flow file fails before the data are decoded
+        from ..models.flow import load_flow
+
+        load_flow(str(cfg.flow))
     first = specs[cfg.seeds[0]].load()  # a missing file fails here, before any training
     if first.test.g is None:
         raise ValueError(f"{cfg.dataset!r} has no test subgroups; the study needs cifar10-b, cifar100-b or a data set "
                          "with test groups.")
+    shape = first.train.input_shape
+    if len(shape) != 3:  # the augmentations and corruptions act on pixels (it failed once training had started)
+        raise ValueError(f"run cifar-b needs image data (C, H, W): its augmentations and corruptions act on pixels, "
+                         f"and {first.name}'s inputs have shape {shape}; use cifar10-b, cifar100-b or an image data set.")
+    from ..models.build import check_model_fits
+
+    check_model_fits(cfg.model, shape, first.n_classes, cfg.width)  # a model that cannot take these images fails now
     if "flowaug" in cfg.augmentations:  # a wrong or foreign flow file fails here, not after the other rows trained
         from ..augment.pipeline import load_flow_for
 

@@ -10,6 +10,7 @@ the majority group).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..train import TrainConfig, fit, predict, run
 from ..train.registry import METHODS
 from ..train.sampling import examples_left_out
 from .._config import config_from_dict, config_to_dict
-from .._validation import check_unique
+from .._validation import check_fits_in_memory, check_unique
 
 if TYPE_CHECKING:
     from .backend import Backend, DataSpec
@@ -115,6 +116,11 @@ class D3MConfig:
         check_unique(self.methods, "methods")
         if self.proj_dim < 1 or self.n_models < 1:
             raise ValueError("proj_dim and n_models must be >= 1.")
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
+            raise ValueError(f"beta (the soft maximum's temperature, eq. 3) must be a finite number > 0, got {self.beta!r}.")
+        if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction < 1):
+            raise ValueError(f"fraction (AUTO-D3M's share of each class in the lower pseudo-group) must be in (0, 1), "
+                             f"got {self.fraction!r}; 1 would leave the other pseudo-group empty.")
         if not 0 < self.alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}.")
         if self.trak_params not in (None, "head"):
@@ -377,6 +383,21 @@ def _align_task(data: "DataSpec", cfg: dict[str, Any], dcfg: dict[str, Any], wei
     return out
 
 
+def _check_trak_memory(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig) -> None:
+    """Refuse a TRAK setting whose matrices cannot fit, before any model trains (``--proj-dim 1e12``
+    ended in "can't allocate" after ERM): projected gradients of train and val (n x k float32, twice
+    for the ensemble's running sums), a projection block (at most p x k), and the n_train x n_val scores."""
+    if not any(m in dcfg.methods for m in ("d3m", "auto-d3m")):
+        return
+    from ..models.build import count_params
+
+    p = count_params(cfg.model, ds.train.input_shape, ds.n_classes, cfg.width)
+    n, m, k = len(ds.train), len(ds.val), float(dcfg.proj_dim)
+    need = 4 * (2 * (n + m) * k + min(p, 1 << 16) * k + n * m)
+    check_fits_in_memory(need, f"TRAK with proj_dim={dcfg.proj_dim} on {n:,} train and {m:,} val examples",
+                         "choose a smaller --proj-dim (the paper: 1,024-2,048)")
+
+
 # ----------------------------------------------------------------------------------- the grid
 def _check_methods(ds: Dataset, methods: tuple[str, ...]) -> None:
     needs_val_groups = [m for m in methods if m == "d3m" or m in BASELINES]
@@ -596,6 +617,7 @@ def run_d3m_table(make_dataset: Callable[[int], Dataset] | Callable[[int], "Data
         specs[s] = got
     first = specs[seeds[0]].load()
     name = name or first.name
+    _check_trak_memory(first, cfg, dcfg)
     if dcfg.trak_projector == "kronecker":  # refused here, not after the ERM and ensemble wave has trained
         from ..attribution.per_example import hooks_unsupported
 

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..models import build_model, n_params, save_pretrained
+from ..models.build import check_model_fits
+from ..models.pretrained import FINETUNE_MODES
 from ..report.plots import BALANCING_COLOURS as _COLOURS, BALANCING_LABELS as LABELS
 from ..train import TrainConfig, run
 from .._config import config_from_dict, config_to_dict
@@ -67,6 +69,8 @@ class ScalingConfig:
             check_unique(getattr(self, name), name)
         if int(self.pretrain_epochs) != self.pretrain_epochs or self.pretrain_epochs < 0:
             raise ValueError(f"pretrain_epochs must be an integer >= 0 (0 = train from scratch), got {self.pretrain_epochs}.")
+        if self.finetune not in FINETUNE_MODES:  # checked here, not when the first finetune starts after pretraining
+            raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}; got {self.finetune!r}.")
         if self.finetune == "last_layer" and self.pretrain_epochs == 0:
             raise ValueError("finetune='last_layer' needs pretrained weights (pretrain_epochs >= 1).")
         for w in self.widths:  # every run's settings are checked before the first one starts
@@ -179,6 +183,8 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
     for s in cfg.seeds[1:]:  # every seed's data loads before any training (a missing file fails now)
         specs[s].load()
     input_shape = first.train.input_shape
+    for w in cfg.widths:  # a width too large for memory is refused before any pretraining
+        check_model_fits(cfg.model, input_shape, first.n_classes, w)
     if src is not None:
         src_shape = src.load().train.input_shape
         if src_shape != input_shape:

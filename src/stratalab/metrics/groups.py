@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._validation import as_label_array, check_probabilities, check_random_state
+from .._validation import as_label_array, check_fits_in_memory, check_probabilities, check_random_state
 
 __all__ = [
     "GroupReport",
@@ -441,6 +441,9 @@ def group_report(
         raise TypeError(f"n_bootstrap must be an integer number of resamples (0 = none, e.g. 1000); got {n_bootstrap!r}.")
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0 (0 = no intervals), got {n_bootstrap}.")
+    # one float per resample for each of up to 7 summaries, plus the ~64 MB working chunk
+    check_fits_in_memory(7 * 8 * float(n_bootstrap) + _BOOTSTRAP_CHUNK_BYTES, f"n_bootstrap={n_bootstrap}",
+                         "ask for fewer resamples (10,000 give percentile intervals to about 0.1 point)")
     for arg, names in (("class_names", class_names), ("group_names", group_names)):
         if isinstance(names, (str, bytes)):
             raise TypeError(f"{arg} must be a sequence of names, one per id, not a single string ({names!r}).")

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._validation import check_fits_in_memory
 from ..data.core import Split
 from .convnets import CifarNet, CifarResNet, LeNet5, LinearHead
 from .mlp import MLP
@@ -15,13 +16,37 @@ from .mlp import MLP
 MODELS = ("mlp", "lenet5", "resnet", "cifarnet", "linear")
 
 
+TRAIN_BYTES_PER_PARAM = 16  # float32 weights, gradients and Adam's two moments
+
+
 def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, width: float = 1.0, seed: int = 0) -> nn.Module:
     """A fresh model, initialised from ``seed``. ``width`` scales the model (the width family):
     hidden units 64*width for ``mlp``, channels x width for ``lenet5``, base channels 16*width for
     ``resnet``, block widths (32, 64, 128)*width for ``cifarnet`` (airbench-style, the fast CIFAR
-    model); ``linear`` is a linear head on flat inputs (frozen features).
+    model); ``linear`` is a linear head on flat inputs (frozen features). A model too large to
+    train in this machine's memory is refused first (:func:`check_model_fits`), never allocated.
     """
+    check_model_fits(name, input_shape, n_classes, width)
     torch.manual_seed(seed)
+    return _build(name, input_shape, n_classes, width)
+
+
+def count_params(name: str, input_shape: tuple[int, ...], n_classes: int, width: float = 1.0) -> int:
+    """Parameters of the model :func:`build_model` would make, counted on torch's ``meta`` device
+    (shapes only: nothing is allocated, so even ``width=1e12`` is counted in milliseconds)."""
+    with torch.device("meta"):
+        return int(sum(p.numel() for p in _build(name, input_shape, n_classes, width).parameters()))
+
+
+def check_model_fits(name: str, input_shape: tuple[int, ...], n_classes: int, width: float = 1.0) -> None:
+    """Refuse a model whose training state (weights, gradients, Adam moments) exceeds the memory
+    available (``train --width 1e12`` ended in "internal error: MemoryError")."""
+    n = count_params(name, input_shape, n_classes, width)
+    check_fits_in_memory(TRAIN_BYTES_PER_PARAM * n, f"{name} at width {width:g} ({n:,} parameters)",
+                         "choose a smaller --width")
+
+
+def _build(name: str, input_shape: tuple[int, ...], n_classes: int, width: float) -> nn.Module:
     flat = int(np.prod(input_shape))
     if name == "mlp":
         return MLP(flat, n_classes, hidden=(max(1, int(round(64 * width))),))

@@ -134,6 +134,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if max(self.epochs, self.jtt_epochs) > MAX_EPOCHS:  # 1e22 epochs trained until killed
+            raise ValueError(f"epochs must be at most {MAX_EPOCHS:,} (the papers train tens to hundreds), "
+                             f"got {max(self.epochs, self.jtt_epochs):,}.")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed}.")
         _finite("width", self.width, low=0, low_open=True, hint="The width multiplier scales the model, e.g. 0.5, 1, 4.")
@@ -233,6 +236,9 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "selected_epoch": self.selected_epoch,
                 "labels_used": self.labels_used, "history": self.history}
+
+
+MAX_EPOCHS = 100_000  # a bound on epochs (and JTT's first-stage epochs): larger is a typo, not a run
 
 
 def set_seed(seed: int) -> None:
