@@ -126,3 +126,14 @@ def test_size_rule_defaults_for_data_without_a_recipe():
     assert GeorgeConfig.for_data(fake(700, 20000, (5,)), epochs=3, lr=None).epochs == 3
     with pytest.raises(ValueError, match="no examples"):  # refused by the Dataset itself
         size_rule(fake(0, 0, (5,)))
+
+
+def test_every_step_line_names_its_seed():
+    """Step lines of a grid over seeds said "step 1: ..." three times; now each names its seed."""
+    from stratalab.data import load
+    from stratalab.experiments import GeorgeConfig, run_george
+
+    said: list[str] = []
+    cfg = GeorgeConfig.for_dataset("u-digits", epochs=1, oracle=True, reducer="pca")
+    run_george(load("u-digits", seed=3), cfg, seed=3, progress=said.append)
+    assert len(said) == 4 and all(m.startswith("seed 3, step ") for m in said), said

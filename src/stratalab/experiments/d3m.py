@@ -346,7 +346,7 @@ def _member_task(data: "DataSpec", cfg: dict[str, Any], member: int, n_models: i
     ds = data.load()
     c = TrainConfig.from_dict(cfg)
     mask = random_subsets(len(ds.train), n_models, alpha, seed=c.seed)[member]
-    backend.say(f"TRAK ensemble: model {member + 1}/{n_models} on {int(mask.sum())} examples (alpha = {alpha:g})")
+    backend.say(f"seed {c.seed}, TRAK ensemble: model {member + 1}/{n_models} on {int(mask.sum())} examples (alpha = {alpha:g})")
     sub_cfg = replace(c, method="erm", seed=c.seed * 1000 + member + 1)
     model = build_model(c.model, ds.train.input_shape, ds.n_classes, width=c.width, seed=sub_cfg.seed)
     model = fit(model, ds.train.subset(np.flatnonzero(mask)), sub_cfg).model
@@ -368,7 +368,7 @@ def _align_task(data: "DataSpec", cfg: dict[str, Any], dcfg: dict[str, Any], wei
         model = build_model(c.model, ds.train.input_shape, ds.n_classes, width=c.width, seed=c.seed)
         model.load_state_dict(w)
         models.append(model)
-    backend.say(f"TRAK: featurize {len(ds.train)} train, score {len(ds.val)} val ({len(models)} model(s), k = {d.proj_dim})")
+    backend.say(f"seed {c.seed}, TRAK: featurize {len(ds.train)} train, score {len(ds.val)} val ({len(models)} model(s), k = {d.proj_dim})")
     params = (lambda n: n.startswith("head")) if d.trak_params == "head" else None
     tau = ensemble_scores(models, (ds.train.x, ds.train.y, ds.train.loader), (ds.val.x, ds.val.y, ds.val.loader),
                           proj_dim=d.proj_dim, params=params, seed=c.seed, out=scores_out, projector=d.trak_projector)

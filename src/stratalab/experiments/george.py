@@ -230,20 +230,20 @@ def run_george(
         features = check_features(features, {s: len(ds.splits[s]) for s in ("train", "val", "test")})
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
-    say("step 1: ERM on class labels")
+    say(f"seed {seed}, step 1: ERM on class labels")
     erm = run(ds, cfg.train_config("erm", seed, "val_avg"))
     secs["erm"] = time.perf_counter() - t0
     rows = {"ERM": _row(erm.reports["test"])}
     t1 = time.perf_counter()
     if features is None:
-        say("step 2: ERM features -> clusters")
+        say(f"seed {seed}, step 2: ERM features -> clusters")
         emb = {s: embed(erm.model, ds.splits[s]) for s in ("train", "val", "test")}
         feats = {s: e.features for s, e in emb.items()}
         train_loss = emb["train"].loss
         head = erm.model.head.weight.detach().numpy() if ds.n_classes == 2 else None
     else:
         feats = features
-        say("step 2: your features -> clusters")
+        say(f"seed {seed}, step 2: your features -> clusters")
         train_loss = embed(erm.model, ds.train).loss
         head = None
     geo = George(reducer=cfg.reducer if not (cfg.reducer == "hardness" and head is None) else "umap",
@@ -258,7 +258,7 @@ def run_george(
     else:
         recovery, overall = pd.DataFrame(), {}
     t2 = time.perf_counter()
-    say(f"step 3: Group DRO on {geo.n_clusters_} clusters")
+    say(f"seed {seed}, step 3: Group DRO on {geo.n_clusters_} clusters")
     gdro = run(ds, cfg.train_config("gdro", seed, "val_worst_estimated"), train_groups=clusters["train"],
                val_estimated_groups=clusters["val"])
     rows["GEORGE"] = _row(gdro.reports["test"])
@@ -266,7 +266,7 @@ def run_george(
     selected = {"ERM": erm.selected_epoch, "GEORGE": gdro.selected_epoch}
     if cfg.oracle and ds.train.g is not None and ds.val.g is not None:
         t3 = time.perf_counter()
-        say("step 4: Group DRO on true subclasses (oracle)")
+        say(f"seed {seed}, step 4: Group DRO on true subclasses (oracle)")
         oracle = run(ds, cfg.train_config("gdro", seed, "val_wga"))
         rows["GDRO (true subclasses)"] = _row(oracle.reports["test"])
         selected["GDRO (true subclasses)"] = oracle.selected_epoch
