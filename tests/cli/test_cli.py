@@ -181,3 +181,27 @@ def test_the_example_predictions_file_audits_and_shows_the_rare_eights():
     worst = min(rep["groups"], key=lambda r: r["accuracy"])
     assert worst["group"] == 8 and rep["n"] == 359
     assert rep["worst_group_accuracy"] < rep["average_accuracy"] - 0.3
+
+
+def test_a_library_warning_is_one_plain_line_printed_once(tmp_path):
+    """A group absent from test was reported as a raw Python UserWarning (file and source line),
+    printed twice; now one "warning: ..." line."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from stratalab.cli.main import app
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 80), ("val", 40), ("test", 40)):
+        y = np.arange(n) % 2
+        g = y * 2 + (np.arange(n) // 2) % 2
+        if split == "test":
+            g = np.where(g == 3, 2, g)  # group 3 exists in train and val, not in test
+        arrays.update({f"x_{split}": rng.standard_normal((n, 4)).astype(np.float32), f"y_{split}": y, f"g_{split}": g})
+    np.savez(tmp_path / "d.npz", **arrays)
+    res = CliRunner().invoke(app, ["train", "--dataset", str(tmp_path / "d.npz"), "--epochs", "2"])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if "have no evaluated example" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: "), res.output
+    assert "UserWarning" not in res.output and "warnings.warn" not in res.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import json
 import math
@@ -79,6 +80,26 @@ def _os_message(e: OSError) -> str:
     return f"{e.strerror or e}{where}" if e.strerror else str(e)
 
 
+@contextlib.contextmanager
+def _plain_warnings() -> Any:
+    """Warnings from the library as one plain line each on stderr ("warning: ..."), each message
+    once: Python's default shows the file and source line of the warn() call, and a message raised
+    from two places printed twice."""
+    import warnings
+
+    seen: set[str] = set()
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            err.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True, markup=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show  # restored by catch_warnings on exit
+        yield
+
+
 def _clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn user-facing errors into one clear line on stderr and exit code 2 (no traceback). Any
     other exception is a bug: one line saying so, exit code 1 (``STRATALAB_DEBUG=1`` shows the
@@ -86,7 +107,8 @@ def _clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _plain_warnings():
+                return fn(*args, **kwargs)
         except _PASS_THROUGH:
             raise
         except USER_ERRORS as e:
