@@ -344,3 +344,17 @@ def test_rerun_names_bad_seeds(tmp_path):
         out.write_text(json.dumps(rec))
         res = runner.invoke(app, ["rerun", str(out)])
         assert res.exit_code == 2 and "'seeds' must be" in res.output, res.output
+
+
+def test_a_raw_pickle_weights_file_gets_one_whole_sentence(tmp_path):
+    """A raw-pickle .pt printed torch's two-line warning and a message cut mid-sentence."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "w.pt"
+    path.write_bytes(pickle.dumps({"config": _Payload(str(marker))}))
+    res = runner.invoke(app, ["train", *DIGITS, "--init", str(path)])
+    assert res.exit_code == 2, res.output
+    assert "a raw pickle, which stratalab never unpickles" in res.output and "UserWarning" not in res.output, res.output
+    assert "In PyTorch 2.6" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert not marker.exists()

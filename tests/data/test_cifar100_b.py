@@ -146,3 +146,13 @@ def test_the_real_cifar100_b_groups_file_matches_the_canonical_class_list(tmp_pa
     pos = index_in_class(d["y_test"])
     assert [lookup[(names[c], p)] for c, p in zip(d["y_test"], pos)] == ds.test.g.tolist()
     assert np.bincount(ds.test.g, minlength=8).tolist() == [2205, 1189, 2508, 1245, 759, 1635, 207, 252]
+
+
+@pytest.mark.parametrize("name", ["cifar10-b", "cifar100-b"])
+@pytest.mark.parametrize("bad", [0, -3, 2.5])
+def test_max_train_is_named_when_out_of_range(tmp_path, name, bad):
+    """--option max_train=0 was reported as an empty split without naming the option."""
+    from stratalab.data import load
+
+    with pytest.raises(ValueError, match="option max_train"):
+        load(name, data_dir=tmp_path, max_train=bad)

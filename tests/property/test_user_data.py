@@ -370,3 +370,12 @@ def test_regression_npy_named_npz():
         with open(path, "wb") as fh:
             np.save(fh, np.zeros((4, 3)))
         raises_naming(lambda: load(path), "data.npz", types=LOAD_ERRORS)
+
+
+def test_regression_text_named_npz_is_not_called_pickled():
+    """A CSV saved under an .npz name was reported as holding "Python objects (pickled)"."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "data.npz"
+        path.write_text("a,b\n1,2\n")
+        e = raises_naming(lambda: load(path), "data.npz", "a text file", types=LOAD_ERRORS)
+        assert "pickle" not in str(e)

@@ -78,6 +78,10 @@ def read_npz(path: Path, keys: Sequence[str] | None = None, *, what: str = "") -
     arrays are returned)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} {'is a directory' if path.is_dir() else 'does not exist'}; give an .npz file{what}.")
+    kind = _file_kind(path)
+    if kind not in ("zip", "npy", "pickle"):  # numpy reads anything else as "pickled data"
+        raise ValueError(f"{path} is not a readable .npz file ({kind}, not a zip archive of .npy arrays); write it "
+                         f"with numpy.savez{what}.")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not hasattr(loaded, "files"):  # a single .npy array saved under an .npz name
@@ -95,6 +99,28 @@ def read_npz(path: Path, keys: Sequence[str] | None = None, *, what: str = "") -
         if "pickle" in reason.lower():
             reason = "it holds Python objects (pickled), which stratalab never loads"
         raise ValueError(f"{path} is not a readable .npz file ({reason[:160]}); it may be truncated or corrupt{what}.") from None
+
+
+def _file_kind(path: Path) -> str:
+    """What a file's first bytes say it is: zip (an .npz), npy, pickle, empty, text or binary."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return "unreadable"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "zip"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if not head:
+        return "an empty file"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "binary data of an unknown format"
 
 
 def normalise_split_column(col: pd.Series, path: Path) -> np.ndarray:

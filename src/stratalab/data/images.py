@@ -297,6 +297,12 @@ def decode_jpegs(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out.transpose(0, 3, 1, 2)
 
 
+def _check_max_train(max_train: int | None) -> None:
+    """``max_train=0`` used to surface as "an empty split" without naming the option."""
+    if max_train is not None and (isinstance(max_train, bool) or int(max_train) != max_train or max_train < 1):
+        raise ValueError(f"option max_train (train images kept) must be an integer >= 1, or left out for all; got {max_train!r}.")
+
+
 @register("cifar10-b", "CIFAR-10 (JPEG copy) with the CIFAR-10-B background-colour groups on test (Chiu et al.)", "cifar10_jpeg.npz, cifar10_b_groups.csv")
 def cifar10_b(*, data_dir: Path | None = None, seed: int = 0, val_fraction: float = 0.1, max_train: int | None = None) -> Dataset:
     """CIFAR-10 with the CIFAR-10-B subgroups (8 background colours) of every test image.
@@ -306,6 +312,7 @@ def cifar10_b(*, data_dir: Path | None = None, seed: int = 0, val_fraction: floa
     ``(class_name, index_in_class)``. Group names are inferred, not official (marked ``?``).
     Subgroups are shared across classes, so metrics use (class, colour) cells.
     """
+    _check_max_train(max_train)
     npz = require_file(data_dir, "cifar10_jpeg.npz", "cifar10-b")
     csv = require_file(data_dir, "cifar10_b_groups.csv", "cifar10-b")
     need = ["classes", "train_jpeg", "train_offsets", "train_labels", "test_jpeg", "test_offsets", "test_labels", "test_index_in_class"]
@@ -482,6 +489,7 @@ def cifar100_b(*, data_dir: Path | None = None, seed: int = 0, val_fraction: flo
     among the test images of that class in the official order). The images are the user's CIFAR-100
     in any canonical form (:func:`read_cifar100`); the groups file comes with the project's data
     (``cifar100_b_groups.csv`` in ``data_dir``, or the path ``groups_csv``)."""
+    _check_max_train(max_train)
     if groups_csv is not None:
         csv = Path(groups_csv).expanduser()
         if not csv.is_file():

@@ -35,12 +35,28 @@ def load_weights_only(path: Path, what: str, fix: str) -> Any:
     """``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists and dicts only, so
     nothing in the file can run code. Any failure (crafted, truncated, another tool's file) is one
     ValueError: "``path`` is not ``what`` (reason); ``fix``"."""
+    import warnings
+
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise ValueError(f"{path} is not {what} (it cannot be read: {e.strerror or e}); {fix}") from None
+    if not head.startswith(b"PK"):  # torch.save writes a zip archive; anything else is refused unread
+        kind = "a raw pickle, which stratalab never unpickles" if head[:1] == b"\x80" else "not a torch.save file"
+        raise ValueError(f"{path} is not {what} ({kind}); {fix}")
+    try:
+        with warnings.catch_warnings():  # torch's own two-line warnings about the pickle protocol add nothing here
+            warnings.simplefilter("ignore")
+            return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} is not {what} (it holds Python objects other than tensors, numbers, strings, lists "
+                         f"and dicts, which weights_only loading refuses); {fix}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
             TypeError, KeyError, IndexError, UnicodeDecodeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path} is not {what} ({first[:160]}); {fix}") from None
+        first = first.split(". ")[0].rstrip(".")  # one whole sentence, never cut mid-word
+        raise ValueError(f"{path} is not {what} ({first}; it may be truncated or corrupt); {fix}") from None
 
 
 def read_pretrained(path: str | os.PathLike[str]) -> dict[str, Any]:
