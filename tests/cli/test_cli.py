@@ -205,3 +205,19 @@ def test_a_library_warning_is_one_plain_line_printed_once(tmp_path):
     lines = [line for line in res.output.splitlines() if "have no evaluated example" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: "), res.output
     assert "UserWarning" not in res.output and "warnings.warn" not in res.output
+
+
+def test_json_output_says_where_it_wrote_on_stderr(tmp_path):
+    """With --json and -o, stdout is the JSON alone and stderr says where the file went (some
+    commands said nothing)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from stratalab.cli.main import app
+
+    out = tmp_path / "run.json"
+    res = CliRunner().invoke(app, ["train", "--dataset", "u-digits", "--epochs", "1", "--json", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["invocation"]["command"] == "train"
+    assert f"wrote {out}" in res.stderr and out.is_file()

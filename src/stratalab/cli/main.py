@@ -452,6 +452,8 @@ def _write_payload(payload: dict[str, Any], output: Optional[Path], json_out: bo
         write_json_atomic(output, payload)
     if json_out:
         print(json.dumps(payload, indent=2, allow_nan=False, default=str))
+        if output is not None:  # stdout stays pure JSON; where the file went is said on stderr
+            err.print(f"wrote {output}", highlight=False, soft_wrap=True)
     return json_out
 
 
