@@ -129,3 +129,27 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, monkeypatch, args, message):
     r = runner.invoke(app, [x.format(a=a) for x in args])
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_one_seed_has_no_std_and_an_ari_interval_stays_in_its_range(tmp_path):
+    """One seed was shown as "mean ± 0.0" (undefined, not 0); an ARI interval reached 1.07."""
+    from stratalab.report.tables import bench_rich_table
+
+    lone = george_file(tmp_path, "lone.json", {0: (0.70, 0.95)})
+    table, _ = bench_table([load_result(lone)])
+    r = row(table, "george", "test_wga")
+    assert r["n"] == 1 and math.isnan(r["std"])
+    from rich.console import Console
+
+    console = Console(width=300)
+    with console.capture() as cap:
+        console.print(bench_rich_table(table, 0.95, 1))
+    assert "70.0 (1 seed)" in cap.get() and "± 0.0" not in cap.get()
+    p = george_file(tmp_path, "ari.json", {0: (0.7, 0.9), 1: (0.7, 0.9)})
+    d = json.loads(p.read_text())
+    for run, ari in zip(d["runs"], (0.95, 1.0)):
+        run["recovery_overall"] = {"ari": ari, "nmi": ari}
+    p.write_text(json.dumps(d))
+    table, _ = bench_table([load_result(p)])
+    aris = table[table["metric"].str.endswith("cluster_ari")]
+    assert len(aris) >= 1 and (aris["ci_high"] <= 1.0).all() and (aris["ci_low"] < 0.95).all()

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .results import RunResult, is_fraction_metric
+from .results import RunResult, metric_range
 
 BENCH_COLUMNS = ["kind", "dataset", "config", "method", "setting", "metric", "n", "mean", "std", "ci_low", "ci_high",
                  "interval", "seeds", "sources"]
@@ -82,12 +82,14 @@ def bench_table(results: Sequence[RunResult], *, confidence: float = 0.95,
         if n >= 2:
             half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * float(v.std(ddof=1)) / math.sqrt(n)
             lo, hi, interval = mean - half, mean + half, f"t, {n - 1} df"
-            if is_fraction_metric(key[-1]):  # accuracies and spreads live in [0, 1]
-                lo, hi = max(lo, 0.0), min(hi, 1.0)
+            bounds = metric_range(key[-1])  # accuracies and spreads live in [0, 1], ARI in [-1, 1]
+            if bounds is not None:
+                lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
         elif np.isfinite(sub["ci_low"].iloc[0]):
             lo, hi, interval = float(sub["ci_low"].iloc[0]), float(sub["ci_high"].iloc[0]), "bootstrap (file)"
         seeds = sorted(int(s) for s in sub["seed"] if s >= 0)
-        rows.append({**dict(zip(keys, key)), "n": n, "mean": mean, "std": float(v.std(ddof=0)), "ci_low": lo,
+        std = float(v.std(ddof=0)) if n >= 2 else float("nan")  # one seed has no spread to report (not 0)
+        rows.append({**dict(zip(keys, key)), "n": n, "mean": mean, "std": std, "ci_low": lo,
                      "ci_high": hi, "interval": interval, "seeds": ",".join(map(str, seeds)),
                      "sources": ",".join(dict.fromkeys(sub["source"]))})
     return pd.DataFrame(rows, columns=BENCH_COLUMNS), dropped

@@ -78,7 +78,7 @@ import pandas as pd
 from .._validation import parse_structured
 
 __all__ = ["RunResult", "GroupTable", "COLUMN_FORMATS", "load_result", "result_from_dict", "summarise", "KINDS", "METRIC_ALIASES",
-           "REPORT_METRICS", "RECORD_COLUMNS", "metric_label", "is_fraction_metric", "is_count_metric"]
+           "REPORT_METRICS", "RECORD_COLUMNS", "metric_label", "metric_range", "is_fraction_metric", "is_count_metric"]
 
 KINDS = ("audit", "train", "run george", "run d3m", "run scaling", "run cifar-b", "spectral")
 RECORD_COLUMNS = ["source", "kind", "dataset", "method", "setting", "seed", "metric", "value", "ci_low", "ci_high"]
@@ -121,6 +121,16 @@ def is_count_metric(metric: str) -> bool:
 def is_fraction_metric(metric: str) -> bool:
     """Whether ``metric`` is a fraction in [0, 1] (accuracies, WeightedStd/MacroStd, gaps): shown as a percentage."""
     return not (metric in _COUNT_METRICS or metric in _PLAIN_METRICS or metric.startswith("rho:"))
+
+
+def metric_range(metric: str) -> tuple[float, float] | None:
+    """The values ``metric`` can take, for clipping an interval (an ARI interval of 0.71-1.07 went
+    past its maximum); None where unbounded (counts, rho)."""
+    if metric.endswith("cluster_ari"):
+        return (-1.0, 1.0)
+    if metric.endswith("cluster_nmi") or is_fraction_metric(metric):
+        return (0.0, 1.0)
+    return None
 
 
 def metric_label(metric: str) -> str:

@@ -215,8 +215,9 @@ def bench_rich_table(table: pd.DataFrame, confidence: float, n_files: int) -> Ta
 
     for r in table.itertuples(index=False):
         ci = f"{fmt(r.ci_low, r.metric)}-{fmt(r.ci_high, r.metric)}" if r.interval else "-"
+        spread = f"{fmt(r.mean, r.metric)} ± {fmt(r.std, r.metric)}" if r.n >= 2 else f"{fmt(r.mean, r.metric)} (1 seed)"
         row = [r.dataset, r.config, r.method] + ([r.setting] if has_setting else []) + [
-            r.metric, str(r.n), f"{fmt(r.mean, r.metric)} ± {fmt(r.std, r.metric)}", ci, r.seeds or "-"]
+            r.metric, str(r.n), spread, ci, r.seeds or "-"]
         t.add_row(*row)
     return t
 
