@@ -431,11 +431,9 @@ def load_flow(path: str | Path) -> tuple[DecoupledFlow, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no flow file at {path}; train one with `stratalab flow train ... -o {path.name}`.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets one message
-        raise ValueError(f"{path} is not a readable flow file ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                         "write it with `stratalab flow train`.") from None
+    from .pretrained import load_weights_only  # the one safe loader (refuses raw pickles unread, no torch warnings)
+
+    payload = load_weights_only(path, "a readable flow file", "write it with `stratalab flow train`.")
     if not isinstance(payload, dict) or payload.get("format") != FLOW_FORMAT:
         raise ValueError(f"{path} is not a stratalab flow file (no {FLOW_FORMAT!r} marker); write it with "
                          "`stratalab flow train`.")
