@@ -298,3 +298,18 @@ def test_a_ray_address_nothing_answers_on_is_refused_quickly():
         server.listen(1)
         check_reachable(f"127.0.0.1:{server.getsockname()[1]}", timeout=2)
 
+
+
+def test_a_result_made_with_another_thread_count_is_run_again(tmp_path):
+    """Numbers depend on the torch thread count (convolutions sum in a thread-dependent order), but
+    task keys did not: a work dir shared by a run with --threads 1 and one without handed each the
+    other's results. The count is stored with the result and checked on reuse."""
+    CALLS.clear()
+    key = task_key("sq", x=7)
+    Backend(work_dir=tmp_path, threads=1).map(square, [(key, (7,))])
+    assert json.loads((tmp_path / f"{key}.json").read_text())["_threads"] == 1
+    Backend(work_dir=tmp_path, threads=1).map(square, [(key, (7,))])
+    assert CALLS == [7]  # same count: reused
+    Backend(work_dir=tmp_path, threads=2).map(square, [(key, (7,))])
+    assert CALLS == [7, 7]  # another count: run again
+    assert ResultStore(tmp_path).get(key, threads=2) is not None and ResultStore(tmp_path).get(key, threads=1) is None

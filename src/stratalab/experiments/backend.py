@@ -200,11 +200,13 @@ class ResultStore:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str, threads: int | None = None) -> dict[str, Any] | None:
         """The stored result of ``key``, or None when it is absent, incomplete, or not exactly what
         the task wrote: the file must name its own key, hold no NaN or infinity (a task result is
         written without them) and match the digest written with it, so a file edited by hand is
-        run again, never reported as a result."""
+        run again, never reported as a result. With ``threads``, a result made with another number
+        of torch threads is run again too (convolutions sum in a thread-dependent order, so the
+        numbers depend on it; a work dir shared by runs with and without --threads mixed them)."""
         path = self.folder / f"{key}.json"
         if not path.is_file():
             return None
@@ -217,6 +219,9 @@ class ResultStore:
         out.pop("_key")
         if out.pop("_digest", None) != _digest(out):
             return None
+        made_with = out.pop("_threads", None)
+        if threads is not None and made_with != threads:
+            return None
         if out.pop("_weights", False):
             from ..models.pretrained import load_weights_only
 
@@ -226,8 +231,9 @@ class ResultStore:
                 return None
         return out
 
-    def put(self, key: str, result: dict[str, Any]) -> None:
-        """Write ``result`` atomically: weights first, then the JSON that marks it complete."""
+    def put(self, key: str, result: dict[str, Any], threads: int | None = None) -> None:
+        """Write ``result`` atomically: weights first, then the JSON that marks it complete (with
+        the torch ``threads`` it was made with)."""
         import torch
 
         from ..report.io import _atomic, json_text, write_json_atomic
@@ -239,6 +245,8 @@ class ResultStore:
             _atomic(self.folder / f"{key}.pt", lambda p: torch.save(weights, p))
             body["_weights"] = True
         body = json.loads(json_text(body))  # as it will be read back (numpy numbers as plain ones)
+        if threads is not None:
+            body["_threads"] = int(threads)
         write_json_atomic(self.folder / f"{key}.json", {**body, "_digest": _digest(body), "_key": key})
 
 
@@ -259,21 +267,19 @@ def _execute(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], key: str,
     if fault:  # fault injection for tests: record the attempt (pid) before the work starts
         with open(Path(fault) / f"{key}.attempts", "a") as f:
             f.write(f"{os.getpid()}\n")
-    if threads is not None:
-        import torch
+    import torch
 
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            result = fn(*args)
-        finally:
-            torch.set_num_threads(before)
-    else:
+    before = torch.get_num_threads()
+    used = threads if threads is not None else before
+    torch.set_num_threads(used)
+    try:
         result = fn(*args)
+    finally:
+        torch.set_num_threads(before)
     if not isinstance(result, dict):
         raise TypeError(f"task {key} returned {type(result).__name__}, not a dict")
     if work_dir is not None:
-        ResultStore(work_dir).put(key, result)
+        ResultStore(work_dir).put(key, result, threads=used)
     return result
 
 
@@ -366,6 +372,14 @@ class Backend:
         or says where they came from (Ray, or a set thread count), else None (the default)."""
         return self.to_dict() if self.kind != "local" or self.threads is not None else None
 
+    def _threads_here(self) -> int:
+        """The torch threads a task of this backend runs with (its setting, else this process's)."""
+        if self.task_threads() is not None:
+            return int(self.task_threads())  # type: ignore[arg-type]
+        import torch
+
+        return torch.get_num_threads()
+
     def task_threads(self) -> int | None:
         """The torch threads each task runs with (None: torch's default, every core)."""
         if self.threads is not None:
@@ -382,7 +396,7 @@ class Backend:
         for key, args in tasks:
             if key in results or key in todo:
                 continue
-            stored = self._store.get(key) if self._store is not None else None
+            stored = self._store.get(key, threads=self._threads_here()) if self._store is not None else None
             if stored is not None:
                 results[key] = stored
             else:
