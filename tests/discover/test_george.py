@@ -106,3 +106,25 @@ def test_cluster_quality_by_hand():
     assert t.loc[0, "best_cluster"] == 0 and t.loc[0, "precision"] == pytest.approx(2 / 3) and t.loc[0, "recall"] == 1.0
     assert t.loc[1, "best_cluster"] == 1 and t.loc[1, "precision"] == 1.0 and t.loc[1, "recall"] == 0.5
     assert -1 <= overall["ari"] <= 1 and 0 <= overall["nmi"] <= 1
+
+
+def test_umap_leaves_torchs_thread_count_as_it_was():
+    """UMAP (numba's OpenMP layer) reset torch's thread count from 1 to every core, so GEORGE's Group
+    DRO steps trained with more threads than a run asked for and recorded, and their numbers
+    depended on what had run before in the process (issue 24)."""
+    import torch
+
+    from stratalab.discover import George
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 6)).astype(np.float32)
+    y = np.repeat([0, 1], 200)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        geo = George(reducer="umap", cluster_method="kmeans", k_max=3, random_state=0).fit(x, y)
+        assert torch.get_num_threads() == 1
+        geo.predict(x[:50], y[:50])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -5,6 +5,8 @@ Sec. 4 and App. B; reference code HazyResearch/hidden-stratification).
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -407,6 +409,23 @@ class _HardnessReducer:
         return np.concatenate([score[:, None], self.rest.transform(rest)], axis=1)
 
 
+@contextlib.contextmanager
+def _torch_threads_kept() -> Any:
+    """Keep torch's thread count across a UMAP call. UMAP runs numba, whose OpenMP threading layer
+    shares the OpenMP runtime with torch: ``umap.UMAP.fit`` restores numba's own thread count on
+    exit (every core), which silently raised torch's from the 1 thread a run asked for to 2, so
+    GEORGE's Group DRO steps trained with more threads than recorded, and their numbers depended on
+    what had run before in the process (issue 24: U-MNIST seed 2 gave 94.8 alone, 96.2 after seeds
+    0 and 1)."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        if torch is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 class _UMAPReducer:
     def __init__(self, n_components: int, n_neighbors: int, min_dist: float, seed: int) -> None:
         self.kw = dict(n_components=n_components, n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed)
@@ -422,7 +441,7 @@ class _UMAPReducer:
             raise ImportError("reducer 'umap' needs umap-learn: pip install umap-learn") from e
         import warnings
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _torch_threads_kept():
             warnings.simplefilter("ignore")
             self.umap = umap.UMAP(n_neighbors=min(self.kw["n_neighbors"], x.shape[0] - 1),
                                   n_components=self.kw["n_components"], min_dist=self.kw["min_dist"],
@@ -432,7 +451,7 @@ class _UMAPReducer:
     def transform(self, x: np.ndarray) -> np.ndarray:
         import warnings
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _torch_threads_kept():
             warnings.simplefilter("ignore")
             return self.umap.transform(self._normalise(x))
 
