@@ -258,3 +258,17 @@ def test_cifar_b_refuses_non_images_and_a_bad_flow_before_decoding(tmp_path, tin
 def test_flow_samples_bounds_the_number_of_columns(tmp_path):
     res = runner.invoke(app, ["flow", "samples", str(tmp_path / "none.pt"), "-o", str(tmp_path / "s.png"), "--n", "100000000"])
     assert res.exit_code == 2 and "--n must be in 2..64" in res.output, res.output
+
+
+def test_flow_train_refuses_bad_settings_before_loading_the_data(tmp_path, monkeypatch):
+    """Settings that do not depend on the image size are checked before the data set is even
+    loaded (cifar10-b decodes 50,000 JPEGs when it loads)."""
+    import stratalab.data as data_mod
+
+    def no_load(*a, **k):
+        raise AssertionError("the data set was loaded before the bad setting was refused")
+
+    monkeypatch.setattr(data_mod, "load", no_load)
+    for args, message in ((["--steps", "0"], "steps must be an integer >= 1"), (["--lr", "nan"], "lr must be a finite")):
+        res = runner.invoke(app, ["flow", "train", "-o", str(tmp_path / "f.pt"), *args])
+        assert res.exit_code == 2 and message in res.output, res.output

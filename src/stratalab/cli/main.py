@@ -1393,12 +1393,15 @@ def flow_train(
     check_output_path(output, (".pt",), "--output")
     if n_eval < 0:
         raise ValueError(f"--n-eval must be >= 0, got {n_eval}.")
+    settings = dict(levels=levels, steps=steps, hidden=hidden, z_dim=z_dim, free_bits=free_bits, epochs=epochs,
+                    batch_size=batch_size, lr=lr, seed=seed)
+    if isinstance(levels, int) and 1 <= levels <= 16:  # every setting but the image size, before any data is read
+        FlowConfig(image_shape=(3, 2 ** levels, 2 ** levels), **settings)  # type: ignore[arg-type]
     ds = load(dataset, data_dir=data_dir, seed=seed, **_parse_options(option))
-    shape = ds.train.input_shape  # one image read: every setting is checked before the split is decoded
+    shape = ds.train.input_shape
     if len(shape) != 3:
         raise ValueError(f"{ds.name} has inputs of shape {shape}; the flow needs images (C, H, W).")
-    cfg = FlowConfig(image_shape=shape, levels=levels, steps=steps, hidden=hidden, z_dim=z_dim,  # type: ignore[arg-type]
-                     free_bits=free_bits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    cfg = FlowConfig(image_shape=shape, **settings)  # type: ignore[arg-type]
     x = np.asarray(ds.train.load_x(), dtype=np.float32)
     test_x = None
     if n_eval and ds.test is not None:
