@@ -197,8 +197,9 @@ def test_rerun_reproduces_a_train_result_and_config_file_round_trips(tmp_path):
     out.write_text(json.dumps({**rec, "metrics": json.loads(json.dumps(rec["metrics"]), parse_float=lambda _: float("nan"))}))
     nan = runner.invoke(app, ["rerun", str(out), "--json"])
     assert nan.exit_code == 1, nan.output
-    nan_summary = json.loads(nan.stdout)
+    nan_summary = json.loads(nan.stdout, parse_constant=lambda c: pytest.fail(f"--json printed {c}, not strict JSON"))
     assert not nan_summary["reproduced"] and nan_summary["differing"] >= 20
+    assert nan_summary["max_abs_difference"] is None and nan_summary["differences"][0]["recorded"] is None
     # --config: a YAML file, overridden by an explicit option
     (tmp_path / "c.yaml").write_text("dataset: u-digits\ndataset_options: {rare_keep: 0.5}\n"
                                      "config: {method: upweighting, epochs: 2, seed: 3}\n")

@@ -1042,11 +1042,14 @@ def rerun(
     diffs = [(k, old_n.get(k), new_n.get(k)) for k in keys if not _agree(old_n.get(k), new_n.get(k), tolerance)]
     gaps = [abs(old_n[k] - new_n[k]) for k in keys if k in old_n and k in new_n]
     largest = float("nan") if any(math.isnan(g) for g in gaps) else max(gaps, default=0.0)
+    def plain(v: float | None) -> float | None:  # strict JSON: a NaN or infinity is written as null
+        return v if v is None or math.isfinite(v) else None
+
     summary = {"result": str(p), "command": command, "numbers_compared": len(keys), "differing": len(diffs),
-               "max_abs_difference": largest, "reproduced": not diffs,
-               "differences": [{"key": k, "recorded": a, "rerun": b} for k, a, b in diffs[:50]]}
+               "max_abs_difference": plain(largest), "reproduced": not diffs,
+               "differences": [{"key": k, "recorded": plain(a), "rerun": plain(b)} for k, a, b in diffs[:50]]}
     if json_out:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2, allow_nan=False))
     else:
         verdict = "[bold green]reproduced[/bold green]" if not diffs else "[bold red]not reproduced[/bold red]"
         console.print(f"{verdict}: `stratalab {command}` on {inv['dataset']}; {len(keys)} result numbers compared, "
