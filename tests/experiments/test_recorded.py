@@ -1,0 +1,51 @@
+"""Behaviour fixtures (issue 19): each tiny result in tests/fixtures/recorded was written before the
+experiment-registry refactor; the same command run with today's code must give every number back."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from stratalab.cli.main import app
+
+HERE = Path(__file__).resolve().parents[1] / "fixtures" / "recorded"
+_spec = importlib.util.spec_from_file_location("record", HERE / "record.py")
+record = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(record)  # type: ignore[union-attr]
+
+
+def numbers(obj, prefix=""):
+    """Every number in a JSON tree by its path; timings, paths and the invocation left out."""
+    out = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in ("seconds", "invocation", "source", "_provenance") or k.endswith("_seconds"):
+                continue
+            out.update(numbers(v, f"{prefix}.{k}"))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(numbers(v, f"{prefix}[{i}]"))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out[prefix] = float(obj)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(record.COMMANDS))
+def test_todays_code_gives_the_recorded_numbers(name, tmp_path):
+    images, features = record.tiny_images(tmp_path / "i.npz"), record.tiny_features(tmp_path / "f.npz")
+    args = [a.format(images=images, features=features) for a in record.COMMANDS[name]]
+    out = tmp_path / "new.json"
+    res = CliRunner().invoke(app, [*args, "--json", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    old = numbers(json.loads((HERE / f"{name}.json").read_text()))
+    new = numbers(json.loads(out.read_text()))
+    assert len(old) > 10
+    missing = sorted(set(old) - set(new))
+    assert not missing, f"{len(missing)} recorded numbers are gone, e.g. {missing[:5]}"
+    differ = [(k, old[k], new[k]) for k in old if not (old[k] == new[k] or (math.isnan(old[k]) and math.isnan(new[k])))]
+    assert not differ, f"{len(differ)} of {len(old)} numbers differ, e.g. {differ[:5]}"
