@@ -114,7 +114,7 @@ def test_cli_writes_the_table_figure_and_json(tiny_cifar, tmp_path):
     assert d["invocation"]["command"] == "run cifar-b" and [row["augment"] for row in d["table"]] == ["flip_crop", "mixup"]
     assert d["runs"][0]["corrupted"][0]["corruption"] == "fog"
     # the result file reads into the report and bench (the rows of the table, by seed)
-    from stratalab.report.results import load_result
+    from stratalab.experiments import load_result
 
     res = load_result(out)
     rec = res.records()
@@ -187,7 +187,7 @@ def test_flowaug_row_end_to_end_from_the_cli(tiny_cifar, tmp_path):
     d = json.loads(out.read_text())
     assert [row["name"] for row in d["table"]] == ["Standard", "FlowAug (Trunc Gaussian on z + Std)"]
     assert d["config"]["flow"] == str(flow.resolve())
-    from stratalab.report.results import load_result
+    from stratalab.experiments import load_result
 
     assert load_result(out).labels_used().keys() == {"flip_crop", "flowaug"}
     n_files = len(list(work.glob("*.json")))

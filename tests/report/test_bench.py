@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from stratalab.cli.main import app
 from stratalab.report.bench import bench_table
-from stratalab.report.results import load_result
+from stratalab.experiments import load_result
 
 from ._dicts import audit
 

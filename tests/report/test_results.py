@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from stratalab.cli.main import app
-from stratalab.report.results import (KINDS, METRIC_ALIASES, RECORD_COLUMNS, load_result, result_from_dict,
+from stratalab.experiments import KINDS, load_result, result_from_dict
+from stratalab.report.results import (METRIC_ALIASES, RECORD_COLUMNS,
                                       summarise)
 
 from . import _dicts

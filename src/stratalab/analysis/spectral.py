@@ -139,7 +139,7 @@ def plot_group_spectra(report: SpectralReport, path: str | os.PathLike[str], tit
     (class, group), solid for each class's majority group and dashed for the others."""
     from matplotlib.figure import Figure
 
-    from ..report import save_figure_atomic
+    from .._io import save_figure_atomic
 
     fig = Figure(figsize=(6.5, 4))
     ax = fig.subplots()

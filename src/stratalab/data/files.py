@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -10,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .._io import file_sha256
 
 SPLIT_CODES = {"0": "train", "1": "val", "2": "test", "train": "train", "val": "val", "valid": "val",
                "validation": "val", "test": "test"}
@@ -35,14 +36,6 @@ CHECKSUM_FILE = "SHA256SUMS"
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_checksum(path: Path) -> bool:
     """Check ``path`` against a ``SHA256SUMS`` file in the same folder (``sha256sum`` format), when
     that file lists it. Returns True if verified, False if no checksum is known; raises ValueError
@@ -63,7 +56,7 @@ def verify_checksum(path: Path) -> bool:
         return False
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    got = _VERIFIED.get(key) or _sha256(path)
+    got = _VERIFIED.get(key) or file_sha256(path)
     if got != expected:
         raise ValueError(f"{path} does not match its checksum in {sums} (sha256 {got[:12]}..., expected "
                          f"{expected[:12]}...): the file is corrupt or truncated; copy it again.")

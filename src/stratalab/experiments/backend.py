@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .._io import file_sha256
+
 BACKENDS = ("local", "ray")
 WEIGHTS_KEY = "weights"  # a task result's model state dict (tensors) is stored beside its JSON
 FAULT_ENV = "STRATALAB_FAULT_DIR"  # tests: each attempt of a task appends its pid to <dir>/<key>.attempts
@@ -63,13 +65,6 @@ def code_version() -> str:
     return h.hexdigest()
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _plain(o: Any) -> Any:
@@ -147,7 +142,7 @@ def user_file_identity(path: str | os.PathLike[str], options: dict[str, Any]) ->
     that cannot be read is keyed by its path only (loading it then fails with the loader's message)."""
     p = Path(path).expanduser()
     try:
-        out: dict[str, Any] = {"sha256": file_digest(p)}
+        out: dict[str, Any] = {"sha256": file_sha256(p)}
     except OSError:
         return {"unreadable": str(p)}
     if p.suffix.lower() == ".csv":
@@ -236,13 +231,14 @@ class ResultStore:
         the torch ``threads`` it was made with)."""
         import torch
 
-        from ..report.io import _atomic, json_text, write_json_atomic
+        from .._io import write_atomic
+        from ..report.io import json_text, write_json_atomic
 
         self.folder.mkdir(parents=True, exist_ok=True)
         body = {k: v for k, v in result.items() if k != WEIGHTS_KEY}
         if WEIGHTS_KEY in result:
             weights = result[WEIGHTS_KEY]
-            _atomic(self.folder / f"{key}.pt", lambda p: torch.save(weights, p))
+            write_atomic(self.folder / f"{key}.pt", lambda p: torch.save(weights, p))
             body["_weights"] = True
         body = json.loads(json_text(body))  # as it will be read back (numpy numbers as plain ones)
         if threads is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -24,6 +24,8 @@ from ..metrics import group_report
 from ..train import TrainConfig, predict, run
 from .._config import config_from_dict, config_to_dict
 from .._validation import check_unique
+from ..report.results import BadResult, GroupTable, Row, field_of, num, seed_of
+from .registry import Invocation, Outcome, StudyExperiment, register
 
 if TYPE_CHECKING:
     from .backend import Backend, DataSpec
@@ -130,7 +132,7 @@ class CifarBConfig:
         flow_keys = ("flow", "flowaug_objective", "flowaug_std_weight", "flowaug_mix_weight")
         d = {k: v for k, v in d.items() if k not in flow_keys}
         if augment == "flowaug":
-            from ..models.flow import file_sha256
+            from .._io import file_sha256
 
             d.update({k: getattr(self, k) for k in flow_keys[1:]})
             d["flow_sha256"] = file_sha256(str(self.flow))
@@ -189,7 +191,7 @@ def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int,
 
     c = CifarBConfig.from_dict(cfg)
     if augment == "flowaug" and flow_sha256 is not None:
-        from ..models.flow import file_sha256
+        from .._io import file_sha256
 
         if file_sha256(str(c.flow)) != flow_sha256:
             raise ValueError(f"the flow file {c.flow} changed after the grid started; run the command again.")
@@ -336,7 +338,7 @@ def plot_class_vs_worst(result: CifarBResult, path: str | Path) -> Path:
     subgroup, for each augmentation (mean over seeds)."""
     from matplotlib.figure import Figure
 
-    from ..report import save_figure_atomic
+    from .._io import save_figure_atomic
 
     rows = [{"augment": r["augment"], "class": c["class_name"], "accuracy": c["accuracy"],
              "worst": c["worst_group_accuracy"]} for r in result.runs for c in r["classes"]]
@@ -359,3 +361,85 @@ def plot_class_vs_worst(result: CifarBResult, path: str | Path) -> Path:
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return save_figure_atomic(fig, path)
+
+
+# ---------------------------------------------------------------------- the `run cifar-b` experiment
+_METRICS = {"accuracy": "test_average", "weighted_std": "test_weighted_std", "macro_std": "test_macro_std",
+            "worst_group_accuracy": "test_wga"}
+_NAMES = {"flip_crop": "Standard (flip + crop)", "mixup": "Mixup", "cutout": "Cutout", "cutmix": "CutMix",
+          "autoaugment": "AutoAugment", "flowaug": "FlowAug"}
+
+
+def _row_name(raw: dict[str, Any], augment: str) -> str:
+    """The row's name; FlowAug's says which objective (eqs. 2-4) its config used."""
+    if augment == "flowaug":
+        cfg = raw.get("config") if isinstance(raw.get("config"), dict) else {}
+        return FLOWAUG_ROWS.get(str(cfg.get("flowaug_objective", "gauss+std")), "FlowAug")
+    return _NAMES.get(augment, augment)
+
+
+class CifarBExperiment(StudyExperiment):
+    """``stratalab run cifar-b``: Chiu, Chen and Ma's subgroup study. Invocation: ``config``
+    (:class:`CifarBConfig` fields; its data set, options and seeds are the invocation's)."""
+
+    command = "run cifar-b"
+    result_keys = ("table", "runs", "severity_curves")
+    recognise = frozenset({"table", "runs", "severity_curves"})
+    uses_backend = True
+
+    def run(self, inv: Invocation, *, backend: Any = None, progress: Callable[[str], None] | None = None,
+            outputs: dict[str, Path] | None = None) -> Outcome:
+        cfg = CifarBConfig.from_dict(self.study_config(inv))
+        res = run_cifar_b(cfg, data_dir=inv.data_dir, backend=backend, progress=progress)
+        recorded = replace(inv, configs={"config": cfg.to_dict()},
+                           backend=backend.recorded() if backend is not None else inv.backend)
+        return Outcome({"invocation": recorded.to_dict(), **res.to_dict()}, res)
+
+    def records(self, raw: dict[str, Any]) -> list[Row]:
+        """Per (augmentation, seed) the clean test metrics on the colour subgroups and, with
+        corruptions, their mean over every (corruption, severity) as ``corrupted_*``."""
+        out: list[Row] = []
+        for r in field_of(raw, "runs", list):
+            m, seed = str(r["augment"]), seed_of(r)
+            clean = r.get("clean")
+            if not isinstance(clean, dict):
+                raise BadResult("runs[].clean must be a dict of metrics")
+            for key, name in _METRICS.items():
+                v = num(clean.get(key), f"runs[].clean.{key}")
+                if v is not None:
+                    out.append((m, "", seed, name, v, None))
+            for key, name in _METRICS.items():
+                vals = [num(c.get(key), f"runs[].corrupted[].{key}") for c in r.get("corrupted") or []]
+                present = [v for v in vals if v is not None]
+                if present:
+                    out.append((m, "", seed, f"corrupted_{name}", float(sum(present) / len(present)), None))
+        return out
+
+    def group_tables(self, raw: dict[str, Any]) -> list[GroupTable]:
+        """Per augmentation (first seed): each class's accuracy beside its worst colour subgroup;
+        the worst row is the class whose worst subgroup is lowest."""
+        out, seen = [], set()
+        for r in field_of(raw, "runs", list):
+            if r["augment"] in seen:
+                continue
+            seen.add(r["augment"])
+            rows = [{"class": str(c["class_name"]), "accuracy": num(c["accuracy"], "classes[].accuracy"),
+                     "worst subgroup": str(c.get("worst_group", "")),
+                     "worst subgroup accuracy": num(c["worst_group_accuracy"], "classes[].worst_group_accuracy")}
+                    for c in r.get("classes") or []]
+            if not rows:
+                continue
+            df = pd.DataFrame(rows)
+            worst = int(df["worst subgroup accuracy"].astype(float).idxmin())
+            out.append(GroupTable(f"{_row_name(raw, str(r['augment']))}, seed {r['seed']}: class accuracy and "
+                                  "its worst colour subgroup (Chiu et al. Fig. 1/5)", df, worst, None))
+        return out
+
+    def method_names(self, raw: dict[str, Any]) -> dict[str, str]:
+        return {str(r["augment"]): _row_name(raw, str(r["augment"])) for r in field_of(raw, "runs", list)}
+
+    def labels_used(self, raw: dict[str, Any]) -> dict[str, str]:
+        return {m: "class labels only; colour groups used only to audit the test set" for m in self.method_names(raw)}
+
+
+register(CifarBExperiment())

@@ -29,6 +29,8 @@ from ..train.registry import METHODS
 from ..train.sampling import examples_left_out
 from .._config import config_from_dict, config_to_dict
 from .._validation import check_fits_in_memory, check_unique
+from ..report.results import METRIC_ALIASES, GroupTable, Row, field_of, num, report_rows, report_table, seed_of
+from .registry import Experiment, Invocation, Outcome, register
 
 if TYPE_CHECKING:
     from .backend import Backend, DataSpec
@@ -638,9 +640,89 @@ def plot_sweep(table: D3MTable, path: str | Path) -> Path:
     D3M order, a random order and balancing of the majority group: mean over seeds on a common grid
     of k (each seed's curve linearly interpolated, :meth:`D3MTable.sweep_mean`) with a +-1 std band;
     the star marks the heuristic k (A_i < 0), mean over seeds of k and of its val WGA."""
-    from ..report import save_figure_atomic
+    from .._io import save_figure_atomic
     from ..report.plots import d3m_sweep_figure
 
     if table.sweep().empty:
         raise ValueError("this run has no sweep; set sweep_points (--sweep-points) to draw Fig. 2.")
     return save_figure_atomic(d3m_sweep_figure(table.sweep_mean(), table.sweep(), table.dataset), path)
+
+
+# ---------------------------------------------------------------------- the `run d3m` experiment
+class D3MExperiment(Experiment):
+    """``stratalab run d3m``: D3M Table 1 over seeds. Invocation: data set, seeds, ``config``
+    (:class:`~stratalab.train.TrainConfig` fields of every training run) and ``d3m_config``
+    (:class:`D3MConfig` fields). Outputs it reads: ``scores`` (keep each seed's TRAK matrix
+    memory-mapped in this .npy)."""
+
+    command = "run d3m"
+    result_keys = ("table", "rows", "sweep")
+    config_keys = ("config", "d3m_config")
+    recognise = frozenset({"table", "rows", "sweep", "seeds"})
+    uses_backend = True
+
+    def run(self, inv: Invocation, *, backend: Any = None, progress: Callable[[str], None] | None = None,
+            outputs: dict[str, Path] | None = None) -> Outcome:
+        from .backend import DataSpec
+
+        dcfg = D3MConfig.from_dict(inv.configs["d3m_config"])
+        if "d3m" not in dcfg.methods:
+            dcfg = replace(dcfg, sweep_points=0)  # Fig. 2 is D3M's curve
+        cfg = TrainConfig.from_dict({**inv.config, "seed": inv.seeds[0]})
+        specs = {s: DataSpec(str(inv.dataset), s, inv.data_dir, dict(inv.dataset_options)) for s in inv.seeds}
+        for spec in specs.values():  # a missing or corrupt data set fails here, before any training
+            spec.load()
+        table = run_d3m_table(specs.__getitem__, cfg, dcfg, seeds=inv.seeds, name=str(inv.dataset),
+                              scores_out=(outputs or {}).get("scores"), progress=progress, backend=backend)
+        recorded = replace(inv, configs={"config": cfg.to_dict(), "d3m_config": dcfg.to_dict()},
+                           backend=backend.recorded() if backend is not None else inv.backend)
+        return Outcome({"invocation": recorded.to_dict(), **table.to_dict()}, table,
+                       {"data": lambda s: specs[s].load()})
+
+    # ------------------------------------------------------------------ result views
+    def records(self, raw: dict[str, Any]) -> list[Row]:
+        out: list[Row] = []
+        rows = field_of(raw, "rows", list)
+        seeds = raw.get("seeds") or []
+        if isinstance(seeds, list) and seeds and all(isinstance(s, dict) and "metrics" in s for s in seeds):
+            for s in seeds:
+                seed = seed_of(s)
+                for method, splits in field_of(s, "metrics").items():
+                    for split in [x for x in ("test", "val") if x in splits] + [x for x in splits if x not in ("test", "val")]:
+                        out += report_rows(splits[split], f"{split}_", method, "", seed, f"seeds[].metrics.{method}.{split}")
+            for r in rows:
+                v = num(r.get("n_removed"), "rows[].n_removed")
+                if v is not None:
+                    out.append((r["method"], "", seed_of(r), "n_removed", v, None))
+            return out
+        for r in rows:  # a file without per-seed metrics: the rows of Table 1
+            for key in ("test_wga", "test_balanced", "test_average", "val_wga", "n_removed"):
+                v = num(r.get(key), f"rows[].{key}")
+                if v is not None:
+                    out.append((r["method"], "", seed_of(r), METRIC_ALIASES[key], v, None))
+        return out
+
+    def method_names(self, raw: dict[str, Any]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for r in field_of(raw, "table", list) + field_of(raw, "rows", list):
+            out.setdefault(str(r["method"]), str(r.get("name", r["method"])))
+        return out
+
+    def labels_used(self, raw: dict[str, Any]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for r in field_of(raw, "table", list) + field_of(raw, "rows", list):
+            info = r.get("group_info")
+            out.setdefault(str(r["method"]), f"group labels train / val: {info}" if info else "unknown")
+        return out
+
+    def group_tables(self, raw: dict[str, Any]) -> list[GroupTable]:
+        seeds = raw.get("seeds") or []
+        if not isinstance(seeds, list) or not seeds or not isinstance(seeds[0], dict) or "metrics" not in seeds[0]:
+            return []
+        names = self.method_names(raw)
+        first = seeds[0]
+        return [report_table(splits["test"], f"{names.get(m, m)}, seed {first.get('seed', '?')}: test accuracy per group")
+                for m, splits in field_of(first, "metrics").items() if "test" in splits]
+
+
+register(D3MExperiment())

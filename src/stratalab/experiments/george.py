@@ -8,8 +8,9 @@ DRO on the true subclasses (selected by val worst-group accuracy).
 
 from __future__ import annotations
 
+import base64
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -21,6 +22,8 @@ from ..discover import George, cluster_quality
 from ..models import embed
 from ..train import TrainConfig, run
 from .._config import config_from_dict, config_to_dict
+from ..report.results import METRIC_ALIASES, BadResult, GroupTable, Row, field_of, num, seed_of
+from .registry import Experiment, Invocation, Outcome, register
 
 if TYPE_CHECKING:
     from .backend import Backend, DataSpec
@@ -337,7 +340,7 @@ def plot_clusters(ds: Dataset, res: GeorgeRun, path: str, samples_per_cluster: i
     (left) and by cluster (middle), and sample images of each cluster (right)."""
     from matplotlib.figure import Figure
 
-    from ..report import save_figure_atomic
+    from .._io import save_figure_atomic
 
     classes = list(res.george.models_)
     fig = Figure(figsize=(13, 4 * len(classes)), dpi=100)
@@ -387,3 +390,125 @@ def _two_d(geo: George, c: int, x: np.ndarray) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     return PCA(2).fit_transform(z)
+
+
+# ---------------------------------------------------------------------- the `run george` experiment
+_METHOD_KEYS = {"ERM": "erm", "GEORGE": "george", "GDRO (true subclasses)": "gdro"}
+LABELS_USED = {"GEORGE": "class labels only (clusters replace subclasses)",
+               "GDRO (true subclasses)": "true train and val subclass labels"}
+
+
+def _method_key(name: str) -> str:
+    return _METHOD_KEYS.get(name, name.lower().rstrip("*").replace(" ", "-"))
+
+
+def resolve_config(dataset: str, ds: Dataset, settings: dict[str, Any]) -> GeorgeConfig:
+    """GEORGE's settings for a run: a complete recorded config as it is; otherwise the given
+    settings over the data set's recipe (:data:`RECIPES`), or, for data with no recipe (a user's
+    own), over the defaults :func:`size_rule` picks from its size."""
+    names = {f.name for f in fields(GeorgeConfig)}
+    if names <= set(settings):
+        return GeorgeConfig.from_dict(settings)
+    if dataset in RECIPES:
+        return GeorgeConfig.for_dataset(dataset, **settings)
+    return GeorgeConfig.for_data(ds, **settings)
+
+
+class GeorgeExperiment(Experiment):
+    """``stratalab run george``: GEORGE beside ERM and Group DRO on the true subclasses, per seed.
+    Invocation: data set, seeds, ``config`` (:class:`GeorgeConfig` fields, complete or some: see
+    :func:`resolve_config`) and ``features`` (an .npz of the user's own train/val/test embeddings,
+    or None). Outputs it reads: ``plot`` (the Fig. 5 style figure of the first seed)."""
+
+    command = "run george"
+    result_keys = ("table", "runs")
+    input_keys = ("features",)
+    recognise = frozenset({"table", "runs", "labels_used"})
+    uses_backend = True
+
+    def run(self, inv: Invocation, *, backend: Any = None, progress: Callable[[str], None] | None = None,
+            outputs: dict[str, Path] | None = None) -> Outcome:
+        from .._io import check_input_file, write_bytes_atomic
+        from ..data.files import read_npz
+        from .backend import DataSpec
+
+        plot = (outputs or {}).get("plot")
+        user_feats = None
+        if inv.inputs.get("features"):
+            path = check_input_file(Path(str(inv.inputs["features"])), "features", (".npz",))
+            user_feats = check_features(read_npz(path, ("train", "val", "test"), what=" (features: arrays train, val, test)"))
+        specs = {s: DataSpec(str(inv.dataset), s, inv.data_dir, dict(inv.dataset_options)) for s in inv.seeds}
+        datasets = {s: spec.load() for s, spec in specs.items()}  # a missing or corrupt file fails before training
+        first = datasets[inv.seeds[0]]
+        cfg = resolve_config(str(inv.dataset), first, inv.config)
+        check_augment(first, cfg)
+        if user_feats is not None:
+            for ds in datasets.values():
+                check_features(user_feats, {s: len(ds.splits[s]) for s in ("train", "val", "test")})
+        results = run_george_grid(specs.__getitem__, cfg, inv.seeds, backend=backend, features=user_feats,
+                                  figure_suffix=plot.suffix.lower() if plot is not None else None, progress=progress)
+        if plot is not None:
+            write_bytes_atomic(plot, base64.b64decode(results[0].pop("figure")))
+        table = summarise(results)
+        recorded = replace(inv, configs={"config": cfg.to_dict()},
+                           backend=backend.recorded() if backend is not None else inv.backend)
+        payload = {"invocation": recorded.to_dict(), "dataset": inv.dataset, "config": cfg.to_dict(), "seeds": inv.seeds,
+                   "table": table.to_dict(orient="records"), "runs": results, "labels_used": dict(LABELS_USED)}
+        return Outcome(payload, table, {"runs": results, "config": cfg})
+
+    # ------------------------------------------------------------------ result views
+    def records(self, raw: dict[str, Any]) -> list[Row]:
+        out: list[Row] = []
+        for run_ in field_of(raw, "runs", list):
+            seed = seed_of(run_)
+            for name, row in field_of(run_, "rows").items():
+                for key in ("robust_accuracy", "overall_accuracy"):
+                    v = num(row.get(key), f"runs[].rows.{name}.{key}")
+                    if v is not None:
+                        out.append((_method_key(name), "", seed, METRIC_ALIASES[key], v, None))
+            for key, v in (run_.get("recovery_overall") or {}).items():
+                v = num(v, f"runs[].recovery_overall.{key}")
+                if v is not None:
+                    out.append(("george", "", seed, f"cluster_{key}", v, None))
+        return out
+
+    def group_tables(self, raw: dict[str, Any]) -> list[GroupTable]:
+        runs = field_of(raw, "runs", list)
+        rec = (runs[0].get("recovery") or []) if runs else []
+        if not isinstance(rec, list):
+            raise BadResult("runs[].recovery must be a list")
+        if not rec:
+            return []
+        first = runs[0]
+        df = pd.DataFrame([{"subclass": str(r.get("subclass_name", r["subclass"])), "n": int(r["n"]),
+                            "best cluster": int(r["best_cluster"]), "precision": num(r["precision"], "recovery.precision"),
+                            "recall": num(r["recall"], "recovery.recall")} for r in rec])
+        worst = int(df["recall"].idxmin()) if len(df) else None
+        ov = first.get("recovery_overall") or {}
+        extra = (f" (ARI {ov['ari']:.3f}, NMI {ov['nmi']:.3f})" if isinstance(ov.get("ari"), (int, float))
+                 and isinstance(ov.get("nmi"), (int, float)) else "")
+        return [GroupTable(f"GEORGE cluster recovery on train, seed {first.get('seed', '?')}{extra}: best cluster of "
+                           "each true subclass (worst = lowest recall)", df, worst, None)]
+
+    def method_names(self, raw: dict[str, Any]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for run_ in field_of(raw, "runs", list):
+            for name in field_of(run_, "rows"):
+                out.setdefault(_method_key(name), name)
+        return out
+
+    def labels_used(self, raw: dict[str, Any]) -> dict[str, str]:
+        lu = raw.get("labels_used") if isinstance(raw.get("labels_used"), dict) else {}
+        out = {}
+        for key, name in self.method_names(raw).items():
+            if name in lu:
+                out[key] = str(lu[name])
+            elif key == "erm" and str(lu.get("GEORGE", "")).startswith("class labels only"):
+                # the ERM row is GEORGE's step 1, which the file says uses class labels only
+                out[key] = "class labels only (GEORGE's step-1 ERM)"
+            else:
+                out[key] = "unknown"
+        return out
+
+
+register(GeorgeExperiment())

@@ -12,7 +12,7 @@ for the collapse figure). Everything goes through the one training loop and the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -26,6 +26,8 @@ from ..report.plots import BALANCING_COLOURS as _COLOURS, BALANCING_LABELS as LA
 from ..train import TrainConfig, run
 from .._config import config_from_dict, config_to_dict
 from .._validation import check_unique
+from ..report.results import METRIC_ALIASES, Row, field_of, num, seed_of
+from .registry import Invocation, Outcome, StudyExperiment, register
 
 if TYPE_CHECKING:
     from .backend import Backend, DataSpec
@@ -246,7 +248,7 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
 def plot_scaling(result: ScalingResult, path: str | Path, *, last_epoch: bool = False) -> Path:
     """LaBonte et al.'s scaling figure: test worst-group accuracy against parameter count (log
     scale), one line per class-balancing method, mean over seeds with a +-1 std band."""
-    from ..report import save_figure_atomic
+    from .._io import save_figure_atomic
     from ..report.plots import scaling_figure
 
     c = result.config
@@ -260,7 +262,7 @@ def plot_collapse(result: ScalingResult, path: str | Path, width: float | None =
     seeds), the figure where LaBonte et al. see upsampling and upweighting collapse."""
     from matplotlib.figure import Figure
 
-    from ..report import save_figure_atomic
+    from .._io import save_figure_atomic
 
     cur = result.curves(width)
     fig = Figure(figsize=(6, 4))
@@ -279,3 +281,51 @@ def plot_collapse(result: ScalingResult, path: str | Path, width: float | None =
     return save_figure_atomic(fig, path)
 
 
+
+
+# ---------------------------------------------------------------------- the `run scaling` experiment
+_BALANCING_NAMES = {"erm": "none (ERM)", "subsetting": "subsetting", "upsampling": "upsampling",
+                    "upweighting": "upweighting", "mixture": "mixture"}
+
+
+class ScalingExperiment(StudyExperiment):
+    """``stratalab run scaling``: LaBonte et al.'s model scaling x class balancing. Invocation:
+    ``config`` (:class:`ScalingConfig` fields; its target data set, options and seeds are the
+    invocation's). Outputs it reads: ``weights_dir`` (keep and reuse each width's pretrained weights)."""
+
+    command = "run scaling"
+    result_keys = ("table", "runs", "pretraining")
+    recognise = frozenset({"table", "runs", "pretraining"})
+    uses_backend = True
+
+    def run(self, inv: Invocation, *, backend: Any = None, progress: Callable[[str], None] | None = None,
+            outputs: dict[str, Path] | None = None) -> Outcome:
+        cfg = ScalingConfig.from_dict(self.study_config(inv))
+        res = run_scaling(cfg, data_dir=inv.data_dir, weights_dir=(outputs or {}).get("weights_dir"), backend=backend,
+                          progress=progress)
+        recorded = replace(inv, configs={"config": cfg.to_dict()},
+                           backend=backend.recorded() if backend is not None else inv.backend)
+        return Outcome({"invocation": recorded.to_dict(), **res.to_dict()}, res)
+
+    def records(self, raw: dict[str, Any]) -> list[Row]:
+        out: list[Row] = []
+        for r in field_of(raw, "runs", list):
+            setting = f"width={num(r['width'], 'runs[].width'):g}"
+            for key in ("test_wga", "test_avg", "test_wga_last", "test_avg_last"):
+                v = num(r.get(key), f"runs[].{key}")
+                if v is not None:
+                    out.append((str(r["method"]), setting, seed_of(r), METRIC_ALIASES[key], v, None))
+        return out
+
+    def method_names(self, raw: dict[str, Any]) -> dict[str, str]:
+        return {str(r["method"]): _BALANCING_NAMES.get(str(r["method"]), str(r["method"])) for r in field_of(raw, "runs", list)}
+
+    def labels_used(self, raw: dict[str, Any]) -> dict[str, str]:
+        from ..train.registry import METHODS
+
+        select = str((raw.get("config") or {}).get("select", "val_wga"))
+        return {m: (f"group labels train / val: {METHODS[m].group_labels(select)} (selected by {select})"
+                    if m in METHODS else "unknown") for m in self.method_names(raw)}
+
+
+register(ScalingExperiment())

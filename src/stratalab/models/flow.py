@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._config import config_from_dict, config_to_dict
+from .._io import file_sha256
 
 __all__ = ["FlowConfig", "DecoupledFlow", "train_flow", "bits_per_dim", "save_flow", "load_flow", "file_sha256", "FLOW_FORMAT"]
 
@@ -450,12 +451,3 @@ def load_flow(path: str | Path) -> tuple[DecoupledFlow, dict[str, Any]]:
     return flow, record
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (a flow's identity in run keys and checkpoints)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

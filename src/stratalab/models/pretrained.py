@@ -23,12 +23,12 @@ FINETUNE_MODES = ("full", "last_layer")
 def save_pretrained(model: nn.Module, path: str | os.PathLike[str], *, model_name: str, width: float,
                     input_shape: tuple[int, ...], n_classes: int, source: str, config: dict[str, Any]) -> Path:
     """Write ``model``'s weights and their provenance to ``path`` atomically."""
-    from ..report.io import _atomic
+    from .._io import write_atomic
 
     payload = {"format": FORMAT, "model": model_name, "width": float(width), "input_shape": [int(v) for v in input_shape],
                "n_classes": int(n_classes), "source": source, "config": config,
                "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-    return _atomic(path, lambda p: torch.save(payload, p))
+    return write_atomic(path, lambda p: torch.save(payload, p))
 
 
 def load_weights_only(path: Path, what: str, fix: str) -> Any:

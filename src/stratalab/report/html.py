@@ -35,8 +35,8 @@ from typing import Any
 
 import pandas as pd
 
-from .io import _atomic
-from .results import (GroupTable, RunResult, is_count_metric, is_fraction_metric, load_result, metric_label,
+from .._io import write_atomic
+from .results import (GroupTable, RunResult, is_count_metric, is_fraction_metric, metric_label,
                       summarise)
 
 __all__ = ["render_html", "write_html", "figures", "SUMMARY_METRICS"]
@@ -294,7 +294,7 @@ def render_html(results: list[RunResult], title: str | None = None) -> str:
         raise ValueError("no result to report; give at least one result file (stratalab ... -o FILE.json).")
     bad = [r for r in results if not isinstance(r, RunResult)]
     if bad:
-        raise ValueError(f"render_html takes RunResult objects (stratalab.report.results.load_result), got "
+        raise ValueError(f"render_html takes RunResult objects (stratalab.experiments.load_result), got "
                          f"{type(bad[0]).__name__}.")
     sections = [_section(i, r) for i, r in enumerate(results, 1)]
     if title is None:
@@ -304,13 +304,11 @@ def render_html(results: list[RunResult], title: str | None = None) -> str:
     return _template().render(title=title, sections=sections, generated=stamp)
 
 
-def write_html(path: str | os.PathLike[str], results: list[RunResult | str | os.PathLike[str]],
-               title: str | None = None) -> Path:
-    """Write the report of ``results`` (RunResult objects, or paths of result files, read with
-    :func:`~stratalab.report.results.load_result`) to ``path`` atomically; returns the path."""
+def write_html(path: str | os.PathLike[str], results: list[RunResult], title: str | None = None) -> Path:
+    """Write the report of ``results`` (RunResult objects, read with
+    :func:`stratalab.experiments.load_result`) to ``path`` atomically; returns the path."""
     p = Path(path)
     if p.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"report {p}: unknown format {p.suffix or '(no suffix)'!r}; use .html.")
-    loaded = [r if isinstance(r, RunResult) else load_result(r) for r in results]
-    page = render_html(loaded, title)
-    return _atomic(p, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    page = render_html(list(results), title)
+    return write_atomic(p, lambda tmp: tmp.write_text(page, encoding="utf-8"))

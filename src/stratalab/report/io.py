@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from .._io import write_atomic
 
 
 def check_output_path(path: str | os.PathLike[str] | None, suffixes: tuple[str, ...], what: str) -> Path | None:
@@ -45,30 +40,6 @@ def check_output_path(path: str | os.PathLike[str] | None, suffixes: tuple[str, 
     return p
 
 
-def _atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
-    """Write through a temporary file in the target's folder, then rename: a result is complete or
-    absent. The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600."""
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"cannot write {target}: it is a directory; give a file name.")
-    if target.parent and not target.parent.exists():
-        raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist.")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent or ".")
-    except OSError as e:
-        raise ValueError(f"cannot write {target} ({e.strerror}); choose a writable folder.") from None
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
-
-
 def json_text(obj: Any, indent: int | None = None) -> str:
     """``obj`` as JSON the way result files are written: numpy numbers and arrays as plain ones,
     a numpy NaN as null, and any other NaN or infinity refused (ValueError)."""
@@ -78,7 +49,7 @@ def json_text(obj: Any, indent: int | None = None) -> str:
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON (NaN written as null) to ``path`` atomically."""
     text = json_text(obj, indent=2)
-    return _atomic(path, lambda p: p.write_text(text + "\n"))
+    return write_atomic(path, lambda p: p.write_text(text + "\n"))
 
 
 def _default(o: Any) -> Any:
@@ -99,7 +70,7 @@ def write_table_atomic(path: str | os.PathLike[str], df: pd.DataFrame) -> Path:
     """Write a table as CSV or Parquet (by suffix) atomically."""
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
-        return _atomic(path, lambda p: df.to_csv(p, index=False))
+        return write_atomic(path, lambda p: df.to_csv(p, index=False))
     if suffix in (".parquet", ".pq"):
-        return _atomic(path, lambda p: df.to_parquet(p, index=False))
+        return write_atomic(path, lambda p: df.to_parquet(p, index=False))
     raise ValueError(f"unknown table format {suffix!r} for {path}; use .csv or .parquet.")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..metrics import GroupReport
-from .io import _atomic
+from .._io import save_figure_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -131,17 +131,3 @@ def robust_vs_overall_figure(table: "pd.DataFrame", title: str) -> "Figure":
     ax.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
-
-
-def save_figure_atomic(fig: "Any", path: str | os.PathLike[str]) -> Path:
-    """Save a matplotlib figure (format from the suffix, png by default) atomically. Figures here are
-    built as ``matplotlib.figure.Figure`` objects, not through pyplot, so no backend is chosen or
-    changed (the user's own ``matplotlib.use`` is left alone) and nothing needs closing; a pyplot
-    figure is closed after saving."""
-    try:
-        return _atomic(path, lambda p: fig.savefig(p, format=Path(path).suffix.lstrip(".") or "png"))
-    finally:
-        import sys
-
-        if "matplotlib.pyplot" in sys.modules:
-            sys.modules["matplotlib.pyplot"].close(fig)

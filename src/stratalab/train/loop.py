@@ -28,7 +28,7 @@ from ..data.core import Split
 from ..metrics import GroupReport, group_report
 from ..models.build import MODELS
 from ..models.pretrained import FINETUNE_MODES, load_weights_only
-from ..report.io import _atomic
+from .._io import write_atomic
 from .objectives import GroupDRO, class_weights, per_example_ce
 from .registry import METHODS, get_method
 from .sampling import make_plan
@@ -525,7 +525,7 @@ def fit(
                 "dro": dro.state_dict() if dro is not None else None, "history": history,
                 "best_score": float(best_score), "best_state": best_state, "best_epoch": best_epoch,
             }
-            _atomic(ckpt, lambda path: torch.save(state, path))
+            write_atomic(ckpt, lambda path: torch.save(state, path))
         if progress is not None:
             progress(epoch + 1, row)
 

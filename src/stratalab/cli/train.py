@@ -1,0 +1,174 @@
+"""``stratalab train`` (one model, ERM or a group-robust method) and ``stratalab pretrain``
+(weights on a source task, to finetune with ``train --init``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..experiments import Invocation, experiment
+from ..report import check_output_path
+from .app import app, clean_errors, console, err
+from .common import (ConfigOption, DataDirOption, DatasetOption, OptionOption, dataset_args, explicit, merge, not_an_input,
+                     parse_options, read_config_file, refuse_unused, write_payload)
+
+
+def _methods_help() -> str:
+    from ..train.registry import methods_help
+
+    return methods_help()
+
+
+@app.command()
+@clean_errors
+def train(
+    ctx: typer.Context,
+    dataset: DatasetOption = None,
+    method: str = typer.Option("erm", "--method", help="The training method (registry `stratalab.train.METHODS`): " + _methods_help()),
+    model: str = typer.Option("mlp", "--model", help="mlp | lenet5 | resnet | linear (a linear head on feature inputs)."),
+    width: float = typer.Option(1.0, help="Width multiplier of the model (> 0; scaling studies)."),
+    epochs: int = typer.Option(20, help="Training epochs."),
+    batch_size: int = typer.Option(128, help="Mini-batch size."),
+    lr: float = typer.Option(1e-3, help="Learning rate."),
+    weight_decay: float = typer.Option(0.0, help="Weight decay."),
+    optimizer: str = typer.Option("adam", help="adam | adamw | sgd."),
+    schedule: str = typer.Option("constant", help="constant | multistep (x0.1 at 50% and 75%) | cosine | linear (to zero)."),
+    seed: int = typer.Option(0, help="Seed of data construction, initialisation and data order."),
+    select: str = typer.Option("val_wca", "--select", help="Checkpoint criterion: val_wga (needs val groups) | val_wca | val_avg | "
+                               "bias_unsupervised (no group label: first trains an ERM bias proxy, Tsirigotis et al. 2023)."),
+    mixture_ratio: Optional[float] = typer.Option(None, help="r of mixture balancing: cap each class at r x the smallest class."),
+    gdro_eta: float = typer.Option(0.01, help="Group DRO step size of the group weights."),
+    gdro_adjustment: float = typer.Option(0.0, help="Group DRO generalisation adjustment C."),
+    gdro_balanced_sampler: bool = typer.Option(False, "--gdro-balanced-sampler", help="Group DRO with group-balanced batches."),
+    jtt_epochs: int = typer.Option(1, help="JTT: epochs T of the error-finding ERM model."),
+    jtt_upsample: int = typer.Option(20, help="JTT: lambda_up, times each error appears per epoch."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Finetune from weights written by `stratalab pretrain` (same --model and --width)."),
+    finetune: str = typer.Option("full", "--finetune", help="With --init: full (every layer) | last_layer (only the head is trained)."),
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    option: OptionOption = None,
+    checkpoint_dir: Optional[Path] = typer.Option(None, help="Save the last epoch here and resume from it."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the run (config, history, selected epoch, metrics) as .json."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run as JSON instead of tables."),
+) -> None:
+    """Train a model with ERM or a group-robust method and print val/test subgroup tables.
+
+    Example: `stratalab train --dataset u-digits --method gdro --epochs 30 --select val_wga`
+    """
+    file_cfg = read_config_file(config, "train") if config is not None else {}
+    not_an_input(output, "--output", config)
+    cli = dict(method=method, model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
+               weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, select=select,
+               mixture_ratio=mixture_ratio, gdro_eta=gdro_eta, gdro_adjustment=gdro_adjustment,
+               gdro_balanced_sampler=gdro_balanced_sampler, jtt_epochs=jtt_epochs, jtt_upsample=jtt_upsample,
+               init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune)
+    name, ddir, opts = dataset_args(ctx, file_cfg, dataset, data_dir, option)
+    merged = merge(ctx, file_cfg.get("config", {}), cli)
+    file_seed = file_cfg.get("seeds", [merged.get("seed", 0)])
+    seeds = [seed] if explicit(ctx, "seed") or not file_cfg else [int(s) for s in file_seed]
+    merged["seed"] = seeds[0]
+    refuse_method_options(ctx, str(merged.get("method", method)))
+    check_output_path(output, (".json",), "--output")
+    not_an_input(output, "--output", name, merged.get("init"))
+    if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+        raise ValueError(f"--checkpoint-dir {checkpoint_dir} is a file; give a folder (created if missing).")
+    inv = Invocation("train", dataset=name, dataset_options=opts, data_dir=ddir, seeds=seeds, configs={"config": merged})
+    run_train(inv, checkpoint_dir=checkpoint_dir, output=output, json_out=json_out)
+
+
+def refuse_method_options(ctx: typer.Context, method: str) -> None:
+    """A method-specific option (``MethodSpec.options``) given with a method that does not read it."""
+    from ..train.registry import METHODS
+
+    readers: dict[str, list[str]] = {}
+    for spec in METHODS.values():
+        for opt in spec.options:
+            readers.setdefault(opt, []).append(spec.name)
+    unused = [o for o, names in readers.items() if method not in names]
+    for o in unused:
+        refuse_unused(ctx, [o], f"with --method {method} (it is read by {', '.join(readers[o])})")
+
+
+def run_train(inv: Invocation, *, checkpoint_dir: Optional[Path] = None, output: Optional[Path] = None,
+              json_out: bool = False) -> dict[str, Any]:
+    """Train with a progress bar per stage on stderr, then print (or write) the result."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..report import group_table, summary_table
+
+    select = inv.config.get("select", "val_wca")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err, transient=True,
+                  disable=json_out or not sys.stderr.isatty()) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, epoch: int, total: int, row: dict[str, Any]) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total, info="")
+            sel = row.get("selection", {}).get(select)
+            info = (f"loss {row['train_loss']:.3f}" if "train_loss" in row else "") + (
+                f", val {select} {100 * sel:.1f}%" if sel is not None else "")
+            bar.update(tasks[stage], completed=epoch, info=info)
+
+        out = experiment("train").run(inv, progress=progress,
+                                      outputs={"checkpoint_dir": checkpoint_dir} if checkpoint_dir is not None else None)
+    payload, result, cfg, ds = out.payload, out.result, out.extra["config"], out.extra["data"]
+    if write_payload(payload, output, json_out):
+        return payload
+    console.print(f"[bold]{cfg.method}[/bold] on {ds.name}: model {cfg.model}, {cfg.epochs} epochs, seed {cfg.seed}; "
+                  f"selected epoch {result.selected_epoch} by {cfg.select}; labels used: "
+                  + ", ".join(f"{k}: {v}" for k, v in payload["labels_used"].items()))
+    for split in ("val", "test"):
+        rep = result.reports[split]
+        console.print(group_table(rep, title=f"{split}: accuracy per subgroup (%)"))
+        console.print(summary_table(rep, title=f"{split}: summary"))
+    if output is not None:
+        console.print(f"wrote run: {output}")
+    return payload
+
+
+@app.command()
+@clean_errors
+def pretrain(
+    dataset: str = typer.Option(..., "--dataset", help="Source task, e.g. mnist-digits (10-way MNIST) or digits (embedded, 8x8)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the weights (.pt; loads with weights_only=True)."),
+    model: str = typer.Option("lenet5", "--model", help="mlp | lenet5 | resnet | linear: the family finetuned later with --init."),
+    width: float = typer.Option(1.0, help="Width multiplier (> 0); finetune with the same --width."),
+    epochs: int = typer.Option(3, help="Pretraining epochs."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    batch_size: int = typer.Option(128, help="Mini-batch size."),
+    seed: int = typer.Option(0, help="Seed of data and initialisation."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value (repeatable), e.g. n_train=20000."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Pretrain a model on a source task and save its weights, to finetune with `stratalab train
+    --init` (LaBonte et al. 2024 finetune pretrained models; nothing can be downloaded here, so the
+    pretraining is ours).
+
+    Example: `stratalab pretrain --dataset mnist-digits -d ../shared/data --width 2 -o lenet-w2.pt`
+    """
+    from ..data import load
+    from ..models import n_params, save_pretrained
+    from ..train import TrainConfig, run
+
+    cfg = TrainConfig(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, select="val_avg")
+    check_output_path(output, (".pt",), "--output")
+    ds = load(dataset, data_dir=data_dir, seed=seed, **parse_options(option))
+    t0 = time.perf_counter()
+    res = run(ds, cfg)
+    shape = ds.train.input_shape
+    save_pretrained(res.model, output, model_name=model, width=width, input_shape=shape, n_classes=ds.n_classes,
+                    source=ds.name, config=cfg.to_dict())
+    info = {"output": str(output), "source": ds.name, "model": model, "width": width, "params": n_params(res.model),
+            "source_test_accuracy": res.reports["test"].average_accuracy, "seconds": time.perf_counter() - t0}
+    if json_out:
+        print(json.dumps(info, indent=2))
+        return
+    console.print(f"pretrained {model} x{width:g} ({info['params']:,} parameters) on {ds.name}: test accuracy "
+                  f"{100 * info['source_test_accuracy']:.1f}%, {info['seconds']:.0f} s; wrote {output}")

@@ -1,0 +1,146 @@
+"""The ``spectral`` experiment: spectral imbalance of group feature covariances (LaBonte et al.
+2024), on the user's features or on the penultimate features of a model trained here."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..report.results import GroupTable, Row, field_of, num
+from .registry import Experiment, Invocation, Outcome, register
+
+__all__ = ["SpectralExperiment", "SPECTRAL_DEFAULTS"]
+
+# the settings of a spectral analysis; all but top_k set up the model trained on a data set
+SPECTRAL_DEFAULTS: dict[str, Any] = {"method": "erm", "model": "mlp", "width": 1.0, "epochs": 10, "split": "test",
+                                     "init": None, "finetune": "full", "top_k": 10}
+_MODEL_KEYS = ("method", "model", "width", "epochs", "split", "init", "finetune")
+_OLD_SOURCE = re.compile(r"features of (?P<method>[\w-]+) \(.*seed (?P<seed>\d+)")  # files before method/seed fields
+
+
+def _settings(inv: Invocation) -> dict[str, Any]:
+    unknown = sorted(set(inv.config) - set(SPECTRAL_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown spectral setting {unknown[0]!r}; known: {', '.join(SPECTRAL_DEFAULTS)}.")
+    cfg = {**SPECTRAL_DEFAULTS, **inv.config}
+    if (inv.inputs.get("features") is None) == (inv.dataset is None):
+        raise ValueError("give exactly one of features (an .npz file) or a data set.")
+    if cfg["split"] not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, got {cfg['split']!r}.")
+    if int(cfg["top_k"]) < 1:
+        raise ValueError(f"top_k must be >= 1, got {cfg['top_k']}.")
+    return cfg
+
+
+class SpectralExperiment(Experiment):
+    """``stratalab spectral``. Invocation: either ``features`` (an .npz with features, y, g and
+    optionally pred) or a data set (an ERM-or-other model is trained and its penultimate features of
+    ``split`` analysed), ``config`` (:data:`SPECTRAL_DEFAULTS` keys) and ``seeds`` (one: data and training)."""
+
+    command = "spectral"
+    result_keys = ("spectra", "ratios")
+    required = ()
+    input_keys = ("features",)
+    recognise = frozenset({"spectra", "ratios"})
+
+    def run(self, inv: Invocation, *, backend: Any = None, progress: Any = None,
+            outputs: dict[str, Path] | None = None) -> Outcome:
+        from ..analysis import spectral_imbalance
+
+        cfg = _settings(inv)
+        if inv.inputs.get("features") is not None:
+            z, y, g, pred, counts, names, who = self._user_features(str(inv.inputs["features"]))
+            cfg = {"top_k": cfg["top_k"]}
+        else:
+            z, y, g, pred, counts, names, who = self._model_features(inv, cfg)
+        rep = spectral_imbalance(z, y, g, top_k=int(cfg["top_k"]), pred=pred, group_counts=counts, **names)
+        recorded = replace(inv, configs={"config": cfg})
+        payload = {"invocation": recorded.to_dict(), **who, **rep.to_dict()}
+        return Outcome(payload, rep, {"names": names, "by_train_counts": counts is not None})
+
+    @staticmethod
+    def _user_features(path: str) -> tuple[Any, ...]:
+        from .._io import check_input_file
+        from ..data.files import read_npz
+
+        arr = read_npz(check_input_file(path, "features", (".npz",)), ("features", "y", "g"),
+                       what=" (features: arrays features, y, g and optionally pred)")
+        who = {"source": path, "method": "features", "seed": None}
+        return arr["features"], arr["y"], arr["g"], arr.get("pred"), None, {}, who
+
+    @staticmethod
+    def _model_features(inv: Invocation, cfg: dict[str, Any]) -> tuple[Any, ...]:
+        from ..data import load
+        from ..models import embed, read_pretrained
+        from ..train import TrainConfig, run
+
+        seed = inv.seeds[0]
+        tcfg = TrainConfig(method=cfg["method"], model=cfg["model"], width=cfg["width"], epochs=cfg["epochs"], seed=seed,
+                           init=cfg["init"], finetune=cfg["finetune"])
+        if tcfg.init is not None:
+            read_pretrained(tcfg.init)
+        ds = load(str(inv.dataset), data_dir=inv.data_dir, seed=seed, **inv.dataset_options)
+        sp = ds.splits[cfg["split"]]
+        if sp.g is None:
+            raise ValueError(f"the {cfg['split']} split of {ds.name!r} has no group labels; choose a split that has them.")
+        emb = embed(run(ds, tcfg, progress=None).model, sp)
+        counts = None
+        if ds.train.g is not None:
+            counts = {int(k): int(v) for k, v in zip(*np.unique(ds.train.g, return_counts=True))}
+        init = f", finetuned from {Path(cfg['init']).name}" if cfg["init"] else ""
+        source = (f"{ds.name} {cfg['split']} features of {cfg['method']} ({cfg['model']} x{cfg['width']:g}, "
+                  f"{cfg['epochs']} epochs, seed {seed}{init})")
+        who = {"source": source, "method": cfg["method"], "seed": seed}
+        names = {"class_names": ds.class_names, "group_names": ds.group_names}
+        return emb.features, sp.y, sp.g, emb.pred, counts, names, who
+
+    # ------------------------------------------------------------------ result views
+    @staticmethod
+    def _who(raw: dict[str, Any]) -> tuple[str, int]:
+        if "method" in raw:
+            seed = raw.get("seed")
+            return str(raw["method"]), -1 if seed is None else int(seed)
+        m = _OLD_SOURCE.search(str(raw.get("source", "")))
+        return (m["method"], int(m["seed"])) if m else ("features", -1)
+
+    def records(self, raw: dict[str, Any]) -> list[Row]:
+        method, seed = self._who(raw)
+        out: list[Row] = []
+        for r in field_of(raw, "ratios", list):
+            cls = str(r.get("class_name", r["class"]))
+            for key in ("rho", "accuracy_gap"):
+                v = num(r.get(key), f"ratios[].{key}")
+                if v is not None:
+                    out.append((method, "", seed, f"{key}:{cls}", v, None))
+        return out
+
+    def group_tables(self, raw: dict[str, Any]) -> list[GroupTable]:
+        rows = []
+        for r in field_of(raw, "ratios", list):
+            row = {"class": str(r.get("class_name", r["class"])), "minority group": str(r["minority_group"]),
+                   "majority group": str(r["majority_group"]),
+                   "lambda_1 minority": num(r["lambda1_minority"], "ratios[].lambda1_minority"),
+                   "lambda_1 majority": num(r["lambda1_majority"], "ratios[].lambda1_majority"),
+                   "rho": num(r["rho"], "ratios[].rho")}
+            for k, name in (("accuracy_minority", "accuracy minority"), ("accuracy_majority", "accuracy majority"),
+                            ("accuracy_gap", "accuracy gap")):
+                if k in r:
+                    row[name] = num(r[k], f"ratios[].{k}")
+            rows.append(row)
+        return [GroupTable("Spectral imbalance per class: rho = lambda_1(minority) / lambda_1(majority)",
+                           pd.DataFrame(rows), None, None)]
+
+    def method_names(self, raw: dict[str, Any]) -> dict[str, str]:
+        m, _ = self._who(raw)
+        return {m: m}
+
+    def dataset_name(self, raw: dict[str, Any], inv: dict[str, Any]) -> str:
+        return str(raw.get("source", "unknown"))
+
+
+register(SpectralExperiment())
