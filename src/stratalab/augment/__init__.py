@@ -11,7 +11,7 @@ section 4.2.
   flow of :mod:`stratalab.models.flow`.
 * :mod:`.pipeline`: the augmentation of a training run from ``TrainConfig.augment``.
 
-Batch hooks take the loaders' float32 images in [0, 1] (:func:`stratalab.data.images.uint8_to_float`).
+Batch hooks take the loaders' float32 images in [0, 1] (:func:`stratalab.data.core.uint8_to_float`).
 """
 
 from .autoaugment import (CIFAR10_POLICY, MAX_LEVEL, OPS, POLICIES, SIGNED_OPS, AutoAugment, apply_op,

@@ -1,12 +1,12 @@
 """Seeded, per-label splitting helpers of the data set constructors (the samplers themselves,
-:func:`~stratalab.train.sampling.first_per_label` and :func:`~stratalab.train.sampling.balance_groups`,
-live in :mod:`stratalab.train.sampling`)."""
+:func:`~stratalab._indices.first_per_label` and :func:`~stratalab._indices.balance_groups`,
+live in :mod:`stratalab._indices`, below data and train)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..train.sampling import first_per_label
+from .._indices import first_per_label
 
 
 def take_per_label(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:

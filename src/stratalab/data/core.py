@@ -199,3 +199,8 @@ def groups_from_pairs(y: np.ndarray, a: np.ndarray, n_attr: int) -> np.ndarray:
 def pair_group_names(class_names: Sequence[str], attr_names: Sequence[str]) -> list[str]:
     """Names matching :func:`groups_from_pairs`: ``"<class>/<attr>"``."""
     return [f"{c}/{a}" for c in class_names for a in attr_names]
+
+
+def uint8_to_float(x: np.ndarray) -> np.ndarray:
+    """Loader for uint8 image arrays: float32 in [0, 1]."""
+    return np.asarray(x, dtype=np.float32) / 255.0

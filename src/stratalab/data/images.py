@@ -13,19 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..train.sampling import balance_groups
+from .._indices import balance_groups
 from ._split import drop_fraction, take_per_label
-from .core import Dataset, Split, groups_from_pairs, pair_group_names
+from .core import Dataset, Split, groups_from_pairs, pair_group_names, uint8_to_float
 from .files import read_npz
 from .registry import register, require_file
 
 SUPERCLASS_NAMES = ["< 5", ">= 5"]
 DIGIT_NAMES = [str(d) for d in range(10)]
-
-
-def uint8_to_float(x: np.ndarray) -> np.ndarray:
-    """Loader for uint8 image arrays: float32 in [0, 1]."""
-    return np.asarray(x, dtype=np.float32) / 255.0
 
 
 def pad_to(images: np.ndarray, size: int) -> np.ndarray:

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import as_label_array
-from .core import SPLITS, Dataset, Split, groups_from_pairs, pair_group_names
-from .images import uint8_to_float
+from .core import SPLITS, Dataset, Split, groups_from_pairs, pair_group_names, uint8_to_float
 from .files import ImageLoader, check_files_exist, normalise_split_column, read_csv_checked, read_npz
 
 

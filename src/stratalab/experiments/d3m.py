@@ -412,6 +412,202 @@ def _check_methods(ds: Dataset, methods: tuple[str, ...]) -> None:
                          "leave rwg, subg and gdro out of the methods.")
 
 
+@dataclass
+class _Waves:
+    """What every wave of :func:`_run_seeds` shares: the seeds' data, configs and task keys."""
+
+    specs: "dict[int, DataSpec]"
+    cfg: TrainConfig
+    dcfg: D3MConfig
+    backend: "Backend"
+    say: Callable[[str], None]
+
+    def __post_init__(self) -> None:
+        self.seeds = list(self.specs)
+        self.ds_of = {s: self.specs[s].load() for s in self.seeds}
+        for s in self.seeds:
+            _check_methods(self.ds_of[s], self.dcfg.methods)
+        self.cfg_of = {s: replace(self.cfg, seed=s) for s in self.seeds}
+        self.modes = [m for m in ("d3m", "auto-d3m") if m in self.dcfg.methods]
+        self.sweep_on = bool(self.dcfg.sweep_points)
+        self.secs: dict[int, dict[str, float]] = {s: {} for s in self.seeds}
+
+    def key(self, name: str, s: int, **parts: Any) -> str:
+        from .backend import task_key
+
+        return task_key(name, data=self.specs[s].key(), **parts)
+
+    def map(self, tasks: list[tuple[str, Any]], what: str) -> list[Any]:
+        from .backend import call
+
+        return self.backend.map(call, tasks, self.say, what=what)
+
+    def grid(self, method: str, s: int) -> list[dict[str, Any]]:
+        return tuning_grid(method, self.cfg_of[s]) if self.dcfg.tune_baselines else [{}]
+
+
+def _wave1(w: _Waves) -> dict[Any, tuple[str, dict[str, Any]]]:
+    """ERM, every baseline at every tuning point and the TRAK ensemble members of every seed; each
+    baseline's reported run is its grid point with the best val WGA (the first on ties)."""
+    dcfg, tasks, slots = w.dcfg, [], []
+    for s in w.seeds:
+        erm = replace(w.cfg_of[s], method="erm", select="val_avg").to_dict()
+        tasks.append((w.key("erm", s, cfg=erm), (_train_task, (w.specs[s], erm, None, None, True, False))))
+        slots.append((s, "erm"))
+        for m in (m for m in BASELINES if m in dcfg.methods):
+            for i, params in enumerate(w.grid(m, s)):
+                mc = replace(w.cfg_of[s], method=m, select="val_wga", **params).to_dict()
+                tasks.append((w.key(m, s, cfg=mc), (_train_task, (w.specs[s], mc, None, None, False, True))))
+                slots.append((s, m, i))
+        if (w.modes or w.sweep_on) and dcfg.n_models > 1:
+            for j in range(dcfg.n_models):
+                c = w.cfg_of[s].to_dict()
+                # no n_models in the key: member j of an ensemble of M is member j of any larger one
+                # (random_subsets draws the masks in order), so growing M reuses the trained members
+                tasks.append((w.key("trak-member", s, cfg=c, member=j, alpha=dcfg.alpha),
+                              (_member_task, (w.specs[s], c, j, dcfg.n_models, dcfg.alpha))))
+                slots.append((s, f"member{j}"))
+    res = w.map(tasks, "wave 1 (ERM, baselines, TRAK models)")
+    out = {slot: (k, r) for slot, (k, _), r in zip(slots, tasks, res)}
+    for s in w.seeds:
+        for m in (m for m in BASELINES if m in dcfg.methods):
+            val_wga = [float(out[(s, m, i)][1]["val_metric"]) for i in range(len(w.grid(m, s)))]
+            out[(s, m)] = out[(s, m, int(np.argmax(val_wga)))]
+    return out
+
+
+def _tuned(w: _Waves, out1: dict[Any, Any]) -> dict[int, dict[str, dict[str, Any]]]:
+    """Per seed and tuned baseline: the chosen grid point and every point's val WGA."""
+    tuned: dict[int, dict[str, dict[str, Any]]] = {s: {} for s in w.seeds}
+    for s in w.seeds:
+        for m in (m for m in BASELINES if m in w.dcfg.methods):
+            grid = w.grid(m, s)
+            if len(grid) > 1:
+                val_wga = [float(out1[(s, m, i)][1]["val_metric"]) for i in range(len(grid))]
+                tuned[s][m] = {"chosen": grid[int(np.argmax(val_wga))],
+                               "grid": [{**p, "val_wga": v} for p, v in zip(grid, val_wga)]}
+    return tuned
+
+
+def _wave1_reports(w: _Waves, out1: dict[Any, Any]) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, int]]]:
+    """The reports and removed counts of ERM and the baselines, and their seconds."""
+    reports: dict[int, dict[str, dict[str, GroupReport]]] = {s: {} for s in w.seeds}
+    n_removed: dict[int, dict[str, int]] = {s: {} for s in w.seeds}
+    for s in w.seeds:
+        erm = out1[(s, "erm")][1]
+        w.secs[s]["erm"] = erm["seconds"]
+        if "erm" in w.dcfg.methods:
+            reports[s]["erm"] = {sp: GroupReport.from_dict(d) for sp, d in erm["reports"].items()}
+            n_removed[s]["erm"] = 0
+        for m in (m for m in BASELINES if m in w.dcfg.methods):
+            r = out1[(s, m)][1]
+            reports[s][m] = {sp: GroupReport.from_dict(d) for sp, d in r["reports"].items()}
+            n_removed[s][m] = int(r["n_removed"])
+            w.secs[s][m] = sum(float(out1[slot][1]["seconds"]) for slot in out1 if len(slot) == 3 and slot[:2] == (s, m))
+    return reports, n_removed
+
+
+def _wave2(w: _Waves, out1: dict[Any, Any], scores: dict[int, str | None]) -> dict[int, dict[str, D3MResult]]:
+    """Per seed, the TRAK matrix and the alignment of every train example for each mode."""
+    dcfg = w.dcfg
+    align_modes = {s: w.modes + (["d3m"] if w.sweep_on and "d3m" not in w.modes and w.ds_of[s].val.g is not None else [])
+                   for s in w.seeds}
+    wave = []
+    for s in (s for s in w.seeds if align_modes[s]):
+        erm_key, erm = out1[(s, "erm")]
+        members = [out1[(s, f"member{j}")] for j in range(dcfg.n_models)] if dcfg.n_models > 1 else [(erm_key, erm)]
+        c = w.cfg_of[s].to_dict()
+        k2 = w.key("align", s, cfg=c, d3m=dcfg.to_dict(), models=[mk for mk, _ in members], modes=align_modes[s])
+        args = (w.specs[s], c, dcfg.to_dict(), [r["weights"] for _, r in members], erm["val_loss"], erm["val_pred"],
+                align_modes[s], scores[s])
+        wave.append((s, k2, args, sum(r["seconds"] for _, r in members) if dcfg.n_models > 1 else 0.0))
+    res2 = w.map([(k, (_align_task, a)) for _, k, a, _ in wave], "wave 2 (TRAK, alignment)")
+    d3m: dict[int, dict[str, D3MResult]] = {s: {} for s in w.seeds}
+    for (s, _, _, member_secs), r in zip(wave, res2):
+        w.secs[s]["trak"] = member_secs + r["seconds"]
+        for mode in align_modes[s]:
+            align = np.asarray(r["alignment"][mode], dtype=np.float64)
+            heuristic = int((align < 0).sum())
+            d3m[s][mode] = D3MResult(mode=mode, alignment=align, order=np.argsort(align, kind="stable"),
+                                     n_removed=heuristic, heuristic_k=heuristic,
+                                     val_groups=np.asarray(r["val_groups"][mode], dtype=np.int64))
+    for s in w.seeds:
+        for mode in w.modes:
+            if dcfg.removal == "negative":
+                d3m_keep(d3m[s][mode].alignment)  # a clear error if every score is negative
+    return d3m
+
+
+def _plan_wave3(w: _Waves, d3m: dict[int, dict[str, D3MResult]]) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+    """Every retrain without removed examples (the Fig. 2 sweep, the k search, the final D3M /
+    AUTO-D3M models), each keyed by the examples it removes: per seed its plan, and the tasks."""
+    plan: dict[int, dict[str, Any]] = {}
+    tasks: dict[str, tuple[Any, ...]] = {}
+
+    def retrain(s: int, order: np.ndarray, k: int, select: str, est: np.ndarray | None) -> str:
+        removed = np.sort(order[:k])
+        c = replace(w.cfg_of[s], method="erm", select=select).to_dict()
+        kk = w.key("retrain", s, cfg=c, removed=removed, val_groups=est)
+        if kk not in tasks:
+            keep = np.setdiff1d(np.arange(len(w.ds_of[s].train)), removed)
+            tasks[kk] = (_train_task, (w.specs[s], c, keep.tolist(), None if est is None else est.tolist(), False, False))
+        return kk
+
+    for s in w.seeds:
+        p: dict[str, Any] = {"sweep": [], "search": {}, "final": {}}
+        ds, n = w.ds_of[s], len(w.ds_of[s].train)
+        if w.sweep_on and "d3m" in d3m[s]:
+            rng = np.random.default_rng(s)
+            orders = {"d3m": d3m[s]["d3m"].order, "random": rng.permutation(n)}
+            if ds.train.g is not None:
+                orders["balance"] = balancing_order(ds.train.g, rng)
+            k_max = max(len(orders["balance"]) if "balance" in orders else n // 2, d3m[s]["d3m"].heuristic_k)
+            for curve, order in orders.items():
+                lim = min(k_max, len(order), n - 1)
+                for k in _grid(lim, w.dcfg.sweep_points, [d3m[s]["d3m"].heuristic_k] if curve == "d3m" else []):
+                    p["sweep"].append((curve, k, retrain(s, order, k, "val_wga", None)))
+        for mode in w.modes:
+            res = d3m[s][mode]
+            select, est = ("val_worst_estimated", res.val_groups) if mode == "auto-d3m" else ("val_wga", None)
+            if w.dcfg.removal == "search":
+                top = max(k for _, k, _ in p["sweep"]) if p["sweep"] else 2 * max(res.heuristic_k, 1)
+                ks = _grid(min(top, n - 1), w.dcfg.search_points, [min(res.heuristic_k, n - 1)])
+                p["search"][mode] = [(k, retrain(s, res.order, k, select, est)) for k in ks]
+            else:
+                p["final"][mode] = (res.heuristic_k, retrain(s, res.order, res.heuristic_k, select, est))
+        plan[s] = p
+    return plan, tasks
+
+
+def _seed_result(w: _Waves, s: int, p: dict[str, Any], res3: dict[str, Any], d3m: dict[str, D3MResult],
+                 reports: dict[str, Any], n_removed: dict[str, int], tuned: dict[str, Any]) -> SeedResult:
+    """One seed's row of Table 1 from its retrains: the sweep, the searched or heuristic k, the reports."""
+    sweep: list[dict[str, Any]] = []
+    for curve, k, kk in p["sweep"]:
+        r = res3[kk]["reports"]
+        sweep.append({"seed": s, "curve": curve, "k": k, "val_wga": r["val"]["worst_group_accuracy"],
+                      "test_wga": r["test"]["worst_group_accuracy"],
+                      "heuristic": curve == "d3m" and k == d3m["d3m"].heuristic_k})
+    if sweep:
+        w.secs[s]["sweep"] = sum(res3[kk]["seconds"] for _, _, kk in p["sweep"])
+    for mode in w.modes:
+        res = d3m[mode]
+        if mode in p["search"]:
+            res.search = [{"k": k, "val_metric": res3[kk]["val_metric"]} for k, kk in p["search"][mode]]
+            best = max(res.search, key=lambda r: (r["val_metric"], -r["k"]))["k"]
+            res.n_removed = best
+            kk = dict(p["search"][mode])[best]
+            w.secs[s][mode] = sum(res3[k2]["seconds"] for _, k2 in p["search"][mode])
+        else:
+            kk = p["final"][mode][1]
+            w.secs[s][mode] = res3[kk]["seconds"]
+        reports[mode] = {sp: GroupReport.from_dict(d) for sp, d in res3[kk]["reports"].items()}
+        n_removed[mode] = res.n_removed
+    ordered = {m: reports[m] for m in TABLE_METHODS if m in reports}
+    return SeedResult(seed=s, reports=ordered, n_removed=n_removed, d3m={m: d3m[m] for m in w.modes},
+                      sweep=sweep, seconds=w.secs[s], tuned=tuned)
+
+
 def _run_seeds(specs: "dict[int, DataSpec]", cfg: TrainConfig, dcfg: D3MConfig, scores: dict[int, str | None],
                backend: "Backend", say: Callable[[str], None]) -> list[SeedResult]:
     """D3M Table 1 and Fig. 2 for every seed of ``specs``, in three waves of independent tasks on
@@ -419,169 +615,15 @@ def _run_seeds(specs: "dict[int, DataSpec]", cfg: TrainConfig, dcfg: D3MConfig, 
     seed's TRAK matrix and alignment scores; (3) every retrain without removed examples (the Fig. 2
     sweep, the k search, the final D3M / AUTO-D3M models). Results equal those of one seed at a
     time: every task seeds itself from the config."""
-    from .backend import call, task_key
-
-    methods = dcfg.methods
-    seeds = list(specs)
-    ds_of = {s: specs[s].load() for s in seeds}
-    for s in seeds:
-        _check_methods(ds_of[s], methods)
-    cfg_of = {s: replace(cfg, seed=s) for s in seeds}
-    modes = [m for m in ("d3m", "auto-d3m") if m in methods]
-    sweep_on = bool(dcfg.sweep_points)
-
-    def key(name: str, s: int, **parts: Any) -> str:
-        return task_key(name, data=specs[s].key(), **parts)
-
-    # wave 1: ERM, baselines, ensemble members
-    wave1, slots = [], []
-    for s in seeds:
-        erm = replace(cfg_of[s], method="erm", select="val_avg").to_dict()
-        wave1.append((key("erm", s, cfg=erm), (_train_task, (specs[s], erm, None, None, True, False))))
-        slots.append((s, "erm"))
-        for m in BASELINES:
-            if m in methods:
-                grid = tuning_grid(m, cfg_of[s]) if dcfg.tune_baselines else [{}]
-                for i, params in enumerate(grid):
-                    mc = replace(cfg_of[s], method=m, select="val_wga", **params).to_dict()
-                    wave1.append((key(m, s, cfg=mc), (_train_task, (specs[s], mc, None, None, False, True))))
-                    slots.append((s, m, i))
-        if (modes or sweep_on) and dcfg.n_models > 1:
-            for j in range(dcfg.n_models):
-                c = cfg_of[s].to_dict()
-                # no n_models in the key: member j of an ensemble of M is member j of any larger one
-                # (random_subsets draws the masks in order), so growing M reuses the trained members
-                wave1.append((key("trak-member", s, cfg=c, member=j, alpha=dcfg.alpha),
-                              (_member_task, (specs[s], c, j, dcfg.n_models, dcfg.alpha))))
-                slots.append((s, f"member{j}"))
-    res1 = backend.map(call, [(k, a) for k, a in wave1], say, what="wave 1 (ERM, baselines, TRAK models)")
-    out1 = {slot: (k, r) for slot, (k, _), r in zip(slots, wave1, res1)}
-    tuned: dict[int, dict[str, dict[str, Any]]] = {s: {} for s in seeds}
-    for s in seeds:  # each baseline's reported run: the grid point with the best val WGA (the first on ties)
-        for m in BASELINES:
-            if m not in methods:
-                continue
-            grid = tuning_grid(m, cfg_of[s]) if dcfg.tune_baselines else [{}]
-            val_wga = [float(out1[(s, m, i)][1]["val_metric"]) for i in range(len(grid))]
-            best = int(np.argmax(val_wga))
-            out1[(s, m)] = out1[(s, m, best)]
-            if len(grid) > 1:
-                tuned[s][m] = {"chosen": grid[best], "grid": [{**p, "val_wga": v} for p, v in zip(grid, val_wga)]}
-
-    reports: dict[int, dict[str, dict[str, GroupReport]]] = {s: {} for s in seeds}
-    n_removed: dict[int, dict[str, int]] = {s: {} for s in seeds}
-    secs: dict[int, dict[str, float]] = {s: {} for s in seeds}
-    for s in seeds:
-        erm = out1[(s, "erm")][1]
-        secs[s]["erm"] = erm["seconds"]
-        if "erm" in methods:
-            reports[s]["erm"] = {sp: GroupReport.from_dict(d) for sp, d in erm["reports"].items()}
-            n_removed[s]["erm"] = 0
-        for m in BASELINES:
-            if m in methods:
-                r = out1[(s, m)][1]
-                reports[s][m] = {sp: GroupReport.from_dict(d) for sp, d in r["reports"].items()}
-                n_removed[s][m] = int(r["n_removed"])
-                secs[s][m] = sum(float(out1[slot][1]["seconds"]) for slot in out1 if len(slot) == 3 and slot[:2] == (s, m))
-
-    # wave 2: the TRAK matrix and the alignment of every train example, per seed
-    align_modes = {s: modes + (["d3m"] if sweep_on and "d3m" not in modes and ds_of[s].val.g is not None else [])
-                   for s in seeds}
-    wave2 = []
-    for s in seeds:
-        if not align_modes[s]:
-            continue
-        erm_key, erm = out1[(s, "erm")]
-        members = [out1[(s, f"member{j}")] for j in range(dcfg.n_models)] if dcfg.n_models > 1 else [(erm_key, erm)]
-        c = cfg_of[s].to_dict()
-        k2 = key("align", s, cfg=c, d3m=dcfg.to_dict(), models=[mk for mk, _ in members], modes=align_modes[s])
-        args = (specs[s], c, dcfg.to_dict(), [r["weights"] for _, r in members], erm["val_loss"], erm["val_pred"],
-                align_modes[s], scores[s])
-        wave2.append((s, k2, args, sum(r["seconds"] for _, r in members) if dcfg.n_models > 1 else 0.0))
-    res2 = backend.map(call, [(k, (_align_task, a)) for _, k, a, _ in wave2], say, what="wave 2 (TRAK, alignment)")
-    d3m: dict[int, dict[str, D3MResult]] = {s: {} for s in seeds}
-    for (s, _, _, member_secs), r in zip(wave2, res2):
-        secs[s]["trak"] = member_secs + r["seconds"]
-        for mode in align_modes[s]:
-            align = np.asarray(r["alignment"][mode], dtype=np.float64)
-            heuristic = int((align < 0).sum())
-            d3m[s][mode] = D3MResult(mode=mode, alignment=align, order=np.argsort(align, kind="stable"),
-                                     n_removed=heuristic, heuristic_k=heuristic,
-                                     val_groups=np.asarray(r["val_groups"][mode], dtype=np.int64))
-    for s in seeds:
-        for mode in modes:
-            if dcfg.removal == "negative":
-                d3m_keep(d3m[s][mode].alignment)  # a clear error if every score is negative
-
-    # wave 3: every retrain (sweep, search, final), each keyed by the examples it removes
-    plan: dict[int, dict[str, Any]] = {}
-    wave3: dict[str, tuple[Any, ...]] = {}
-
-    def retrain(s: int, order: np.ndarray, k: int, select: str, est: np.ndarray | None) -> str:
-        removed = np.sort(order[:k])
-        c = replace(cfg_of[s], method="erm", select=select).to_dict()
-        kk = key("retrain", s, cfg=c, removed=removed, val_groups=est)
-        if kk not in wave3:
-            keep = np.setdiff1d(np.arange(len(ds_of[s].train)), removed)
-            wave3[kk] = (_train_task, (specs[s], c, keep.tolist(), None if est is None else est.tolist(), False, False))
-        return kk
-
-    for s in seeds:
-        p: dict[str, Any] = {"sweep": [], "search": {}, "final": {}}
-        ds = ds_of[s]
-        n = len(ds.train)
-        if sweep_on and "d3m" in d3m[s]:
-            rng = np.random.default_rng(s)
-            orders = {"d3m": d3m[s]["d3m"].order, "random": rng.permutation(n)}
-            if ds.train.g is not None:
-                orders["balance"] = balancing_order(ds.train.g, rng)
-            k_max = len(orders["balance"]) if "balance" in orders else n // 2
-            k_max = max(k_max, d3m[s]["d3m"].heuristic_k)
-            for curve, order in orders.items():
-                lim = min(k_max, len(order), n - 1)
-                for k in _grid(lim, dcfg.sweep_points, [d3m[s]["d3m"].heuristic_k] if curve == "d3m" else []):
-                    p["sweep"].append((curve, k, retrain(s, order, k, "val_wga", None)))
-        for mode in modes:
-            res = d3m[s][mode]
-            select, est = ("val_worst_estimated", res.val_groups) if mode == "auto-d3m" else ("val_wga", None)
-            if dcfg.removal == "search":
-                top = max(k for _, k, _ in p["sweep"]) if p["sweep"] else 2 * max(res.heuristic_k, 1)
-                ks = _grid(min(top, n - 1), dcfg.search_points, [min(res.heuristic_k, n - 1)])
-                p["search"][mode] = [(k, retrain(s, res.order, k, select, est)) for k in ks]
-            else:
-                p["final"][mode] = (res.heuristic_k, retrain(s, res.order, res.heuristic_k, select, est))
-        plan[s] = p
-    keys3 = list(wave3)
-    res3 = dict(zip(keys3, backend.map(call, [(k, wave3[k]) for k in keys3], say, what="wave 3 (retrains)")))
-
-    out = []
-    for s in seeds:
-        p = plan[s]
-        sweep: list[dict[str, Any]] = []
-        for curve, k, kk in p["sweep"]:
-            r = res3[kk]["reports"]
-            sweep.append({"seed": s, "curve": curve, "k": k, "val_wga": r["val"]["worst_group_accuracy"],
-                          "test_wga": r["test"]["worst_group_accuracy"],
-                          "heuristic": curve == "d3m" and k == d3m[s]["d3m"].heuristic_k})
-        if sweep:
-            secs[s]["sweep"] = sum(res3[kk]["seconds"] for _, _, kk in p["sweep"])
-        for mode in modes:
-            res = d3m[s][mode]
-            if mode in p["search"]:
-                res.search = [{"k": k, "val_metric": res3[kk]["val_metric"]} for k, kk in p["search"][mode]]
-                best = max(res.search, key=lambda r: (r["val_metric"], -r["k"]))["k"]
-                res.n_removed = best
-                kk = dict(p["search"][mode])[best]
-                secs[s][mode] = sum(res3[k2]["seconds"] for _, k2 in p["search"][mode])
-            else:
-                kk = p["final"][mode][1]
-                secs[s][mode] = res3[kk]["seconds"]
-            reports[s][mode] = {sp: GroupReport.from_dict(d) for sp, d in res3[kk]["reports"].items()}
-            n_removed[s][mode] = res.n_removed
-        ordered = {m: reports[s][m] for m in TABLE_METHODS if m in reports[s]}
-        out.append(SeedResult(seed=s, reports=ordered, n_removed=n_removed[s], d3m={m: d3m[s][m] for m in modes},
-                              sweep=sweep, seconds=secs[s], tuned=tuned[s]))
-    return out
+    w = _Waves(specs, cfg, dcfg, backend, say)
+    out1 = _wave1(w)
+    tuned = _tuned(w, out1)
+    reports, n_removed = _wave1_reports(w, out1)
+    d3m = _wave2(w, out1, scores)
+    plan, tasks = _plan_wave3(w, d3m)
+    keys3 = list(tasks)
+    res3 = dict(zip(keys3, w.map([(k, tasks[k]) for k in keys3], "wave 3 (retrains)")))
+    return [_seed_result(w, s, plan[s], res3, d3m[s], reports[s], n_removed[s], tuned[s]) for s in w.seeds]
 
 
 def run_d3m_seed(ds: Dataset, cfg: TrainConfig, dcfg: D3MConfig | None = None, *,

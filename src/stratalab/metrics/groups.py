@@ -389,17 +389,10 @@ def group_report(
         in ``missing_groups``.
     n_bootstrap : int, default 0
         If > 0, adds percentile confidence intervals (level ``confidence``) for every summary
-        metric and per-cell accuracy. The bootstrap is stratified by cell (each cell keeps its
-        size), which for a cell of n examples with c correct is exactly Binomial(n, c/n) / n, so
-        it is drawn in closed form without resampling rows. Resamples are drawn in chunks of
-        bounded size (about 64 MB of working memory, whatever ``n_bootstrap``), and per-cell
-        intervals come from per-cell histograms of the resampled counts, so extra memory is
-        O(chunk + n + 56 bytes x n_bootstrap); the intervals do not depend on the chunk size.
-        Intervals of the accuracies (average, balanced, per cell, train-weighted: unbiased under
-        resampling) contain the point estimate in practice (with a hundred resamples or more);
-        those of worst-group / worst-class accuracy and of the two stds need not: a minimum or a
-        spread of noisy resampled accuracies is biased (down, resp. up), so e.g. many cells of
-        equal accuracy give a WeightedStd of 0 whose interval lies above 0.
+        metric and per-cell accuracy: a bootstrap stratified by cell, drawn in closed form
+        (Binomial(n, c/n) / n per cell of n examples, c correct) in chunks of about 64 MB
+        (:func:`_bootstrap` says how, and why intervals of a minimum or a spread need not contain
+        the point estimate).
     random_state : int, Generator or None
         Seed of the bootstrap (a non-negative integer, a ``numpy.random.Generator`` or None).
 
@@ -420,6 +413,44 @@ def group_report(
     ``missing_groups`` with a warning; it is excluded from every summary (never counted as 0 or 1),
     and ``train_weighted_accuracy`` is then NaN because its weight has no accuracy to go with it.
     """
+    y_true_arr, y_pred_arr, grp, cls, scores = _check_report_inputs(
+        y_true, y_pred, groups, classes, y_score, class_names, group_names, n_bootstrap, confidence)
+    correct = (y_true_arr == y_pred_arr).astype(np.float64)
+    cell, cell_class, cell_group, cell_n = _cell_index(cls, grp)
+    cell_correct = np.bincount(cell, weights=correct, minlength=cell_n.shape[0])
+    cell_acc = cell_correct / cell_n
+    table = _cell_table(cell_class, cell_group, cell_n, cell_correct, class_names, group_names)
+    if scores is not None:
+        table["loss"] = _cell_loss(scores, y_true_arr, cell, cell_n)
+        n_score_classes = 2 if scores.ndim == 1 else scores.shape[1]
+        if n_score_classes == 2 and set(np.unique(y_true_arr)) <= {0, 1}:
+            pos = scores if scores.ndim == 1 else scores[:, 1]
+            table["auroc"] = _cell_auroc(pos, y_true_arr, cell, cell_n)
+    seg = _ClassSegments(cell_class)
+    class_table = _class_table(cell_class, cell_group, cell_n, cell_correct, seg, class_names)
+    worst = int(np.argmin(cell_acc))
+    w = cell_n.astype(np.float64)
+    report = GroupReport(
+        table=table,
+        class_table=class_table,
+        average_accuracy=float(correct.mean()),
+        balanced_accuracy=float(cell_acc.mean()),
+        worst_group_accuracy=float(cell_acc[worst]),
+        worst_group=(int(cell_class[worst]), int(cell_group[worst])),
+        worst_class_accuracy=float(class_table["accuracy"].min()),
+        weighted_std=float(_weighted_std_rows(cell_acc[None, :], w)[0]),
+        macro_std=float(_macro_std_rows(cell_acc[None, :], w, seg)[0]),
+    )
+    _expected_groups(report, cell_class, cell_group, cell_acc, group_names, train_group_counts)
+    if n_bootstrap:
+        _bootstrap(report, cell_n, cell_correct, seg, n_bootstrap, confidence, random_state)
+    return report
+
+
+def _check_report_inputs(y_true: Any, y_pred: Any, groups: Any, classes: Any, y_score: Any, class_names: Any,
+                         group_names: Any, n_bootstrap: Any, confidence: Any) -> tuple[np.ndarray, ...]:
+    """:func:`group_report`'s arguments checked: labels, predictions (or the arg-max of the
+    scores), groups and classes as int64 arrays of one length, the scores, and the options."""
     y_true_arr = as_label_array(y_true, "y_true")
     n = y_true_arr.shape[0]
     if n == 0:
@@ -447,14 +478,13 @@ def group_report(
     for arg, names in (("class_names", class_names), ("group_names", group_names)):
         if isinstance(names, (str, bytes)):
             raise TypeError(f"{arg} must be a sequence of names, one per id, not a single string ({names!r}).")
+    return y_true_arr, y_pred_arr, grp, cls, scores
 
-    correct = (y_true_arr == y_pred_arr).astype(np.float64)
-    cell, cell_class, cell_group, cell_n = _cell_index(cls, grp)
-    k = cell_n.shape[0]
-    cell_correct = np.bincount(cell, weights=correct, minlength=k)
-    cell_acc = cell_correct / cell_n
 
-    table = pd.DataFrame(
+def _cell_table(cell_class: np.ndarray, cell_group: np.ndarray, cell_n: np.ndarray, cell_correct: np.ndarray,
+                class_names: Sequence[str] | None, group_names: Sequence[str] | None) -> pd.DataFrame:
+    """One row per (class, group) cell: ids, names, size, correct and accuracy."""
+    return pd.DataFrame(
         {
             "class": cell_class.astype(np.int64),
             "group": cell_group.astype(np.int64),
@@ -462,62 +492,46 @@ def group_report(
             "group_name": _names(cell_group, group_names, "group_names"),
             "n": cell_n.astype(np.int64),
             "correct": cell_correct.astype(np.int64),
-            "accuracy": cell_acc,
+            "accuracy": cell_correct / cell_n,
         }
     )
 
-    if scores is not None:
-        table["loss"] = _cell_loss(scores, y_true_arr, cell, cell_n)
-        n_score_classes = 2 if scores.ndim == 1 else scores.shape[1]
-        if n_score_classes == 2 and set(np.unique(y_true_arr)) <= {0, 1}:
-            pos = scores if scores.ndim == 1 else scores[:, 1]
-            table["auroc"] = _cell_auroc(pos, y_true_arr, cell, cell_n)
 
-    # Per-class summaries.
+def _class_table(cell_class: np.ndarray, cell_group: np.ndarray, cell_n: np.ndarray, cell_correct: np.ndarray,
+                 seg: "_ClassSegments", class_names: Sequence[str] | None) -> pd.DataFrame:
+    """One row per class: size, accuracy, its number of groups, its worst group and WeightedStd."""
+    cell_acc = cell_correct / cell_n
     class_ids, cell_ci = np.unique(cell_class, return_inverse=True)
     n_classes = class_ids.size
     class_n = np.bincount(cell_ci, weights=cell_n, minlength=n_classes)
     class_correct = np.bincount(cell_ci, weights=cell_correct, minlength=n_classes)
-    class_acc = class_correct / class_n
     order = np.lexsort((cell_acc, cell_ci))  # by class, then accuracy ascending
-    first = np.searchsorted(cell_ci[order], np.arange(n_classes))
-    worst_cell_of_class = order[first]
-    seg = _ClassSegments(cell_class)
-    class_wstd = _class_weighted_std_rows(cell_acc[None, :], cell_n.astype(float), seg)[0]
-    class_table = pd.DataFrame(
+    worst_cell_of_class = order[np.searchsorted(cell_ci[order], np.arange(n_classes))]
+    return pd.DataFrame(
         {
             "class": class_ids.astype(np.int64),
             "class_name": _names(class_ids, class_names, "class_names"),
             "n": class_n.astype(np.int64),
-            "accuracy": class_acc,
+            "accuracy": class_correct / class_n,
             "n_groups": np.bincount(cell_ci, minlength=n_classes).astype(np.int64),
             "worst_group": cell_group[worst_cell_of_class].astype(np.int64),
             "worst_group_accuracy": cell_acc[worst_cell_of_class],
-            "weighted_std": class_wstd,
+            "weighted_std": _class_weighted_std_rows(cell_acc[None, :], cell_n.astype(float), seg)[0],
         }
     )
 
-    worst = int(np.argmin(cell_acc))
-    w = cell_n.astype(np.float64)
-    report = GroupReport(
-        table=table,
-        class_table=class_table,
-        average_accuracy=float(correct.mean()),
-        balanced_accuracy=float(cell_acc.mean()),
-        worst_group_accuracy=float(cell_acc[worst]),
-        worst_group=(int(cell_class[worst]), int(cell_group[worst])),
-        worst_class_accuracy=float(class_acc.min()),
-        weighted_std=float(_weighted_std_rows(cell_acc[None, :], w)[0]),
-        macro_std=float(_macro_std_rows(cell_acc[None, :], w, seg)[0]),
-    )
 
+def _expected_groups(report: GroupReport, cell_class: np.ndarray, cell_group: np.ndarray, cell_acc: np.ndarray,
+                     group_names: Sequence[str] | None, train_group_counts: Any) -> None:
+    """The train-weighted accuracy and the groups expected (named, or counted in train) but
+    never evaluated: listed in ``missing_groups`` with one warning."""
     missing: list[Any] = []
     if group_names is not None:
         seen = set(int(g) for g in cell_group)
         missing.extend(g for g in range(len(group_names)) if g not in seen)
     if train_group_counts is not None:
         tw, absent = _train_weights(train_group_counts, cell_class, cell_group)
-        table["train_n"] = tw
+        report.table["train_n"] = tw
         missing.extend(a for a in absent if a not in missing)
         if absent:
             report.train_weighted_accuracy = float("nan")
@@ -531,12 +545,8 @@ def group_report(
             f"{len(missing)} expected group(s) have no evaluated example ({missing[:5]}); they are "
             "excluded from the summaries. Check the split or the group column.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-
-    if n_bootstrap:
-        _bootstrap(report, cell_n, cell_correct, seg, n_bootstrap, confidence, random_state)
-    return report
 
 
 def _names(ids: np.ndarray, names: Sequence[str] | None, arg: str) -> list[str]:
@@ -610,6 +620,16 @@ def _bootstrap(
     random_state: int | np.random.Generator | None,
 ) -> None:
     """Percentile intervals from ``n_bootstrap`` cell-stratified resamples, drawn in chunks.
+
+    Stratified by cell (each cell keeps its size), a resample of a cell of n examples with c
+    correct is exactly Binomial(n, c/n) / n, so it is drawn in closed form without resampling
+    rows; per-cell intervals come from per-cell histograms of the resampled counts, so extra
+    memory is O(chunk + n + 56 bytes x n_bootstrap) and the intervals do not depend on the chunk
+    size. Intervals of the accuracies (average, balanced, per cell, train-weighted: unbiased
+    under resampling) contain the point estimate in practice (with a hundred resamples or more);
+    those of worst-group / worst-class accuracy and of the two stds need not: a minimum or a
+    spread of noisy resampled accuracies is biased (down, resp. up), so e.g. many cells of equal
+    accuracy give a WeightedStd of 0 whose interval lies above 0.
 
     Resample ``b`` is one row of Binomial(cell_n, cell accuracy) counts; rows are drawn in order
     from one generator, so chunking does not change the draws, and every summary of a row is a

@@ -327,6 +327,212 @@ def _data_fingerprint(train: Split, groups: np.ndarray | None, repeats: np.ndarr
     return h.hexdigest()
 
 
+@dataclass
+class _Run:
+    """The state of one training run that every step reads and the checkpoint holds."""
+
+    cfg: TrainConfig
+    model: nn.Module
+    train: Split
+    groups: np.ndarray | None
+    opt: torch.optim.Optimizer
+    rng: np.random.Generator
+    aug_gen: torch.Generator
+    plan: Any
+    n_classes: int
+    dro: GroupDRO | None = None
+    weight: torch.Tensor | None = None
+    views: Any = None
+    input_aug: Any = None
+    batch_aug: Any = None
+    x_all: torch.Tensor | None = None
+    base_lrs: list[float] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = -np.inf
+    best_state: dict[str, Any] | None = None
+    best_epoch: int | None = None
+    start_epoch: int = 0
+
+    def state(self, fingerprint: str, epoch: int) -> dict[str, Any]:
+        """What ``last.pt`` holds after ``epoch`` epochs."""
+        return {
+            "config": self.cfg.to_dict(), "data": fingerprint, "epoch": epoch, "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(), "rng": self.rng.bit_generator.state, "aug_gen": self.aug_gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "dro": self.dro.state_dict() if self.dro is not None else None,
+            "history": self.history, "best_score": float(self.best_score), "best_state": self.best_state,
+            "best_epoch": self.best_epoch,
+        }
+
+
+def _train_groups(cfg: TrainConfig, train: Split, train_groups: np.ndarray | None) -> np.ndarray | None:
+    """The group of each training example (given, else the split's), checked against the method."""
+    groups = train_groups if train_groups is not None else train.g
+    if groups is not None:
+        groups = np.asarray(groups, dtype=np.int64)
+        if groups.shape != train.y.shape:
+            raise ValueError(f"train_groups has {groups.shape[0]} entries, the train split {len(train)}.")
+    if METHODS[cfg.method].train_groups and groups is None:
+        raise ValueError(f"method {cfg.method!r} needs train group labels: this split has none. Pass train_groups "
+                         "(true groups or GEORGE clusters) or choose a method that needs no groups.")
+    return groups
+
+
+def _setup(model: nn.Module, train: Split, cfg: TrainConfig, groups: np.ndarray | None, repeats: np.ndarray | None,
+           augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None) -> _Run:
+    """Seeds, the epoch plan of the method, its loss, the augmentations and the optimiser (in
+    this order: each draws from the seeded generators)."""
+    from ..augment.pipeline import make_augmentation, make_views  # looked up per run: tests replace them
+
+    spec = METHODS[cfg.method]
+    set_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    aug_gen = torch.Generator().manual_seed(cfg.seed)
+    n_classes = int(getattr(getattr(model, "head", None), "out_features", int(train.y.max()) + 1))
+    if repeats is not None and spec.sampling != "repeat":
+        raise ValueError(f"repeats are for JTT's second stage (method 'jtt'), not {cfg.method!r}.")
+    plan = make_plan(cfg.method, train.y, groups, rng, mixture_ratio=cfg.mixture_ratio,
+                     gdro_balanced_sampler=cfg.gdro_balanced_sampler, repeats=repeats)
+    weight = class_weights(train.y, n_classes) if spec.loss == "class_weighted" else None
+    dro = (GroupDRO(np.bincount(groups, minlength=int(groups.max()) + 1), cfg.gdro_eta, cfg.gdro_adjustment)
+           if spec.loss == "group_dro" and groups is not None else None)
+    input_aug, batch_aug = make_augmentation(cfg)
+    views = make_views(cfg, train)
+    if augment is not None:  # an explicit hook runs first, then the config's augmentation
+        input_aug = augment if input_aug is None else (lambda x, g, a=augment, b=input_aug: b(a(x, g), g))
+    opt = make_optimizer(model, cfg)
+    in_memory = isinstance(train.x, np.ndarray) and train.x.dtype.kind in "fiub"
+    return _Run(cfg=cfg, model=model, train=train, groups=groups, opt=opt, rng=rng, aug_gen=aug_gen, plan=plan,
+                n_classes=n_classes, dro=dro, weight=weight, views=views, input_aug=input_aug, batch_aug=batch_aug,
+                x_all=torch.as_tensor(train.load_x(), dtype=torch.float32) if in_memory else None,
+                base_lrs=[pg["lr"] for pg in opt.param_groups])
+
+
+def _resume(run: _Run, ckpt: Path, fingerprint: str) -> None:
+    """Continue from ``ckpt`` when it exists: the same config and data, or one error saying why not."""
+    if ckpt.parent.exists() and not ckpt.parent.is_dir():
+        raise ValueError(f"checkpoint_dir {ckpt.parent} is a file; give a folder (it is created if missing).")
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    if ckpt.exists() and not ckpt.is_file():
+        raise ValueError(f"{ckpt} is not a file; remove it or use a fresh checkpoint_dir.")
+    if not ckpt.is_file():
+        return
+    cfg = run.cfg
+    state = load_checkpoint(ckpt)
+    if state["config"] != cfg.to_dict():
+        raise ValueError(f"{ckpt} was written by a run with another config; use a fresh checkpoint_dir.")
+    if state.get("data") != fingerprint:
+        raise ValueError(f"{ckpt} was written by a run on other data (labels, groups or splits differ); "
+                         "use a fresh checkpoint_dir.")
+    if not isinstance(state["epoch"], int) or not 0 <= state["epoch"] <= cfg.epochs:
+        raise ValueError(f"{ckpt} records epoch {state['epoch']!r} of a {cfg.epochs}-epoch run; it is damaged. "
+                         "Delete it or use a fresh checkpoint_dir.")
+    try:
+        run.model.load_state_dict(state["model"])
+        run.opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{ckpt} does not fit this model ({str(e).splitlines()[0][:160]}); delete it or use "
+                         "a fresh checkpoint_dir.") from None
+    run.rng.bit_generator.state = state["rng"]
+    run.aug_gen.set_state(state["aug_gen"])
+    torch.set_rng_state(state["torch_rng"])
+    if run.dro is not None:
+        run.dro.load_state_dict(state["dro"])
+    run.history, run.best_score, run.best_state = state["history"], state["best_score"], state["best_state"]
+    run.best_epoch, run.start_epoch = state["best_epoch"], state["epoch"]
+
+
+def _batch_loss(run: _Run, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """One batch: its views (FlowAug), augmentations and targets, then the method's loss (eqs. of
+    Group DRO, class weighting, FlowAug's (2)-(4)). Returns the loss, the per-example losses and
+    whether the batch had FlowAug views."""
+    from ..augment.mixing import soft_cross_entropy  # looked up per batch: tests replace it
+
+    cfg, train = run.cfg, run.train
+    xb = run.x_all[idx] if run.x_all is not None else torch.as_tensor(train.load_x(idx.numpy()), dtype=torch.float32)
+    yb = torch.as_tensor(train.y)[idx]
+    view_w, idx_b = None, idx
+    if run.views is not None:  # FlowAug: the objective's views of the clean batch, stacked, with their weights
+        vs = run.views.views(xb, yb, idx, run.aug_gen)
+        xb = torch.cat([v for v, _ in vs])
+        view_w = torch.cat([torch.full((len(yb),), float(w)) for _, w in vs])
+        yb, idx_b = yb.repeat(len(vs)), idx.repeat(len(vs))
+    if run.input_aug is not None:
+        xb = run.input_aug(xb, run.aug_gen)
+    y_soft = None
+    if run.batch_aug is not None or cfg.label_smoothing:
+        # soft targets: Mixup / CutMix mix the labels, Cutout keeps them; smoothing mixes in the uniform
+        if run.batch_aug is not None:
+            xb, y_soft = run.batch_aug(xb, yb, run.n_classes, run.aug_gen)
+        else:
+            y_soft = torch.nn.functional.one_hot(yb, run.n_classes).to(torch.float32)
+        if cfg.label_smoothing:
+            y_soft = (1 - cfg.label_smoothing) * y_soft + cfg.label_smoothing / run.n_classes
+        losses = soft_cross_entropy(run.model(xb), y_soft, reduction="none")
+    else:
+        losses = per_example_ce(run.model(xb), yb)
+    if run.dro is not None:  # a mixed example counts in the group of its first image
+        loss = run.dro.loss(losses, torch.as_tensor(run.groups)[idx_b])
+    elif run.weight is not None:
+        # class-weighted mean, normalised by the batch's weights (torch's CrossEntropyLoss(weight=...));
+        # a soft target weighs its classes by their shares
+        w = run.weight[yb] if y_soft is None else y_soft @ run.weight
+        if view_w is None:
+            loss = (w * losses).sum() / w.sum()
+        else:  # sum over views of weight x that view's class-weighted mean (each view has the batch's labels)
+            loss = (view_w * w * losses).sum() / w[:idx.numel()].sum()
+    elif view_w is not None:  # eqs. (2)-(4): sum over views of weight x that view's mean loss
+        loss = (view_w * losses).sum() / idx.numel()
+    else:
+        loss = losses.mean()
+    return loss, losses, view_w is not None
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """One pass over the epoch's plan; the history row (epoch, lr, mean train loss, Group DRO's q)."""
+    cfg, model = run.cfg, run.model
+    factor = lr_factor(cfg, epoch)
+    for pg, lr0 in zip(run.opt.param_groups, run.base_lrs):
+        pg["lr"] = lr0 * factor
+    model.train()
+    if cfg.finetune == "last_layer":  # a frozen body also keeps its BatchNorm statistics and has no dropout
+        for name, module in model.named_modules():
+            if name and not name.startswith("head"):
+                module.eval()
+    order = torch.as_tensor(run.plan.epoch(run.rng))
+    total, seen = 0.0, 0
+    for start in range(0, order.numel(), cfg.batch_size):
+        idx = order[start:start + cfg.batch_size]
+        loss, losses, viewed = _batch_loss(run, idx)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        # FlowAug's objective (eqs. 2-4) is a sum over views of weight x mean loss: its batch total is loss x n
+        total += float(loss.detach()) * idx.numel() if viewed else float(losses.detach().sum())
+        seen += idx.numel()
+    row: dict[str, Any] = {"epoch": epoch + 1, "lr": run.base_lrs[0] * factor, "train_loss": total / max(seen, 1)}
+    if run.dro is not None:
+        row["gdro_q"] = [round(float(v), 6) for v in run.dro.q]
+    if run.views is not None and hasattr(run.views, "failed"):  # FlowAug views replaced by their clean image, so far
+        row["flowaug_failed"], row["flowaug_decoded"] = int(run.views.failed), int(run.views.decoded)
+    return row
+
+
+def _evaluate_epoch(run: _Run, row: dict[str, Any], val: Split | None, test: Split | None,
+                    val_bias_pred: np.ndarray | None, val_estimated_groups: np.ndarray | None) -> None:
+    """Val (and the selection criteria; the best epoch's weights kept) and test summaries into ``row``."""
+    if val is not None:
+        vp = predict(run.model, val)
+        row["val"] = split_report(val, vp).summary()
+        row["selection"] = selection_scores(val.y, vp.argmax(1), val.g, bias_pred=val_bias_pred,
+                                            estimated_groups=val_estimated_groups)
+        score = row["selection"][run.cfg.select]
+        if score > run.best_score:
+            run.best_score, run.best_epoch = score, row["epoch"]
+            run.best_state = copy.deepcopy(run.model.state_dict())
+    if test is not None:
+        row["test"] = split_report(test, predict(run.model, test)).summary()
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -363,181 +569,36 @@ def fit(
         ``progress(epoch, history_row)`` after each epoch.
     """
     cfg = config or TrainConfig()
-    spec = METHODS[cfg.method]
-    groups = train_groups if train_groups is not None else train.g
-    if groups is not None:
-        groups = np.asarray(groups, dtype=np.int64)
-        if groups.shape != train.y.shape:
-            raise ValueError(f"train_groups has {groups.shape[0]} entries, the train split {len(train)}.")
-    if spec.train_groups and groups is None:
-        raise ValueError(f"method {cfg.method!r} needs train group labels: this split has none. Pass train_groups "
-                         "(true groups or GEORGE clusters) or choose a method that needs no groups.")
+    groups = _train_groups(cfg, train, train_groups)
     if val is not None:
         check_criterion(cfg.select, has_val_groups=val.g is not None, has_bias=val_bias_pred is not None,
                         has_estimated=val_estimated_groups is not None)
-
-    set_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    aug_gen = torch.Generator().manual_seed(cfg.seed)
-    n_classes = int(getattr(getattr(model, "head", None), "out_features", int(train.y.max()) + 1))
-    if repeats is not None and spec.sampling != "repeat":
-        raise ValueError(f"repeats are for JTT's second stage (method 'jtt'), not {cfg.method!r}.")
-    plan = make_plan(cfg.method, train.y, groups, rng, mixture_ratio=cfg.mixture_ratio,
-                     gdro_balanced_sampler=cfg.gdro_balanced_sampler, repeats=repeats)
-    weight = class_weights(train.y, n_classes) if spec.loss == "class_weighted" else None
-    dro = (GroupDRO(np.bincount(groups, minlength=int(groups.max()) + 1), cfg.gdro_eta, cfg.gdro_adjustment)
-           if spec.loss == "group_dro" else None)
-
-    from ..augment.mixing import soft_cross_entropy
-    from ..augment.pipeline import make_augmentation, make_views
-
-    input_aug, batch_aug = make_augmentation(cfg)
-    views = make_views(cfg, train)
-    if augment is not None:  # an explicit hook runs first, then the config's augmentation
-        input_aug = augment if input_aug is None else (lambda x, g, a=augment, b=input_aug: b(a(x, g), g))
-    opt = make_optimizer(model, cfg)
-    base_lrs = [pg["lr"] for pg in opt.param_groups]
-    in_memory = isinstance(train.x, np.ndarray) and train.x.dtype.kind in "fiub"
-    x_all = torch.as_tensor(train.load_x(), dtype=torch.float32) if in_memory else None
-    y_all = torch.as_tensor(train.y)
-    g_all = torch.as_tensor(groups) if groups is not None else None
-
+    run = _setup(model, train, cfg, groups, repeats, augment)
     fingerprint = _data_fingerprint(train, groups, repeats, val, test)
-    if views is not None:  # a checkpoint resumes only on the same flow file, not just the same path
-        fingerprint += ":flow=" + str(getattr(views, "flow_sha256", ""))
-    history: list[dict[str, Any]] = []
-    best_score, best_state, best_epoch = -np.inf, None, None
-    start_epoch = 0
+    if run.views is not None:  # a checkpoint resumes only on the same flow file, not just the same path
+        fingerprint += ":flow=" + str(getattr(run.views, "flow_sha256", ""))
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
     if ckpt is not None:
-        if ckpt.parent.exists() and not ckpt.parent.is_dir():
-            raise ValueError(f"checkpoint_dir {ckpt.parent} is a file; give a folder (it is created if missing).")
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        if ckpt.exists() and not ckpt.is_file():
-            raise ValueError(f"{ckpt} is not a file; remove it or use a fresh checkpoint_dir.")
-        if ckpt.is_file():
-            state = load_checkpoint(ckpt)
-            if state["config"] != cfg.to_dict():
-                raise ValueError(f"{ckpt} was written by a run with another config; use a fresh checkpoint_dir.")
-            if state.get("data") != fingerprint:
-                raise ValueError(f"{ckpt} was written by a run on other data (labels, groups or splits differ); "
-                                 "use a fresh checkpoint_dir.")
-            if not isinstance(state["epoch"], int) or not 0 <= state["epoch"] <= cfg.epochs:
-                raise ValueError(f"{ckpt} records epoch {state['epoch']!r} of a {cfg.epochs}-epoch run; it is damaged. "
-                                 "Delete it or use a fresh checkpoint_dir.")
-            try:
-                model.load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
-            except (RuntimeError, ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{ckpt} does not fit this model ({str(e).splitlines()[0][:160]}); delete it or use "
-                                 "a fresh checkpoint_dir.") from None
-            rng.bit_generator.state = state["rng"]
-            aug_gen.set_state(state["aug_gen"])
-            torch.set_rng_state(state["torch_rng"])
-            if dro is not None:
-                dro.load_state_dict(state["dro"])
-            history, best_score, best_state, best_epoch = state["history"], state["best_score"], state["best_state"], state["best_epoch"]
-            start_epoch = state["epoch"]
-
-    for epoch in range(start_epoch, cfg.epochs):
-        factor = lr_factor(cfg, epoch)
-        for pg, lr0 in zip(opt.param_groups, base_lrs):
-            pg["lr"] = lr0 * factor
-        model.train()
-        if cfg.finetune == "last_layer":  # a frozen body also keeps its BatchNorm statistics and has no dropout
-            for name, module in model.named_modules():
-                if name and not name.startswith("head"):
-                    module.eval()
-        order = torch.as_tensor(plan.epoch(rng))
-        total, seen = 0.0, 0
-        for start in range(0, order.numel(), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            xb = x_all[idx] if x_all is not None else torch.as_tensor(train.load_x(idx.numpy()), dtype=torch.float32)
-            yb = y_all[idx]
-            view_w = None
-            if views is not None:  # FlowAug: the objective's views of the clean batch, stacked, with their weights
-                vs = views.views(xb, yb, idx, aug_gen)
-                xb = torch.cat([v for v, _ in vs])
-                view_w = torch.cat([torch.full((len(yb),), float(w)) for _, w in vs])
-                yb, idx_b = yb.repeat(len(vs)), idx.repeat(len(vs))
-            else:
-                idx_b = idx
-            if input_aug is not None:
-                xb = input_aug(xb, aug_gen)
-            if batch_aug is not None or cfg.label_smoothing:
-                # soft targets: Mixup / CutMix mix the labels, Cutout keeps them; smoothing mixes in the uniform
-                if batch_aug is not None:
-                    xb, y_soft = batch_aug(xb, yb, n_classes, aug_gen)
-                else:
-                    y_soft = torch.nn.functional.one_hot(yb, n_classes).to(torch.float32)
-                if cfg.label_smoothing:
-                    y_soft = (1 - cfg.label_smoothing) * y_soft + cfg.label_smoothing / n_classes
-                losses = soft_cross_entropy(model(xb), y_soft, reduction="none")
-            else:
-                y_soft = None
-                losses = per_example_ce(model(xb), yb)
-            if dro is not None:  # a mixed example counts in the group of its first image
-                loss = dro.loss(losses, g_all[idx_b])
-            elif weight is not None:
-                # class-weighted mean, normalised by the batch's weights (torch's CrossEntropyLoss(weight=...));
-                # a soft target weighs its classes by their shares
-                w = weight[yb] if y_soft is None else y_soft @ weight
-                if view_w is None:
-                    loss = (w * losses).sum() / w.sum()
-                else:  # sum over views of weight x that view's class-weighted mean (each view has the batch's labels)
-                    loss = (view_w * w * losses).sum() / w[:idx.numel()].sum()
-            elif view_w is not None:  # eqs. (2)-(4): sum over views of weight x that view's mean loss
-                loss = (view_w * losses).sum() / idx.numel()
-            else:
-                loss = losses.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if view_w is None:
-                total += float(losses.detach().sum())
-                seen += idx.numel()
-            else:  # FlowAug: the objective of eqs. (2)-(4), sum over views of weight x mean loss
-                total += float(loss.detach()) * idx.numel()
-                seen += idx.numel()
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": base_lrs[0] * factor, "train_loss": total / max(seen, 1)}
-        if dro is not None:
-            row["gdro_q"] = [round(float(v), 6) for v in dro.q]
-        if views is not None and hasattr(views, "failed"):  # FlowAug views replaced by their clean image, so far
-            row["flowaug_failed"], row["flowaug_decoded"] = int(views.failed), int(views.decoded)
+        _resume(run, ckpt, fingerprint)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        row = _train_epoch(run, epoch)
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            if val is not None:
-                vp = predict(model, val)
-                row["val"] = split_report(val, vp).summary()
-                row["selection"] = selection_scores(val.y, vp.argmax(1), val.g, bias_pred=val_bias_pred,
-                                                    estimated_groups=val_estimated_groups)
-                score = row["selection"][cfg.select]
-                if score > best_score:
-                    best_score, best_epoch = score, epoch + 1
-                    best_state = copy.deepcopy(model.state_dict())
-            if test is not None:
-                tp = predict(model, test)
-                row["test"] = split_report(test, tp).summary()
-        history.append(json.loads(json.dumps(row)))  # plain Python numbers: JSON and weights_only checkpoints
+            _evaluate_epoch(run, row, val, test, val_bias_pred, val_estimated_groups)
+        run.history.append(json.loads(json.dumps(row)))  # plain Python numbers: JSON and weights_only checkpoints
         if ckpt is not None:
-            state = {
-                "config": cfg.to_dict(), "data": fingerprint, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "rng": rng.bit_generator.state, "aug_gen": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "dro": dro.state_dict() if dro is not None else None, "history": history,
-                "best_score": float(best_score), "best_state": best_state, "best_epoch": best_epoch,
-            }
+            state = run.state(fingerprint, epoch + 1)
             write_atomic(ckpt, lambda path: torch.save(state, path))
         if progress is not None:
             progress(epoch + 1, row)
-
     last_state = copy.deepcopy(model.state_dict())
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
     labels = {
-        "train_groups": ("no" if not spec.train_groups
+        "train_groups": ("no" if not METHODS[cfg.method].train_groups
                          else "true train groups" if train_groups is None else "given group assignment"),
         "val_groups": "yes" if (val is not None and cfg.select == "val_wga") else "no",
         "selection": cfg.select if val is not None else "last epoch (no val split)",
     }
-    return TrainResult(model=model, config=cfg, history=history,
-                       selected_epoch=best_epoch if best_state is not None else cfg.epochs,
+    return TrainResult(model=model, config=cfg, history=run.history,
+                       selected_epoch=run.best_epoch if run.best_state is not None else cfg.epochs,
                        labels_used=labels, last_state=last_state)

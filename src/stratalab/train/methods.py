@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 from torch import nn
 
-from .sampling import balance_groups
+from .._indices import balance_groups
 from ..data.core import Dataset
 from ..metrics import GroupReport, group_report
 from ..models import build_model, embed, load_pretrained
