@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATTRI ?= dattri
 
-.PHONY: setup demo test test-slow test-all bench bench-trak bench-traker bench-ray browser clean
+.PHONY: setup demo test lint test-slow test-all bench bench-trak bench-traker bench-ray browser clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,13 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# ruff (pyflakes, pycodestyle, import order, complexity, bugbear) over the code, mypy over src/;
+# the layer contract (imports run down the layers, no cycle) is tests/test_architecture.py in `make test`
+lint: setup
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[lint]'
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/mypy
 
 # minutes-long runs (paper-scale acceptance checks, long property runs); CI runs them after `make test`
 test-slow: setup

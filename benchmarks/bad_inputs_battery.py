@@ -18,7 +18,6 @@ Run it against any checkout (``PYTHONPATH=<checkout>/src``) to compare code befo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import subprocess

@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -38,14 +39,12 @@ def merge_runs(cfg: CifarBConfig, path: Path) -> tuple[CifarBConfig, list[dict],
     """The runs of an earlier result, refused unless every setting they depend on equals ``cfg``'s."""
     d = json.loads(path.read_text())
     old = CifarBConfig.from_dict(d["config"])
-    shared = [a for a in old.augmentations if a != "flowaug"] or ["flip_crop"]
-    for a in shared:
-        mine = {k: v for k, v in cfg.to_dict().items() if k not in ("augmentations", "seeds", "flow", "flowaug_objective",
-                                                                    "flowaug_std_weight", "flowaug_mix_weight")}
-        theirs = {k: v for k, v in old.to_dict().items() if k in mine}
-        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
-        if diff:
-            raise SystemExit(f"{path}: its runs used other settings ({', '.join(diff)}); they cannot join this table.")
+    mine = {k: v for k, v in cfg.to_dict().items() if k not in ("augmentations", "seeds", "flow", "flowaug_objective",
+                                                                "flowaug_std_weight", "flowaug_mix_weight")}
+    theirs = {k: v for k, v in old.to_dict().items() if k in mine}
+    diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+    if diff:
+        raise SystemExit(f"{path}: its runs used other settings ({', '.join(diff)}); they cannot join this table.")
     if "flowaug" in old.augmentations and "flowaug" in cfg.augmentations and old.run_key("flowaug") != cfg.run_key("flowaug"):
         raise SystemExit(f"{path}: its FlowAug runs used another flow or objective.")
     return old, d["runs"], float(d.get("seconds", 0.0))
@@ -106,7 +105,7 @@ def main() -> None:
     lines = ["| augmentation | seeds | accuracy (%) | WeightedStd | MacroStd | worst subgroup (%) | corrupted acc. (%) | "
              "corrupted MacroStd | paper acc. / WeightedStd / MacroStd (ResNet-18) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in tab.itertuples(index=False):
-        def ms(c: str) -> str:
+        def ms(c: str, r: Any = r) -> str:
             return f"{100 * getattr(r, c + '_mean'):.2f} ± {100 * getattr(r, c + '_std'):.2f}"
         cor = (ms("corrupted_accuracy"), ms("corrupted_macro_std")) if hasattr(r, "corrupted_accuracy_mean") else ("-", "-")
         p = PAPER_FLOWAUG.get(cfg.flowaug_objective) if r.augment == "flowaug" else PAPER.get(r.augment)

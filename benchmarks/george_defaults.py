@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, data_dir, write  # noqa: E402
@@ -77,7 +78,7 @@ def main() -> None:
     for label, vname, table, _ in rows:
         t = table.set_index("method")
 
-        def cell(m: str) -> str:
+        def cell(m: str, t: Any = t) -> str:
             return f"{100 * t.loc[m, 'robust_mean']:.1f} ± {100 * t.loc[m, 'robust_std']:.1f}"
 
         erm, geo, orc = (t.loc[m, "robust_mean"] for m in ("ERM", "GEORGE", "GDRO (true subclasses)"))

@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, data_dir, write  # noqa: E402
-
 import numpy as np  # noqa: E402
+from _common import RESULTS, data_dir, write  # noqa: E402
 
 from stratalab.analysis import plot_group_spectra, spectral_imbalance  # noqa: E402
 from stratalab.data import load  # noqa: E402

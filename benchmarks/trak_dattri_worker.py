@@ -114,9 +114,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=BATCH)
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")  # dattri's per-batch progress bars
-    import torch
     import dattri.algorithm.trak  # noqa: F401  (imports before the baseline RSS, as the other workers)
     import dattri.task  # noqa: F401
+    import torch
 
     torch.set_num_threads(int(os.environ.get("TRAK_BENCH_THREADS", "2")))
     work = args.work

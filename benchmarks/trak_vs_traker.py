@@ -214,7 +214,8 @@ def main() -> None:
             subprocess.run(cmd, check=True)
             if tool in pythons:
                 mod = {"traker": "trak", "dattri": "dattri"}[tool]
-                versions[tool] = subprocess.run([pythons[tool], "-c", f"import importlib.metadata as m; print(m.version('{'traker' if tool == 'traker' else 'dattri'}'))"],
+                dist = "traker" if tool == "traker" else "dattri"
+                versions[tool] = subprocess.run([pythons[tool], "-c", f"import importlib.metadata as m; print(m.version('{dist}'))"],
                                                 capture_output=True, text=True).stdout.strip() or mod
             timing = json.loads((work / f"timing_{tool}.json").read_text())
             scores = np.load(work / f"scores_{tool}.npy")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+# ../shared/data beside the project root (as in CI); override with $STRATALAB_TEST_DATA.
+import os
 from pathlib import Path
 
 import pytest
-
-# ../shared/data beside the project root (as in CI); override with $STRATALAB_TEST_DATA.
-import os
 
 SHARED_DATA = Path(os.environ.get("STRATALAB_TEST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

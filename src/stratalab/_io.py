@@ -19,7 +19,7 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file in the target's folder, then rename it onto ``path``:
     the result is complete or absent. The file gets the usual permissions (0666 minus the umask),
     not mkstemp's 0600."""

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-
 MAX_UINT_LABEL = 2**63 - 1  # an unsigned label above this would wrap around in int64
 MAX_FLOAT_LABEL = 2**53  # a float above this is not an exact whole number
 
@@ -152,6 +151,20 @@ def parse_structured(text: str, what: str, *, yaml: bool = False, **json_kw: Any
                 raise ValueError(f"{what} nests lists or mappings {MAX_NESTING}+ levels deep; a stratalab file nests a few.")
             stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
     return obj
+
+
+def check_int(value: Any, name: str, *, low: int | None = None, hint: str = "") -> int:
+    """``value`` as an int: an integer, or a float that is a whole number (as YAML and JSON may
+    give); a bool, NaN, infinity or fraction is refused, as is a value below ``low``."""
+    import math
+
+    whole = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and math.isfinite(value)
+                                                     and float(value).is_integer())
+    if isinstance(value, (bool, np.bool_)) or not whole:
+        raise ValueError(f"{name} must be an integer, got {value!r}.{(' ' + hint) if hint else ''}")
+    if low is not None and int(value) < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {int(value)}.{(' ' + hint) if hint else ''}")
+    return int(value)
 
 
 def check_unique(values: Any, name: str) -> None:

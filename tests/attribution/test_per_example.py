@@ -44,6 +44,7 @@ def _vmap_grads(model, x, y, names):
     (lambda: build_model("lenet5", (1, 32, 32), 2, seed=0), (1, 32, 32), 2),
     (lambda: Strided(), (2, 7, 7), 3),
     (lambda: build_model("mlp", (3, 4, 4), 4, seed=1), (3, 4, 4), 4),
+    (lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding="valid"), nn.Flatten(), nn.Linear(3 * 5 * 5, 2)), (2, 7, 7), 2),
 ])
 def test_hooks_equal_vmap_grad(make, shape, classes):
     torch.manual_seed(0)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stratalab.augment import (CIFAR10_POLICY, MAX_LEVEL, OPS, SIGNED_OPS, AutoAugment, apply_op, autoaugment_batch,
-                               compose, op_magnitude, random_crop_flip)
+from stratalab.augment import CIFAR10_POLICY, MAX_LEVEL, OPS, SIGNED_OPS, AutoAugment, apply_op, autoaugment_batch, compose, op_magnitude, random_crop_flip
 
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 ENHANCE = ("Color", "Contrast", "Brightness", "Sharpness")

@@ -9,8 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from stratalab.augment.flowaug import (OBJECTIVES, FlowAugmenter, draw_partners, gaussian_z, mix_partners, mix_z,
-                                       truncated_normal)
+from stratalab.augment.flowaug import OBJECTIVES, FlowAugmenter, draw_partners, gaussian_z, mix_partners, mix_z, truncated_normal
 from stratalab.models.flow import DecoupledFlow, FlowConfig
 
 SMALL = dict(image_shape=(3, 8, 8), steps=1, hidden=8, z_dim=4)

@@ -9,8 +9,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stratalab.augment import (BATCH_AUGMENTATIONS, CutMix, Cutout, Mixup, cutmix, cutout, cutout_images,
-                               make_batch_augmentation, mixup, sample_beta, soft_cross_entropy)
+from stratalab.augment import (
+    BATCH_AUGMENTATIONS,
+    CutMix,
+    Cutout,
+    Mixup,
+    cutmix,
+    cutout,
+    cutout_images,
+    make_batch_augmentation,
+    mixup,
+    sample_beta,
+    soft_cross_entropy,
+)
 
 
 def gen(seed: int) -> torch.Generator:

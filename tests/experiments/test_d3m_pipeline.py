@@ -142,10 +142,10 @@ def test_fig2_mean_over_seeds_interpolates_on_a_common_grid():
 
 
 def test_kronecker_trak_on_a_batchnorm_model_is_refused_before_training():
+    import pytest
+
     from stratalab.experiments.d3m import D3MConfig, run_d3m_table
     from stratalab.train import TrainConfig
-
-    import pytest
 
     cfg = TrainConfig(model="resnet", epochs=50)
     with pytest.raises(ValueError, match="needs Linear and Conv2d layers only"):

@@ -65,7 +65,7 @@ def test_every_kind_is_registered_once_with_what_rerun_and_report_need():
         assert exp.command == command and exp.result_keys and exp.recognise
     with pytest.raises(ValueError, match="already registered"):
         register(EXPERIMENTS["train"])
-    with pytest.raises(ValueError, match="not an experiment kind; the kinds are: audit, train"):
+    with pytest.raises(ValueError, match="not an experiment kind; the kinds are: audit, run cifar-b, run d3m"):
         experiment("run nothing")
 
 

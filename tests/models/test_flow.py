@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from stratalab.models.flow import (DecoupledFlow, FlowConfig, bits_per_dim, dequantize, load_flow, save_flow, squeeze,
-                                   train_flow, unsqueeze)
+from stratalab.models.flow import DecoupledFlow, FlowConfig, bits_per_dim, dequantize, load_flow, save_flow, squeeze, train_flow, unsqueeze
 
 SMALL = dict(image_shape=(3, 8, 8), steps=2, hidden=16, z_dim=4)
 

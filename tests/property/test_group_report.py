@@ -16,8 +16,16 @@ from hypothesis import strategies as st
 
 from stratalab.metrics import group_report, macro_std, weighted_std
 from tests.property._support import (
-    as_container, close, examples, labelled_sample, no_numeric_warnings, raises_naming, ref_macro_std,
-    ref_report, ref_weighted_std, tick,
+    as_container,
+    close,
+    examples,
+    labelled_sample,
+    no_numeric_warnings,
+    raises_naming,
+    ref_macro_std,
+    ref_report,
+    ref_weighted_std,
+    tick,
 )
 
 probability = st.floats(0.0, 1.0, allow_nan=False, allow_subnormal=True)

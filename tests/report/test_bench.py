@@ -13,8 +13,8 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from stratalab.cli.main import app
-from stratalab.report.bench import bench_table
 from stratalab.experiments import load_result
+from stratalab.report.bench import bench_table
 
 from ._dicts import audit
 

@@ -9,8 +9,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from stratalab.report.html import render_html, write_html
 from stratalab.experiments import load_result, result_from_dict
+from stratalab.report.html import render_html, write_html
 
 from . import _dicts
 

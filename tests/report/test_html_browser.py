@@ -17,8 +17,8 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="the Python driver is absent: pip install playwright "
                                "(no `playwright install`: the system's /usr/bin/chromium is used)")
 
-from stratalab.report.html import write_html  # noqa: E402
 from stratalab.experiments import result_from_dict  # noqa: E402
+from stratalab.report.html import write_html  # noqa: E402
 
 from . import _dicts  # noqa: E402
 

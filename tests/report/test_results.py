@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 
 from stratalab.cli.main import app
 from stratalab.experiments import KINDS, load_result, result_from_dict
-from stratalab.report.results import (METRIC_ALIASES, RECORD_COLUMNS,
-                                      summarise)
+from stratalab.report.results import METRIC_ALIASES, RECORD_COLUMNS, summarise
 
 from . import _dicts
 

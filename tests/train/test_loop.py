@@ -7,8 +7,17 @@ import torch
 from stratalab.data import Split, load
 from stratalab.models import build_model, embed
 from stratalab.train import (
-    GroupDRO, TrainConfig, best_epoch, class_weights, first_per_label, fit, fit_dfr, jtt_repeats, make_plan,
-    predict, run,
+    GroupDRO,
+    TrainConfig,
+    best_epoch,
+    class_weights,
+    first_per_label,
+    fit,
+    fit_dfr,
+    jtt_repeats,
+    make_plan,
+    predict,
+    run,
 )
 from stratalab.train.loop import lr_factor
 

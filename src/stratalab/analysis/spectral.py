@@ -108,8 +108,8 @@ def spectral_imbalance(features: Any, y: Any, groups: Any, *, top_k: int = 10, p
     pv = None if pred is None else as_label_array(pred, "pred", n=yy.shape[0])
     rows, ratios = [], []
     for c in np.unique(yy):
-        cells = [(int(g), int(((yy == c) & (gg == g)).sum())) for g in np.unique(gg[yy == c])]
-        cells = [(g, n, int(group_counts.get(g, n)) if group_counts is not None else n) for g, n in cells]
+        sizes = [(int(g), int(((yy == c) & (gg == g)).sum())) for g in np.unique(gg[yy == c])]
+        cells = [(g, n, int(group_counts.get(g, n)) if group_counts is not None else n) for g, n in sizes]
         for g, n, count in cells:
             eig = spectra.get((int(c), g))
             rows.append({"class": int(c), "group": g, "class_name": class_names[c] if class_names else str(c),

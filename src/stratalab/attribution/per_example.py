@@ -122,7 +122,9 @@ def _capture(model: nn.Module, x: torch.Tensor, layers: dict[str, nn.Module],
         if gout is None:
             gout = torch.zeros_like(o)
         if isinstance(mod, nn.Conv2d):
-            patches = F.unfold(a, mod.kernel_size, dilation=mod.dilation, padding=mod.padding, stride=mod.stride)
+            # padding='valid' is no padding; 'same' is refused by hooks_unsupported
+            pad = (0, 0) if mod.padding == "valid" else mod.padding
+            patches = F.unfold(a, mod.kernel_size, dilation=mod.dilation, padding=pad, stride=mod.stride)  # type: ignore[arg-type]
             rows[m] = (patches.transpose(1, 2), gout.reshape(bsz, gout.shape[1], -1).transpose(1, 2))
         else:
             rows[m] = (a.reshape(bsz, -1, a.shape[-1]), gout.reshape(bsz, -1, gout.shape[-1]))
@@ -178,6 +180,7 @@ class KroneckerProjector:
         for m, mod in layers.items():
             k_l = max(1, round(k * share[m] / total))
             w = mod.weight
+            assert isinstance(w, torch.Tensor)  # every layer here is a Linear or Conv2d (TRAK checks hooks_unsupported first)
             n_out = w.shape[0]
             n_in = int(w[0].numel())
             has_bias = getattr(mod, "bias", None) is not None

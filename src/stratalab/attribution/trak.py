@@ -161,6 +161,7 @@ class TRAK:
             for c, block in enumerate(blocks):
                 part = gi[:, c * self.CHUNK_ROWS: c * self.CHUNK_ROWS + block.shape[0]] @ block
                 out = part if out is None else out + part
+        assert out is not None  # at least one parameter is chosen (checked in __init__), so one block was projected
         return out
 
     def _grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,6 +247,7 @@ class TRAK:
         term, always with this model's own target gradients. See :meth:`score` for ``out``."""
         if self._kernel is None:
             self.finalize()
+        assert self._kernel is not None  # finalize() sets it or raises
         n_t = _n_examples(x, y)
         res = allocate_scores((self._kernel.shape[0], n_t), out, max_score_bytes)
         for cols, block in self._score_blocks(x, y, loader, n_t):
@@ -256,6 +258,7 @@ class TRAK:
         """Unweighted scores ``G (G^T G)^{-1} g(z)`` of ``TARGET_BLOCK`` targets at a time: yields
         (column slice, (n_train, block) array), so memory stays bounded for any n_targets; needs
         :meth:`finalize` first."""
+        assert self._kernel is not None  # both callers call finalize() first
         yy = as_label_array(y, "y")
         for s in range(0, n_t, self.TARGET_BLOCK):
             idx = np.arange(s, min(s + self.TARGET_BLOCK, n_t))

@@ -14,14 +14,26 @@ section 4.2.
 Batch hooks take the loaders' float32 images in [0, 1] (:func:`stratalab.data.core.uint8_to_float`).
 """
 
-from .autoaugment import (CIFAR10_POLICY, MAX_LEVEL, OPS, POLICIES, SIGNED_OPS, AutoAugment, apply_op,
-                          autoaugment_batch, op_magnitude)
+from .autoaugment import CIFAR10_POLICY, MAX_LEVEL, OPS, POLICIES, SIGNED_OPS, AutoAugment, apply_op, autoaugment_batch, op_magnitude
+from .basic import BatchAugment, compose, random_crop, random_crop_flip, random_hflip
 from .corruptions import CORRUPTIONS, FAMILIES, corrupt, corrupted_test_set
 from .flowaug import OBJECTIVES, FlowAugmenter, gaussian_z, mix_partners, mix_z, truncated_normal
+from .mixing import (
+                          BATCH_AUGMENTATIONS,
+                          BatchMixer,
+                          CutMix,
+                          Cutout,
+                          MixDetails,
+                          Mixup,
+                          cutmix,
+                          cutout,
+                          cutout_images,
+                          make_batch_augmentation,
+                          mixup,
+                          sample_beta,
+                          soft_cross_entropy,
+)
 from .pipeline import AUGMENTATIONS, make_augmentation, make_views
-from .basic import BatchAugment, compose, random_crop, random_crop_flip, random_hflip
-from .mixing import (BATCH_AUGMENTATIONS, BatchMixer, CutMix, Cutout, MixDetails, Mixup, cutmix, cutout,
-                     cutout_images, make_batch_augmentation, mixup, sample_beta, soft_cross_entropy)
 
 __all__ = [
     "BatchAugment", "compose", "random_crop", "random_crop_flip", "random_hflip",

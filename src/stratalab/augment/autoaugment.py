@@ -149,7 +149,8 @@ def _pil_op(img: Image.Image, op: str, level: int, sign: int, fill: Fill) -> Ima
     if op == "Posterize":
         return ImageOps.posterize(img, int(op_magnitude(op, level)))
     if op == "Solarize":
-        return ImageOps.solarize(img, op_magnitude(op, level))
+        # PIL annotates the threshold as int but only compares levels with it: the fractional threshold is meant
+        return ImageOps.solarize(img, op_magnitude(op, level))  # type: ignore[arg-type]
     if op == "AutoContrast":
         return ImageOps.autocontrast(img)
     if op == "Equalize":
@@ -221,7 +222,7 @@ def _check_policy(policy: str | Sequence[SubPolicy]) -> tuple[SubPolicy, ...]:
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"sub-policy {i}: probability of {op} must be in [0, 1], got {p!r}.")
         out.append(pairs)
-    return tuple(out)  # type: ignore[return-value]
+    return tuple(out)
 
 
 class AutoAugment:

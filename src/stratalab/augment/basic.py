@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
 from torch import Tensor
 
 BatchAugment = Callable[[Tensor, torch.Generator], Tensor]

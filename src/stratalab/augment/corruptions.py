@@ -492,7 +492,7 @@ def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
     (radius 8) is the same blur as severity 3 (radius 6) up to rounding, exactly as in the reference.
     """
     radius, sigma = _MOTION_BLUR[severity - 1]
-    angles = rng.uniform(-45.0, 45.0, size=x.shape[0])
+    angles = rng.uniform(-45.0, 45.0, size=int(x.shape[0]))
     return _motion_blur(_as_float(x), radius, sigma, angles)
 
 
@@ -551,7 +551,7 @@ def snow(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     flakes = _clipped_zoom(flakes, zoom)
     flakes[flakes < threshold] = 0.0
     flakes = (np.clip(flakes, 0.0, 1.0) * 255.0).astype(np.uint8).astype(np.float64)  # 8-bit, truncated
-    angles = rng.uniform(-135.0, -45.0, size=n)
+    angles = rng.uniform(-135.0, -45.0, size=int(n))
     flakes = np.rint(np.clip(_motion_blur(flakes, radius, sigma, angles), 0.0, 255.0)) / 255.0
     flakes = flakes[..., None]
     xf = blend * xf + (1.0 - blend) * np.maximum(xf, _grey(xf) * 1.5 + 0.5)

@@ -193,7 +193,7 @@ class FlowAugmenter:
         n = len(self.train_y)
         zs, nus = [], []
         for s in range(0, n, self.chunk):
-            z, nu = self.flow.encode(torch.as_tensor(self.train_x(np.arange(s, min(s + self.chunk, n))), dtype=torch.float32))
+            z, nu = self.flow.encode(torch.as_tensor(self.train_x(np.arange(s, min(s + self.chunk, n))), dtype=torch.float32))  # type: ignore[operator]
             zs.append(z)
             nus.append(nu)
         self._z, self._nu = torch.cat(zs), torch.cat(nus)
@@ -202,7 +202,7 @@ class FlowAugmenter:
     def encode(self, x: Tensor, idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``F_enc(x)``: from the training-set cache when there is one and ``idx`` is given."""
         if idx is None or self.train_x is None:
-            return self.flow.encode(x)
+            return self.flow.encode(x)  # type: ignore[operator]
         if self._z is None:
             self._encode_all()
         assert self._z is not None and self._nu is not None
@@ -234,7 +234,7 @@ class FlowAugmenter:
 
 @torch.no_grad()
 def flow_sample_rows(flow: torch.nn.Module, split: "object", *, n: int = 8, sigmas: "list[float] | tuple[float, ...]" = (0.1, 0.5),
-                     seed: int = 0) -> "dict[str, dict[str, object]]":
+                     seed: int = 0) -> "dict[str, dict[str, Any]]":
     """FlowAug's views of ``n`` images of ``split`` (picked in same-class pairs, from ``seed``), row by
     row: ``original``, ``reconstruction`` (``F_dec(F_enc(x))``), ``alg1 sigma=s`` for each sigma,
     ``alg2 mix z`` (each image mixed with its pair's ``z``) and ``z swapped`` (its pair's ``z`` and

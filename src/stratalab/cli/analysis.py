@@ -10,8 +10,19 @@ import typer
 
 from ..experiments import Invocation, experiment
 from .app import app, clean_errors, console
-from .common import (FIGURE_SUFFIXES, TABLE_SUFFIXES, DataDirOption, JsonOption, OptionOption, emit_report, not_an_input,
-                     parse_options, refuse_unused, say_written, write_payload)
+from .common import (
+    FIGURE_SUFFIXES,
+    TABLE_SUFFIXES,
+    DataDirOption,
+    JsonOption,
+    OptionOption,
+    emit_report,
+    not_an_input,
+    parse_options,
+    refuse_unused,
+    say_written,
+    write_payload,
+)
 
 
 @app.command()
@@ -91,7 +102,8 @@ def spectral(
     if dataset is not None:
         cfg.update(method=method, model=model, width=width, epochs=epochs, split=split,
                    init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune)
-    inv = Invocation("spectral", dataset=dataset, dataset_options=parse_options(option), data_dir=data_dir,
+    inv = Invocation("spectral", dataset=dataset, dataset_options=parse_options(option),
+                     data_dir=None if data_dir is None else str(data_dir),
                      seeds=[seed], configs={"config": cfg}, inputs={"features": str(features) if features else None})
     out = experiment("spectral").run(inv)
     rep, names = out.result, out.extra["names"]

@@ -45,7 +45,7 @@ def _pass_through() -> tuple[type[BaseException], ...]:
     """typer's own exits and usage errors (typer >= 0.2x vendors click; older typers use click)."""
     out: list[type[BaseException]] = [typer.Exit, typer.Abort]
     try:
-        from typer._click.exceptions import ClickException  # type: ignore[import-not-found]
+        from typer._click.exceptions import ClickException
         out.append(ClickException)
     except ImportError:
         pass

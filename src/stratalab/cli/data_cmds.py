@@ -14,6 +14,7 @@ import typer
 from .app import app, clean_errors, console, datasets_app, err
 from .common import FIGURE_SUFFIXES, emit_report, parse_options
 
+
 @datasets_app.callback()
 def datasets_list(ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List the data sets `stratalab.data.load` knows."""
@@ -105,6 +106,7 @@ def demo(
     if json_out:
         return
     wc, wg = report.worst_group
+    assert ds.group_names is not None  # u-digits names its groups (the digits)
     console.print(f"Hidden stratification: average {100 * report.average_accuracy:.1f}%, but digit "
                   f"{ds.group_names[wg]} only {100 * report.worst_group_accuracy:.1f}%.")
     if george is None:

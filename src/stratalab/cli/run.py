@@ -14,14 +14,32 @@ import typer
 from .._io import check_input_file
 from ..experiments import Invocation, experiment, plot_collapse, plot_scaling, plot_sweep
 from ..experiments.cifar_b import plot_class_vs_worst
-from ..report import (cells_table, check_output_path, d3m_table, george_table, recovery_table, scaling_table, sweep_table,
-                      write_table_atomic)
+from ..report import cells_table, check_output_path, d3m_table, george_table, recovery_table, scaling_table, sweep_table, write_table_atomic
 from ..report.tables import cifar_b_table
 from .app import clean_errors, console, run_app
-from .common import (BACKEND_HELP, FIGURE_SUFFIXES, TABLE_SUFFIXES, AddressOption, ConfigOption, DataDirOption,
-                     ThreadsOption, WorkDirOption, dataset_args, make_backend, merge, not_an_input, parse_floats,
-                     parse_names, parse_options, read_config_file, refuse_unused, say_written, seeds_arg, step_printer,
-                     write_payload)
+from .common import (
+    BACKEND_HELP,
+    FIGURE_SUFFIXES,
+    TABLE_SUFFIXES,
+    AddressOption,
+    ConfigOption,
+    DataDirOption,
+    ThreadsOption,
+    WorkDirOption,
+    dataset_args,
+    make_backend,
+    merge,
+    not_an_input,
+    parse_floats,
+    parse_names,
+    parse_options,
+    read_config_file,
+    refuse_unused,
+    say_written,
+    seeds_arg,
+    step_printer,
+    write_payload,
+)
 
 
 @run_app.command("george")
@@ -71,7 +89,7 @@ def run_george_cmd(
     not_an_input(output, "--output", name, feats)
     if feats is not None:
         check_input_file(feats, "--features", (".npz",))
-    inv = Invocation("run george", dataset=name, dataset_options=opts, data_dir=ddir,
+    inv = Invocation("run george", dataset=name, dataset_options=opts, data_dir=None if ddir is None else str(ddir),
                      seeds=seeds_arg(ctx, file_cfg, seeds), configs={"config": settings},
                      inputs={"features": str(feats) if feats is not None else None})
     grid = make_backend(backend, address, work_dir, threads)
@@ -160,8 +178,8 @@ def run_d3m_cmd(
     if d3m_cfg.get("removal") != "search":
         refuse_unused(ctx, ["search_points"], f"with --removal {d3m_cfg.get('removal')} (it is read by --removal search)")
     train_cli = dict(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
-    inv = Invocation("run d3m", dataset=name, dataset_options=opts, data_dir=ddir, seeds=seeds_arg(ctx, file_cfg, seeds),
-                     configs={"config": merge(ctx, file_cfg.get("config", {}), train_cli), "d3m_config": d3m_cfg})
+    inv = Invocation("run d3m", dataset=name, dataset_options=opts, data_dir=None if ddir is None else str(ddir),
+                     seeds=seeds_arg(ctx, file_cfg, seeds), configs={"config": merge(ctx, file_cfg.get("config", {}), train_cli), "d3m_config": d3m_cfg})
     _check_d3m_outputs(inv, output=output, figure=figure, scores=scores, removed=removed)
     grid = make_backend(backend, address, work_dir, threads)
     out = experiment("run d3m").run(inv, backend=grid, progress=step_printer(json_out),
@@ -262,8 +280,8 @@ def run_scaling_cmd(
     check_output_path(collapse_figure, FIGURE_SUFFIXES, "--collapse-figure")
     if weights_dir is not None and weights_dir.exists() and not weights_dir.is_dir():
         raise ValueError(f"--weights-dir {weights_dir} is a file; give a folder.")
-    inv = Invocation("run scaling", dataset=name, dataset_options=opts, data_dir=ddir, seeds=seeds_arg(ctx, file_cfg, seeds),
-                     configs={"config": settings})
+    inv = Invocation("run scaling", dataset=name, dataset_options=opts, data_dir=None if ddir is None else str(ddir),
+                     seeds=seeds_arg(ctx, file_cfg, seeds), configs={"config": settings})
     grid = make_backend(backend, address, work_dir, threads)
     out = experiment("run scaling").run(inv, backend=grid, progress=step_printer(json_out),
                                         outputs={"weights_dir": weights_dir} if weights_dir is not None else None)
@@ -340,8 +358,8 @@ def run_cifar_b_cmd(
     settings = merge(ctx, file_cfg.get("config", {}), cli, {"augmentations": "augment", "flowaug_std_weight": "flowaug_lambda"})
     check_output_path(output, (".json",), "--output")
     check_output_path(figure, FIGURE_SUFFIXES, "--figure")
-    inv = Invocation("run cifar-b", dataset=name, dataset_options=opts, data_dir=ddir, seeds=seeds_arg(ctx, file_cfg, seeds),
-                     configs={"config": settings})
+    inv = Invocation("run cifar-b", dataset=name, dataset_options=opts, data_dir=None if ddir is None else str(ddir),
+                     seeds=seeds_arg(ctx, file_cfg, seeds), configs={"config": settings})
     grid = make_backend(backend, address, work_dir, threads)
     out = experiment("run cifar-b").run(inv, backend=grid, progress=step_printer(json_out))
     res = out.result

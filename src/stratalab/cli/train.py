@@ -14,8 +14,20 @@ import typer
 from ..experiments import Invocation, experiment
 from ..report import check_output_path
 from .app import app, clean_errors, console, err
-from .common import (ConfigOption, DataDirOption, DatasetOption, OptionOption, dataset_args, explicit, merge, not_an_input,
-                     parse_options, read_config_file, refuse_unused, write_payload)
+from .common import (
+    ConfigOption,
+    DataDirOption,
+    DatasetOption,
+    OptionOption,
+    dataset_args,
+    explicit,
+    merge,
+    not_an_input,
+    parse_options,
+    read_config_file,
+    refuse_unused,
+    write_payload,
+)
 
 
 def _methods_help() -> str:
@@ -77,7 +89,8 @@ def train(
     not_an_input(output, "--output", name, merged.get("init"))
     if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
         raise ValueError(f"--checkpoint-dir {checkpoint_dir} is a file; give a folder (created if missing).")
-    inv = Invocation("train", dataset=name, dataset_options=opts, data_dir=ddir, seeds=seeds, configs={"config": merged})
+    inv = Invocation("train", dataset=name, dataset_options=opts, data_dir=None if ddir is None else str(ddir), seeds=seeds,
+                     configs={"config": merged})
     run_train(inv, checkpoint_dir=checkpoint_dir, output=output, json_out=json_out)
 
 

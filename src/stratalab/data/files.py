@@ -150,10 +150,10 @@ class ImageLoader:
 
         out = []
         for f in files:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
+            with Image.open(f) as opened:
+                im = opened.convert("RGB")
                 if self.size is not None:
-                    im = im.resize((self.size, self.size), Image.BILINEAR)
+                    im = im.resize((self.size, self.size), Image.Resampling.BILINEAR)
                 out.append(np.asarray(im, dtype=np.float32) / 255.0)
         if not out:
             return np.zeros((0, 3, self.size or 0, self.size or 0), dtype=np.float32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,7 @@ def resize_to(images: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"resize_to needs uint8 images (n, H, W), got {images.dtype} {images.shape}.")
     out = np.empty((images.shape[0], size, size), dtype=np.uint8)
     for i, im in enumerate(images):
-        out[i] = np.asarray(Image.fromarray(im, mode="L").resize((size, size), Image.BILINEAR))
+        out[i] = np.asarray(Image.fromarray(im, mode="L").resize((size, size), Image.Resampling.BILINEAR))
     return out
 
 
@@ -54,7 +55,8 @@ def _split_images(x: np.ndarray, y: np.ndarray, g: np.ndarray | None, idx: np.nd
     )
 
 
-def _sklearn_digit_splits(seed: int, val_fraction: float, test_fraction: float) -> tuple[np.ndarray, ...]:
+def _sklearn_digit_splits(seed: int, val_fraction: float,
+                          test_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.random.Generator]:
     """sklearn's 8x8 digits as uint8 images (n, 1, 8, 8), their digit, and train / val / test masks
     drawn per digit (``round(test_fraction * n_d)`` to test, then val, one seeded generator, which
     is returned for further draws)."""
@@ -213,7 +215,8 @@ def spurious_mnist(
     return Dataset(
         name="spurious-mnist", splits=splits, class_names=SUPERCLASS_NAMES,
         group_names=pair_group_names(SUPERCLASS_NAMES, [f"{spurious}0", f"{spurious}1"]),
-        description=f"MNIST digit>=5 with a spurious {spurious} agreeing with the class in {spurious_correlation:.0%} of train, class imbalance {class_imbalance}:1",
+        description=(f"MNIST digit>=5 with a spurious {spurious} agreeing with the class in {spurious_correlation:.0%} "
+                     f"of train, class imbalance {class_imbalance}:1"),
     )
 
 
@@ -392,7 +395,7 @@ class _ArrayOnlyUnpickler:
                              "cifar-100-binary or a cifar100.npz.") from None
 
 
-def _get(d: object, key: str, path: Path) -> object:
+def _get(d: object, key: str, path: Path) -> Any:
     if not isinstance(d, dict):
         raise ValueError(f"{path} does not hold a dict (a CIFAR-100 python file does).")
     for k in (key.encode(), key):
@@ -449,14 +452,14 @@ def read_cifar100(data_dir: Path) -> tuple[dict[str, np.ndarray], list[str], str
             out[f"y_{s}"], out[f"x_{s}"] = rec[:, 1].copy(), rec[:, 2:].reshape(-1, 3, 32, 32)
         form = "binary"
     elif python.is_dir():
-        for f in ("train", "test", "meta"):
-            if not (python / f).is_file():
-                raise FileNotFoundError(f"{python / f} is missing (cifar-100-python holds train, test and meta).")
+        for part in ("train", "test", "meta"):
+            if not (python / part).is_file():
+                raise FileNotFoundError(f"{python / part} is missing (cifar-100-python holds train, test and meta).")
         names = _cifar100_names(_ArrayOnlyUnpickler.load(python / "meta"), python / "meta")
         for s in ("train", "test"):
-            raw = _ArrayOnlyUnpickler.load(python / s)
-            out[f"x_{s}"] = np.asarray(_get(raw, "data", python / s)).reshape(-1, 3, 32, 32)
-            out[f"y_{s}"] = np.asarray(_get(raw, "fine_labels", python / s))
+            pickled = _ArrayOnlyUnpickler.load(python / s)
+            out[f"x_{s}"] = np.asarray(_get(pickled, "data", python / s)).reshape(-1, 3, 32, 32)
+            out[f"y_{s}"] = np.asarray(_get(pickled, "fine_labels", python / s))
         form = "python"
     else:
         raise FileNotFoundError(f"no CIFAR-100 in {data_dir}: put cifar100.npz, cifar-100-binary/ or cifar-100-python/ "
@@ -494,6 +497,7 @@ def cifar100_b(*, data_dir: Path | None = None, seed: int = 0, val_fraction: flo
             raise FileNotFoundError("cifar100-b reads CIFAR-100 from a data directory: pass data_dir=... (CLI: --data-dir).")
     else:
         csv = require_file(data_dir, "cifar100_b_groups.csv", "cifar100-b")
+    assert data_dir is not None  # both branches above raise when it is None
     d, classes, _ = read_cifar100(Path(data_dir))
     test_g = _cifar_b_groups(csv, classes, d["y_test"], index_in_class(d["y_test"]))
     rng = np.random.default_rng(seed)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import inspect
 import os
-
-import numpy as np
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .core import Dataset
 

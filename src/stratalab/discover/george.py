@@ -310,7 +310,7 @@ class George:
                 base = 0.0 if np.isnan(old) else max(old, 0.0)
                 if not ok.any() or ns[ok].mean() <= base:
                     continue
-                if parent_loss is not None and lc[pts].mean() < parent_loss:
+                if parent_loss is not None and lc is not None and lc[pts].mean() < parent_loss:
                     continue
                 if val_over is not None and int((val_over == j * f + part).sum()) < self.min_val_size:
                     continue

@@ -479,8 +479,9 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     hostport = address
     if address.startswith("ray://"):
         try:
-            import ray.util.client  # noqa: F401
+            # grpc ships no types and types-grpcio is not part of the install
             import grpc  # noqa: F401
+            import ray.util.client  # noqa: F401
         except ImportError:
             raise ValueError(f"--address {address} uses Ray Client, which needs pip install 'stratalab[ray]' "
                              "(ray[client])") from None

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..data.core import Split
-from ..metrics import group_report
-from ..train import TrainConfig, predict, run
 from .._config import config_from_dict, config_to_dict
 from .._validation import check_unique
+from ..data.core import Split
+from ..metrics import group_report
 from ..report.results import BadResult, GroupTable, Row, field_of, num, seed_of
+from ..train import TrainConfig, predict, run
 from .registry import Invocation, Outcome, StudyExperiment, register
 
 if TYPE_CHECKING:
@@ -373,7 +373,7 @@ _NAMES = {"flip_crop": "Standard (flip + crop)", "mixup": "Mixup", "cutout": "Cu
 def _row_name(raw: dict[str, Any], augment: str) -> str:
     """The row's name; FlowAug's says which objective (eqs. 2-4) its config used."""
     if augment == "flowaug":
-        cfg = raw.get("config") if isinstance(raw.get("config"), dict) else {}
+        cfg: dict[str, Any] = raw["config"] if isinstance(raw.get("config"), dict) else {}
         return FLOWAUG_ROWS.get(str(cfg.get("flowaug_objective", "gauss+std")), "FlowAug")
     return _NAMES.get(augment, augment)
 

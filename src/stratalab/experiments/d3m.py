@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from .._config import config_from_dict, config_to_dict
+from .._validation import check_fits_in_memory, check_unique
 from ..attribution import ensemble_scores, random_subsets
 from ..data.core import Dataset
 from ..debias import alignment_by_cell, auto_d3m_groups, d3m_keep, group_alignment
 from ..debias.d3m import THRESHOLDS, WEIGHTINGS
 from ..metrics import GroupReport, group_report
 from ..models import build_model, embed
+from ..report.results import METRIC_ALIASES, GroupTable, Row, field_of, num, report_rows, report_table, seed_of
 from ..train import TrainConfig, fit, predict, run
 from ..train.registry import METHODS
 from ..train.sampling import examples_left_out
-from .._config import config_from_dict, config_to_dict
-from .._validation import check_fits_in_memory, check_unique
-from ..report.results import METRIC_ALIASES, GroupTable, Row, field_of, num, report_rows, report_table, seed_of
 from .registry import Experiment, Invocation, Outcome, register
 
 if TYPE_CHECKING:
@@ -449,7 +449,9 @@ class _Waves:
 def _wave1(w: _Waves) -> dict[Any, tuple[str, dict[str, Any]]]:
     """ERM, every baseline at every tuning point and the TRAK ensemble members of every seed; each
     baseline's reported run is its grid point with the best val WGA (the first on ties)."""
-    dcfg, tasks, slots = w.dcfg, [], []
+    dcfg = w.dcfg
+    tasks: list[tuple[str, Any]] = []
+    slots: list[tuple[Any, ...]] = []
     for s in w.seeds:
         erm = replace(w.cfg_of[s], method="erm", select="val_avg").to_dict()
         tasks.append((w.key("erm", s, cfg=erm), (_train_task, (w.specs[s], erm, None, None, True, False))))
@@ -595,7 +597,7 @@ def _seed_result(w: _Waves, s: int, p: dict[str, Any], res3: dict[str, Any], d3m
         if mode in p["search"]:
             res.search = [{"k": k, "val_metric": res3[kk]["val_metric"]} for k, kk in p["search"][mode]]
             best = max(res.search, key=lambda r: (r["val_metric"], -r["k"]))["k"]
-            res.n_removed = best
+            res.n_removed = int(best)  # k is an int (from _grid); search's dict type says float
             kk = dict(p["search"][mode])[best]
             w.secs[s][mode] = sum(res3[k2]["seconds"] for _, k2 in p["search"][mode])
         else:

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
+from .._config import config_from_dict, config_to_dict
 from ..data.core import Dataset
 from ..discover import George, cluster_quality
 from ..models import embed
-from ..train import TrainConfig, run
-from .._config import config_from_dict, config_to_dict
 from ..report.results import METRIC_ALIASES, BadResult, GroupTable, Row, field_of, num, seed_of
+from ..train import TrainConfig, run
 from .registry import Experiment, Invocation, Outcome, register
 
 if TYPE_CHECKING:
@@ -498,7 +498,7 @@ class GeorgeExperiment(Experiment):
         return out
 
     def labels_used(self, raw: dict[str, Any]) -> dict[str, str]:
-        lu = raw.get("labels_used") if isinstance(raw.get("labels_used"), dict) else {}
+        lu: dict[str, Any] = raw["labels_used"] if isinstance(raw.get("labels_used"), dict) else {}
         out = {}
         for key, name in self.method_names(raw).items():
             if name in lu:

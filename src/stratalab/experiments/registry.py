@@ -29,7 +29,8 @@ from ..report.results import result_from_dict as _result_from_dict
 __all__ = ["Invocation", "Experiment", "StudyExperiment", "Outcome", "EXPERIMENTS", "register", "experiment", "load_result",
            "result_from_dict", "resolved_dataset"]
 
-Progress = Callable[[str], None]
+# a kind's progress callback: the studies pass one line of text, ``train`` passes (stage, epoch, total, row)
+Progress = Callable[..., None]
 
 # The fields of an invocation, with the kinds of value each may hold: one check for --config files
 # and for rerun, so a missing or mistyped field is named in one line.
@@ -227,7 +228,7 @@ def experiment(command: str, where: str = "") -> Experiment:
     """The registered experiment of ``command`` (e.g. ``"run george"``), or one line naming the kinds."""
     if command not in EXPERIMENTS:
         raise ValueError(f"{where + ': ' if where else ''}`stratalab {command}` is not an experiment kind; the kinds "
-                         f"are: {', '.join(EXPERIMENTS)}.")
+                         f"are: {', '.join(sorted(EXPERIMENTS))}.")
     return EXPERIMENTS[command]
 
 

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
+from .._config import config_from_dict, config_to_dict
+from .._validation import check_unique
 from ..models import build_model, n_params, save_pretrained
 from ..models.build import check_model_fits
 from ..models.pretrained import FINETUNE_MODES
-from ..report.plots import BALANCING_COLOURS as _COLOURS, BALANCING_LABELS as LABELS
-from ..train import TrainConfig, run
-from .._config import config_from_dict, config_to_dict
-from .._validation import check_unique
+from ..report.plots import BALANCING_COLOURS as _COLOURS
+from ..report.plots import BALANCING_LABELS as LABELS
 from ..report.results import METRIC_ALIASES, Row, field_of, num, seed_of
+from ..train import TrainConfig, run
 from .registry import Invocation, Outcome, StudyExperiment, register
 
 if TYPE_CHECKING:
@@ -179,6 +180,7 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
     say = progress or (lambda m: None)
     t0 = time.perf_counter()
     ddir = str(Path(data_dir).resolve()) if data_dir is not None else None
+    assert cfg.pretrain_options is not None and cfg.dataset_options is not None  # __post_init__ makes them dicts
     src = DataSpec(cfg.pretrain_dataset, 0, ddir, dict(cfg.pretrain_options)) if cfg.pretrain_epochs else None
     specs = {s: DataSpec(cfg.dataset, s, ddir, dict(cfg.dataset_options)) for s in cfg.seeds}
     first = specs[cfg.seeds[0]].load()
@@ -224,7 +226,9 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
                                            cfg.pretrain_dataset, record))))
         if todo:
             for r in backend.map(call, todo, say, what="pretraining"):
-                if not Path(inits[r["width"]]).is_file():  # e.g. a stored result whose weights file was deleted
+                init = inits[r["width"]]
+                assert init is not None  # set above for every width that is pretrained
+                if not Path(init).is_file():  # e.g. a stored result whose weights file was deleted
                     raise RuntimeError(f"pretrained weights of width {r['width']:g} are missing after pretraining.")
                 pre.append(r)
         pre.sort(key=lambda r: cfg.widths.index(r["width"]))

@@ -297,6 +297,7 @@ def _train_weights(
             raise ValueError("train_group_counts must be a 1-D array indexed by group, or a dict.")
         mapping = {i: _count_value(v) for i, v in enumerate(arr)}
     by_cell = any(isinstance(k, tuple) for k in mapping)
+    keys: list[int | tuple[int, int]]
     if by_cell:
         keys = [(int(c), int(g)) for c, g in zip(cell_class, cell_group)]
     else:
@@ -448,7 +449,8 @@ def group_report(
 
 
 def _check_report_inputs(y_true: Any, y_pred: Any, groups: Any, classes: Any, y_score: Any, class_names: Any,
-                         group_names: Any, n_bootstrap: Any, confidence: Any) -> tuple[np.ndarray, ...]:
+                         group_names: Any, n_bootstrap: Any,
+                         confidence: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`group_report`'s arguments checked: labels, predictions (or the arg-max of the
     scores), groups and classes as int64 arrays of one length, the scores, and the options."""
     y_true_arr = as_label_array(y_true, "y_true")
@@ -466,7 +468,7 @@ def _check_report_inputs(y_true: Any, y_pred: Any, groups: Any, classes: Any, y_
     cls = y_true_arr if classes is None else as_label_array(classes, "classes", n=n)
     if not isinstance(confidence, numbers.Real) or isinstance(confidence, (bool, np.bool_)):
         raise TypeError(f"confidence must be a number in (0, 1), e.g. 0.95; got {confidence!r}.")
-    if not 0 < confidence < 1:
+    if not 0 < confidence < 1:  # type: ignore[operator]  # typeshed's numbers.Real declares no __gt__ for the reflected 0 < x
         raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence}.")
     if not isinstance(n_bootstrap, (numbers.Integral, np.integer)) or isinstance(n_bootstrap, (bool, np.bool_)):
         raise TypeError(f"n_bootstrap must be an integer number of resamples (0 = none, e.g. 1000); got {n_bootstrap!r}.")
@@ -679,7 +681,11 @@ def _bootstrap(
         del acc
     alpha = (1.0 - confidence) / 2.0
     qs = [alpha, 1.0 - alpha]
-    report.intervals = {key: tuple(float(x) for x in np.quantile(v, qs)) for key, v in samples.items()}
+    intervals: dict[str, tuple[float, float]] = {}
+    for key, v in samples.items():
+        q_low, q_high = np.quantile(v, qs)
+        intervals[key] = (float(q_low), float(q_high))
+    report.intervals = intervals
     lo, hi = (_histogram_quantile(hist, offsets, cell_n, n_bootstrap, q) for q in qs)
     report.table["accuracy_low"] = lo
     report.table["accuracy_high"] = hi

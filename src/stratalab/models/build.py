@@ -91,9 +91,9 @@ def embed(model: nn.Module, split: Split, batch_size: int = 512) -> Embedding:
     for start in range(0, len(split), batch_size):
         idx = np.arange(start, min(start + batch_size, len(split)))
         xb = torch.as_tensor(split.load_x(idx), dtype=torch.float32)
-        f = model.features(xb)
+        f = model.features(xb)  # type: ignore[operator]  # nn.Module.__getattr__ is typed Tensor | Module
         feats.append(f.numpy())
-        probs.append(torch.softmax(model.head(f), dim=1).numpy())
+        probs.append(torch.softmax(model.head(f), dim=1).numpy())  # type: ignore[operator]
     model.train(was_training)
     proba = np.concatenate(probs).astype(np.float64)
     p_true = proba[np.arange(len(split)), split.y]

@@ -99,6 +99,8 @@ class CifarNet(nn.Module):
 
     MEAN = (0.4914, 0.4822, 0.4465)
     STD = (0.2470, 0.2435, 0.2616)
+    mean: torch.Tensor  # buffers registered in __init__
+    std: torch.Tensor
 
     def __init__(self, n_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> None:
         super().__init__()
@@ -120,7 +122,7 @@ class CifarNet(nn.Module):
         )
         self.head = nn.Linear(w[2], n_classes)
         self.feature_dim = w[2]
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts memory_format; torch's overloads omit it
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)

@@ -82,9 +82,9 @@ class FlowConfig:
         if h % (2 ** self.levels) or w % (2 ** self.levels):
             raise ValueError(f"the image sides ({h}x{w}) must be divisible by 2**levels = {2 ** self.levels}; "
                              "use fewer levels or resize the images.")
-        for name, low in (("free_bits", 0.0), ("lr", 0.0), ("clip", 0.0)):
+        for name, min_value in (("free_bits", 0.0), ("lr", 0.0), ("clip", 0.0)):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < low or (name != "free_bits" and v == 0):
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < min_value or (name != "free_bits" and v == 0):
                 raise ValueError(f"{name} must be a finite number {'>= 0' if name == 'free_bits' else '> 0'}, got {v!r}.")
         if int(self.warmup) != self.warmup or self.warmup < 0:
             raise ValueError(f"warmup must be an integer >= 0, got {self.warmup!r}.")
@@ -120,6 +120,8 @@ def unsqueeze(x: Tensor) -> Tensor:
 class ActNorm(nn.Module):
     """Per-channel affine ``y = (x + b) * exp(s)``, initialised from the first training batch so
     its output has zero mean and unit variance (Kingma & Dhariwal 2018, Sec. 3.1)."""
+
+    initialized: Tensor  # a buffer, registered in __init__
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -164,6 +166,9 @@ class CondCoupling(nn.Module):
     (kept in log space) and a zero-initialised last layer, so each step starts as a fixed scaling
     by sigmoid(2) = 0.88 of the second half, the same for every ``z``."""
 
+    # the channels passed through unchanged; the name shadows nn.Module.half() on this module
+    half: int  # type: ignore[assignment]
+
     def __init__(self, channels: int, hidden: int, z_dim: int, cond_channels: int = 8) -> None:
         super().__init__()
         self.half = channels // 2
@@ -173,8 +178,10 @@ class CondCoupling(nn.Module):
             nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
             nn.Conv2d(hidden, 2 * (channels - self.half), 3, padding=1),
         )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        last = self.net[-1]
+        assert isinstance(last, nn.Conv2d) and last.bias is not None
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def _params(self, a: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         c = self.cond(z)[:, :, None, None].expand(-1, -1, a.shape[2], a.shape[3])
@@ -258,6 +265,7 @@ class DecoupledFlow(nn.Module):
         h = x - 0.5
         logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for steps in self.levels:
+            assert isinstance(steps, nn.ModuleList)  # one ModuleList of FlowSteps per level
             h = squeeze(h)
             for step in steps:
                 h, ld = step(h, z)
@@ -267,7 +275,9 @@ class DecoupledFlow(nn.Module):
     def flow_inverse(self, nu: Tensor, z: Tensor) -> Tensor:
         h = nu
         for steps in reversed(self.levels):
+            assert isinstance(steps, nn.ModuleList)
             for step in reversed(steps):
+                assert isinstance(step, FlowStep)
                 h = step.inverse(h, z)
             h = unsqueeze(h)
         return h + 0.5

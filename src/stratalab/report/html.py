@@ -36,8 +36,7 @@ from typing import Any
 import pandas as pd
 
 from .._io import write_atomic
-from .results import (GroupTable, RunResult, is_count_metric, is_fraction_metric, metric_label,
-                      summarise)
+from .results import GroupTable, RunResult, is_count_metric, is_fraction_metric, metric_label, summarise
 
 __all__ = ["render_html", "write_html", "figures", "SUMMARY_METRICS"]
 
@@ -166,6 +165,7 @@ def _group_table(gt: GroupTable) -> dict[str, Any]:
         cells = []
         for col in columns:
             if col["key"] == "__ci__":
+                assert ci is not None  # the CI column is only added when gt.ci is set
                 lo, hi = rec[ci[0]], rec[ci[1]]
                 if _finite(lo) and _finite(hi):
                     c = _cell(lo, "pct")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..metrics import GroupReport
 from .._io import save_figure_atomic
+from ..metrics import GroupReport
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -70,7 +70,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import pandas as pd
 
@@ -185,8 +185,8 @@ class ResultReader(Protocol):
     :data:`stratalab.experiments.EXPERIMENTS`). Each method reads the whole result dict and raises
     :class:`BadResult` (or KeyError/TypeError) where the dict lacks what the kind needs."""
 
-    command: str
-    recognise: frozenset[str]  # keys a file of this kind holds when it records no invocation
+    command: ClassVar[str]
+    recognise: ClassVar[frozenset[str]]  # keys a file of this kind holds when it records no invocation
 
     def records(self, raw: dict[str, Any]) -> list[Row]: ...
     def group_tables(self, raw: dict[str, Any]) -> list[GroupTable]: ...
@@ -350,7 +350,7 @@ def _reader(raw: dict[str, Any], inv: dict[str, Any], p: Path, readers: Sequence
                              f"it reads results of: {', '.join('stratalab ' + k for k in by_command)}.")
         return by_command[command]
     keys = set(raw)
-    for r in sorted(readers, key=lambda r: -len(r.recognise)):
+    for r in sorted(readers, key=lambda r: (-len(r.recognise), r.command)):  # the most specific first
         if r.recognise and r.recognise <= keys:
             return r
     shown = ", ".join(sorted(map(str, keys))[:8]) or "nothing"

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pandas as pd
+from rich.console import JustifyMethod
 from rich.table import Table
 
 from ..metrics import GroupReport
@@ -20,7 +21,8 @@ def _pct(v: float | None, digits: int = 1) -> str:
 def group_table(report: GroupReport, title: str = "Accuracy per subgroup (%)", max_rows: int | None = 60) -> Table:
     """One row per (class, group) cell, worst cell marked."""
     t = Table(title=title, title_justify="left")
-    for col, just in (("class", "left"), ("group", "left"), ("n", "right"), ("accuracy", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (("class", "left"), ("group", "left"), ("n", "right"), ("accuracy", "right"))
+    for col, just in columns:
         t.add_column(col, justify=just)
     df = report.table
     has_ci = "accuracy_low" in df

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._config import config_from_dict, config_to_dict
+from .._io import write_atomic
+from .._validation import check_int, parse_structured
 from ..data.core import Split
 from ..metrics import GroupReport, group_report
 from ..models.build import MODELS
 from ..models.pretrained import FINETUNE_MODES, load_weights_only
-from .._io import write_atomic
 from .objectives import GroupDRO, class_weights, per_example_ce
 from .registry import METHODS, get_method
 from .sampling import make_plan
 from .selection import CRITERIA, check_criterion, selection_scores
-from .._config import config_from_dict, config_to_dict
-from .._validation import parse_structured
 
 SCHEDULES = ("constant", "multistep", "cosine", "linear")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -124,13 +124,18 @@ class TrainConfig:
         spec = get_method(self.method)
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}.")
+        self._check_counts()
+        self._check_optimisation()
+        for name in spec.required:
+            if getattr(self, name) is None:
+                raise ValueError(f"method {self.method!r} needs {name} (--{name.replace('_', '-')}).")
+        self._check_methods()
+        self._check_augmentation(spec.loss)
+
+    def _check_counts(self) -> None:
+        """Epochs, batch size, evaluation period, JTT's T, DFR's retrains and the seed: integers in range."""
         for name in ("epochs", "batch_size", "eval_every", "jtt_epochs", "dfr_retrains", "seed"):
-            v = getattr(self, name)
-            whole = isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and math.isfinite(v)
-                                                         and float(v).is_integer())
-            if isinstance(v, bool) or not whole:
-                raise ValueError(f"{name} must be an integer, got {v!r}.")
-            setattr(self, name, int(v))
+            setattr(self, name, check_int(getattr(self, name), name))
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
@@ -139,6 +144,9 @@ class TrainConfig:
                              f"got {max(self.epochs, self.jtt_epochs):,}.")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed}.")
+
+    def _check_optimisation(self) -> None:
+        """Model width, optimiser, schedule, selection criterion and finetuning."""
         _finite("width", self.width, low=0, low_open=True, hint="The width multiplier scales the model, e.g. 0.5, 1, 4.")
         _finite("lr", self.lr, low=0, low_open=True, hint="Typical: 1e-3 for Adam, 0.1 for SGD.")
         _finite("weight_decay", self.weight_decay, low=0)
@@ -154,15 +162,12 @@ class TrainConfig:
             raise ValueError("finetune='last_layer' trains only the head of a pretrained model; give init (--init PATH).")
         if self.init is not None:
             self.init = str(self.init)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}.")
-        if self.select not in CRITERIA:
-            raise ValueError(f"select must be one of {', '.join(CRITERIA)}; got {self.select!r}.")
-        for name in spec.required:
-            if getattr(self, name) is None:
-                raise ValueError(f"method {self.method!r} needs {name} (--{name.replace('_', '-')}).")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("select", CRITERIA)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
+
+    def _check_methods(self) -> None:
+        """The settings of mixture balancing, JTT and DFR."""
         if self.mixture_ratio is not None:
             _finite("mixture_ratio", self.mixture_ratio, low=1,
                     hint="Mixture caps each class at r times the smallest class, e.g. 2.")
@@ -175,6 +180,10 @@ class TrainConfig:
             raise ValueError("dfr needs at least one C in dfr_cs and dfr_retrains >= 1.")
         for c in self.dfr_cs:
             _finite("each DFR C", c, low=0, low_open=True)
+
+    def _check_augmentation(self, loss: str) -> None:
+        """The augmentation, its parameters and FlowAug's (which needs a flow and no Group DRO)."""
+        from ..augment.flowaug import OBJECTIVES
         from ..augment.pipeline import AUGMENTATIONS
 
         if self.augment not in AUGMENTATIONS:
@@ -186,8 +195,6 @@ class TrainConfig:
         _finite("label_smoothing", self.label_smoothing, low=0, high=1)
         if self.label_smoothing >= 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
-        from ..augment.flowaug import OBJECTIVES
-
         if self.flowaug_objective not in OBJECTIVES:
             raise ValueError(f"flowaug_objective must be one of {', '.join(OBJECTIVES)}; got {self.flowaug_objective!r}.")
         if self.flowaug_pairs not in ("same_class", "any"):
@@ -199,7 +206,7 @@ class TrainConfig:
             if not self.flow:
                 raise ValueError("augment='flowaug' needs flow=PATH, a flow written by `stratalab flow train` "
                                  "(--flow on the command line).")
-            if spec.loss == "group_dro":
+            if loss == "group_dro":
                 raise ValueError(f"FlowAug trains on several views of each batch; method {self.method!r} (Group DRO) is "
                                  "not supported with it. Use erm or a class-balancing method.")
         elif self.flow:
@@ -587,7 +594,7 @@ def fit(
         run.history.append(json.loads(json.dumps(row)))  # plain Python numbers: JSON and weights_only checkpoints
         if ckpt is not None:
             state = run.state(fingerprint, epoch + 1)
-            write_atomic(ckpt, lambda path: torch.save(state, path))
+            write_atomic(ckpt, partial(torch.save, state))  # torch.save(state, tmp_path)
         if progress is not None:
             progress(epoch + 1, row)
     last_state = copy.deepcopy(model.state_dict())

@@ -193,7 +193,7 @@ def run(
     def cb(stage: str, total: int):
         return None if progress is None else (lambda e, row: progress(stage, e, total, row))
 
-    common = dict(val=ds.val, test=ds.test, val_bias_pred=val_bias_pred, val_estimated_groups=val_estimated_groups)
+    common: dict[str, Any] = dict(val=ds.val, test=ds.test, val_bias_pred=val_bias_pred, val_estimated_groups=val_estimated_groups)
     extra: dict[str, Any] = {}
     if spec.stages == ("identify_errors", "retrain_upsampled"):
         stage1_cfg = replace(cfg, method="erm", epochs=cfg.jtt_epochs, schedule="constant")
@@ -209,6 +209,7 @@ def run(
         erm_cfg = replace(cfg, method="erm")
         res = fit(model, ds.train, erm_cfg, checkpoint_dir=checkpoint_dir, progress=cb("dfr: base ERM", cfg.epochs), **common)
         emb = {s: embed(res.model, ds.splits[s]) for s in ("val", "test")}
+        assert ds.val.g is not None  # DFR is val_groups_fit: refused above when val has no groups
         head = fit_dfr(emb["val"].features, ds.val.y, ds.val.g, cs=cfg.dfr_cs, n_retrains=cfg.dfr_retrains,
                        random_state=cfg.seed)
         reports = _reports({s: head.predict_proba(emb[s].features) for s in ("val", "test")}, ds)
@@ -231,4 +232,5 @@ def bias_proxy_predictions(ds: Dataset, cfg: TrainConfig) -> np.ndarray:
     (Tsirigotis et al. 2023, as used by LaBonte et al. 2024): an ERM model with ``cfg``'s model and
     optimisation, selected on val average accuracy (no group label)."""
     proxy = run(ds, replace(cfg, method="erm", select="val_avg"))
+    assert proxy.model is not None  # run() always returns its model
     return predict(proxy.model, ds.val).argmax(1)

@@ -44,6 +44,7 @@ class SamplingPlan:
         if self.mode == "weighted":
             return int(self.n_draws or self.subset.size)
         if self.mode == "repeat":
+            assert self.repeats is not None
             return int(np.sum(self.repeats))
         return int(self.subset.size)
 
@@ -107,8 +108,10 @@ def make_plan(
                             n_draws=subset.size)
     assert g is not None or sampling == "repeat"
     if sampling == "group_subset":
+        assert g is not None
         return SamplingPlan(first_per_label(g, _smallest(g), rng))
     if sampling == "group_upsample":
+        assert g is not None
         return SamplingPlan(everything, "weighted", weights=_inverse_frequency(g), n_draws=n)
     if sampling == "repeat":
         reps = np.asarray(repeats, dtype=np.int64)
