@@ -19,19 +19,19 @@ from .basic import BatchAugment, compose, random_crop, random_crop_flip, random_
 from .corruptions import CORRUPTIONS, FAMILIES, corrupt, corrupted_test_set
 from .flowaug import OBJECTIVES, FlowAugmenter, gaussian_z, mix_partners, mix_z, truncated_normal
 from .mixing import (
-                          BATCH_AUGMENTATIONS,
-                          BatchMixer,
-                          CutMix,
-                          Cutout,
-                          MixDetails,
-                          Mixup,
-                          cutmix,
-                          cutout,
-                          cutout_images,
-                          make_batch_augmentation,
-                          mixup,
-                          sample_beta,
-                          soft_cross_entropy,
+    BATCH_AUGMENTATIONS,
+    BatchMixer,
+    CutMix,
+    Cutout,
+    MixDetails,
+    Mixup,
+    cutmix,
+    cutout,
+    cutout_images,
+    make_batch_augmentation,
+    mixup,
+    sample_beta,
+    soft_cross_entropy,
 )
 from .pipeline import AUGMENTATIONS, make_augmentation, make_views
 
