@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--name", default="cifar_b_study")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    cfg = CifarBConfig(dataset="cifar10-b", augmentations=tuple(args.augment.split(",")),
+    cfg = CifarBConfig.of(dataset="cifar10-b", augmentations=tuple(args.augment.split(",")),
                        seeds=tuple(int(s) for s in args.seeds.split(",")), epochs=args.epochs, lr=args.lr,
                        label_smoothing=args.label_smoothing, corruptions=tuple(CORRUPTIONS) if args.n_corrupt else (),
                        severities=tuple(int(s) for s in args.severities.split(",")), n_corrupt=args.n_corrupt or None,
@@ -113,10 +113,11 @@ def main() -> None:
                      f"{ms('worst_group_accuracy')} | {cor[0]} | {cor[1]} | {f'{p[0]} / {p[2]} / {p[1]}' if p else '-'} |")
     corr = res.correlation()
     train = [r["train_seconds"] for r in res.runs]
-    lines += ["", f"{len(res.runs)} runs, {cfg.epochs} epochs each, {min(train):.0f}-{max(train):.0f} s of training a run; "
+    lines += ["", f"{len(res.runs)} runs, {cfg.train.epochs} epochs each, {min(train):.0f}-{max(train):.0f} s of training a run; "
               f"{sum(train):.0f} s of training in all. Accuracy vs MacroStd over the runs: Pearson {corr['pearson']:.2f}, Spearman "
               f"{corr['spearman']:.2f} ({corr['runs']} runs)." if corr["runs"] >= 3 else
-              f"{len(res.runs)} runs, {cfg.epochs} epochs each, {min(train):.0f}-{max(train):.0f} s of training a run; {sum(train):.0f} s of training in all."]
+              f"{len(res.runs)} runs, {cfg.train.epochs} epochs each, {min(train):.0f}-{max(train):.0f} s of training a run; "
+              f"{sum(train):.0f} s of training in all."]
     text = "\n".join(lines)
     print(text)
     if args.write:

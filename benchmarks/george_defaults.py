@@ -52,7 +52,7 @@ def main() -> None:
 
         rule = GeorgeConfig.for_data(spec(seeds[0]).load())
         variants = {"size rule": rule}
-        paper = GeorgeConfig(model=rule.model)  # the class defaults: the paper's U-MNIST settings
+        paper = GeorgeConfig.of(model=rule.model)  # the class defaults: the paper's U-MNIST settings
         if paper != rule:
             variants["paper defaults"] = paper
         for vname, cfg in variants.items():
@@ -64,10 +64,9 @@ def main() -> None:
     umnist = RESULTS / "george_umnist.json"
     if umnist.exists():
         d = json.loads(umnist.read_text())
-        want = GeorgeConfig(model="lenet5").to_dict()
         args_ = d.get("args", {})
         padded = args_.get("pad", not args_.get("resize", False))  # files before 2026-11-30 were padded
-        same = all(d["config"].get(k, want[k]) == v for k, v in want.items()) and padded
+        same = GeorgeConfig.from_dict(d["config"]) == GeorgeConfig.of(model="lenet5") and padded
         if same:
             rows.append(("u-mnist, zero-padded (george_umnist.json, " + d["date"] + ")", "size rule", summarise(d["runs"]),
                          d["runs"]))

@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--name", default="george_umnist")
     args = ap.parse_args()
-    cfg = GeorgeConfig(model="lenet5", epochs=args.epochs, erm_epochs=args.erm_epochs, augment=args.augment,
+    cfg = GeorgeConfig.of(model="lenet5", epochs=args.epochs, erm_epochs=args.erm_epochs, augment=args.augment,
                        oracle=not args.no_oracle)
     seeds = [int(s) for s in args.seeds.split(",")]
     backend = Backend(work_dir=args.work_dir, threads=args.threads)

@@ -37,7 +37,7 @@ SOURCE = {"n_train": 20000}
 
 
 def study(seeds: tuple[int, ...]) -> ScalingConfig:
-    return ScalingConfig(dataset="spurious-mnist", dataset_options=TARGET, pretrain_dataset="mnist-digits",
+    return ScalingConfig.of(dataset="spurious-mnist", dataset_options=TARGET, pretrain_dataset="mnist-digits",
                          pretrain_options=SOURCE, model="lenet5", widths=(0.25, 0.5, 1.0, 1.5, 2.0), seeds=seeds,
                          epochs=8, pretrain_epochs=2, mixture_ratio=2.0, select="val_wga")
 
@@ -56,8 +56,8 @@ def part_scaling(seeds: tuple[int, ...], weights: Path) -> None:
                      f"{pct(r.wga_last_mean, r.wga_last_std)} | {pct(r.avg_mean, r.avg_std)} |")
     cur = res.curves()
     lines += ["", f"WGA over epochs at width {max(cfg.widths):g} (mean over seeds, %):", "",
-              "| balancing | " + " | ".join(f"ep {e}" for e in range(1, cfg.epochs + 1)) + " |",
-              "|---|" + "---|" * cfg.epochs]
+              "| balancing | " + " | ".join(f"ep {e}" for e in range(1, cfg.train.epochs + 1)) + " |",
+              "|---|" + "---|" * cfg.train.epochs]
     for m in cfg.methods:
         sub = cur[cur["method"] == m].sort_values("epoch")
         lines.append(f"| {'none' if m == 'erm' else m} | " + " | ".join(f"{100 * v:.1f}" for v in sub["wga_mean"]) + " |")
@@ -103,7 +103,7 @@ def part_ablation(seeds: tuple[int, ...], weights: Path) -> None:
     rows = []
     t0 = time.perf_counter()
     for ratio in (1, 3, 10):
-        cfg = ScalingConfig(dataset="spurious-mnist", dataset_options={**TARGET, "class_imbalance": ratio},
+        cfg = ScalingConfig.of(dataset="spurious-mnist", dataset_options={**TARGET, "class_imbalance": ratio},
                             pretrain_dataset="mnist-digits", pretrain_options=SOURCE, model="lenet5", widths=(1.0,),
                             methods=("subsetting", "upsampling", "mixture"), seeds=seeds, epochs=8, pretrain_epochs=2,
                             mixture_ratio=2.0)
@@ -122,7 +122,7 @@ def part_ablation(seeds: tuple[int, ...], weights: Path) -> None:
 
 
 def part_collapse(seeds: tuple[int, ...], weights: Path, epochs: int = 30) -> None:
-    cfg = ScalingConfig(dataset="spurious-mnist", dataset_options=TARGET, pretrain_dataset="mnist-digits",
+    cfg = ScalingConfig.of(dataset="spurious-mnist", dataset_options=TARGET, pretrain_dataset="mnist-digits",
                         pretrain_options=SOURCE, model="lenet5", widths=(1.0,), seeds=seeds, epochs=epochs,
                         pretrain_epochs=2, mixture_ratio=2.0)
     res = run_scaling(cfg, data_dir=data_dir(), weights_dir=weights, progress=lambda m: print(m, flush=True))

@@ -31,11 +31,11 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    cfg = ScalingConfig(dataset="spurious-mnist", dataset_options={"n_train": 6000, "class_imbalance": 5},
+    cfg = ScalingConfig.of(dataset="spurious-mnist", dataset_options={"n_train": 6000, "class_imbalance": 5},
                         model="lenet5", widths=(0.5, 1.0), methods=("erm", "subsetting", "upweighting"),
                         seeds=(0, 1), epochs=args.epochs, pretrain_epochs=0)
     ddir = data_dir()
-    run_scaling(ScalingConfig(**{**cfg.to_dict(), "widths": (0.5,), "methods": ("erm",), "seeds": (0,), "epochs": 1}),
+    run_scaling(ScalingConfig.of(**{**cfg.to_dict(), "widths": (0.5,), "methods": ("erm",), "seeds": (0,), "epochs": 1}),
                 data_dir=ddir)  # warm-up: imports, data files in the page cache
     timings, results = {}, {}
     for name, backend in (("local", Backend()), ("local, 1 thread", Backend(threads=1))):

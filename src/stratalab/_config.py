@@ -25,3 +25,18 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     """``dataclasses.asdict`` with every tuple field as a list, so the dict round-trips through
     JSON and YAML unchanged."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def split_flat(d: dict[str, Any], train_fields: set[str], own_fields: set[str], what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A flat settings mapping (as flags, recipes and files written before configs were composed
+    give them) split into the nested training config's keys and the config's own keys; a key that
+    is neither is refused by name. The config's own fields win where a name is in both."""
+    unknown = sorted(set(d) - train_fields - own_fields - {"train"})
+    if unknown:
+        raise ValueError(f"unknown {what} key {unknown[0]!r}; known keys: {', '.join(sorted(own_fields | train_fields))}.")
+    nested = d.get("train") or {}
+    if not isinstance(nested, dict):
+        raise ValueError(f"{what}: 'train' must be a mapping of training settings, got {type(nested).__name__}.")
+    train = {**nested, **{k: v for k, v in d.items() if k in train_fields and k not in own_fields}}
+    own = {k: v for k, v in d.items() if k in own_fields}
+    return train, own

@@ -32,7 +32,7 @@ def test_george_pipeline_gives_the_same_clusters_when_true_subclasses_are_shuffl
     np.testing.assert_array_equal(shuffled.train.x, ds.train.x)
     np.testing.assert_array_equal(shuffled.train.y, ds.train.y)
 
-    cfg = GeorgeConfig(model="mlp", epochs=3, batch_size=64, lr=2e-3, weight_decay=0.0, schedule="constant",
+    cfg = GeorgeConfig.of(model="mlp", epochs=3, batch_size=64, lr=2e-3, weight_decay=0.0, schedule="constant",
                        reducer="pca", cluster_method="kmeans", k_max=4, min_cluster_size=10, min_val_size=5,
                        oracle=False)
     a = run_george(ds, cfg, seed=0)

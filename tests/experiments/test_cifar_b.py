@@ -36,7 +36,7 @@ def tiny_cifar(tmp_path):
 
 
 def config(path, **kw):
-    return CifarBConfig(**{"dataset": str(path), "augmentations": ("flip_crop", "cutmix"), "seeds": (0, 1), "epochs": 2,
+    return CifarBConfig.of(**{"dataset": str(path), "augmentations": ("flip_crop", "cutmix"), "seeds": (0, 1), "epochs": 2,
                            "batch_size": 32, "width": 0.25, **kw})
 
 

@@ -10,7 +10,7 @@ from stratalab.experiments import GeorgeConfig, run_george, summarise
 
 def test_george_end_to_end_on_u_digits_uses_no_subclass_labels(tmp_path):
     ds = load("u-digits", seed=0)
-    cfg = GeorgeConfig(model="mlp", epochs=8, batch_size=64, lr=1e-3, weight_decay=0.0, schedule="constant",
+    cfg = GeorgeConfig.of(model="mlp", epochs=8, batch_size=64, lr=1e-3, weight_decay=0.0, schedule="constant",
                        reducer="pca", k_max=6, oracle=True)
     res = run_george(ds, cfg, seed=0)
     assert set(res.rows) == {"ERM", "GEORGE", "GDRO (true subclasses)"}
@@ -36,14 +36,14 @@ def test_george_finds_the_rare_eights_of_u_digits_as_their_own_cluster():
 
     ds = load("u-digits", seed=0)
     cfg = GeorgeConfig.for_dataset("u-digits", oracle=False)
-    assert (cfg.model, cfg.width, cfg.epochs, cfg.reducer, cfg.min_cluster_size) == ("mlp", 4.0, 10, "umap", 10)
+    assert (cfg.train.model, cfg.train.width, cfg.train.epochs, cfg.reducer, cfg.min_cluster_size) == ("mlp", 4.0, 10, "umap", 10)
     res = run_george(ds, cfg, seed=0)
     for split in ("train", "val"):
         table, _ = cluster_quality(res.clusters[split], ds.splits[split].g)
         eight = table[table["subclass"] == 8].iloc[0]
         assert eight["recall"] >= 0.5 and eight["precision"] >= 0.5, (split, eight.to_dict())
     assert GeorgeConfig.for_dataset("u-mnist") == GeorgeConfig()
-    assert GeorgeConfig.for_dataset("u-digits", epochs=3, lr=None).epochs == 3
+    assert GeorgeConfig.for_dataset("u-digits", epochs=3, lr=None).train.epochs == 3
 
 
 def test_run_george_cli_json_and_user_features(tmp_path):
@@ -70,19 +70,19 @@ def test_erm_epochs_and_augment_reach_the_right_training_steps():
     """erm_epochs sets step 1's ERM only; augment reaches every step; bad values are refused at once."""
     import pytest
 
-    cfg = GeorgeConfig(epochs=20, erm_epochs=40, augment="flip_crop")
+    cfg = GeorgeConfig.of(epochs=20, erm_epochs=40, augment="flip_crop")
     assert cfg.train_config("erm", 0, "val_avg").epochs == 40
     assert cfg.train_config("gdro", 0, "val_wga").epochs == 20
     assert {cfg.train_config(m, 0, "val_wga").augment for m in ("erm", "gdro")} == {"flip_crop"}
     assert GeorgeConfig().train_config("erm", 0, "val_avg").epochs == 20
     assert GeorgeConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="erm_epochs"):
-        GeorgeConfig(erm_epochs=0)
-    assert GeorgeConfig(erm_epochs=np.int64(30)).to_dict()["erm_epochs"] == 30  # a plain int, JSON-safe
-    assert type(GeorgeConfig(erm_epochs=30.0).erm_epochs) is int
+        GeorgeConfig.of(erm_epochs=0)
+    assert GeorgeConfig.of(erm_epochs=np.int64(30)).to_dict()["erm_epochs"] == 30  # a plain int, JSON-safe
+    assert type(GeorgeConfig.of(erm_epochs=30.0).erm_epochs) is int
     for bad in ("flip", "flowaug", "mixup"):
         with pytest.raises(ValueError, match="augment must be one of none, flip_crop"):
-            GeorgeConfig(augment=bad)
+            GeorgeConfig.of(augment=bad)
     from stratalab.experiments.george import check_augment
 
     flat = load("synthetic-gmm", seed=0)
@@ -117,13 +117,13 @@ def test_size_rule_defaults_for_data_without_a_recipe():
 
     big = GeorgeConfig.for_data(fake(3000, 20000, (1, 32, 32)))
     assert big == GeorgeConfig()  # the paper's U-MNIST settings
-    assert GeorgeConfig.for_data(fake(3000, 20000, (5,))) == GeorgeConfig(model="mlp")
+    assert GeorgeConfig.for_data(fake(3000, 20000, (5,))) == GeorgeConfig.of(model="mlp")
     mid = size_rule(fake(700, 20000, (3, 32, 32)))  # 2% of 700 = 14; small data; conv net kept at width 1
     assert (mid["min_cluster_size"], mid["cluster_method"], mid["model"], mid["width"], mid["epochs"]) == (14, "kmeans", "lenet5", 1.0, 10)
     assert size_rule(fake(100, 200, (5,)))["min_cluster_size"] == 5  # the lower clip
     assert size_rule(fake(1999, 5000, (5,)))["cluster_method"] == "kmeans"
     assert size_rule(fake(2000, 5000, (5,))).get("cluster_method", "gmm") == "gmm"
-    assert GeorgeConfig.for_data(fake(700, 20000, (5,)), epochs=3, lr=None).epochs == 3
+    assert GeorgeConfig.for_data(fake(700, 20000, (5,)), epochs=3, lr=None).train.epochs == 3
     with pytest.raises(ValueError, match="no examples"):  # refused by the Dataset itself
         size_rule(fake(0, 0, (5,)))
 

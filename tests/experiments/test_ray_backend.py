@@ -60,7 +60,7 @@ def _rows(res):
 
 def test_a_killed_worker_is_retried_and_the_grid_matches_the_local_backend(cluster, tmp_path):
     # 2 pretraining tasks + 12 finetunes (2 widths x 3 balancing methods x 2 seeds), seconds each
-    cfg = ScalingConfig(dataset="u-digits", pretrain_dataset="digits", model="mlp", widths=(0.5, 1.0),
+    cfg = ScalingConfig.of(dataset="u-digits", pretrain_dataset="digits", model="mlp", widths=(0.5, 1.0),
                         methods=("erm", "subsetting", "upweighting"), seeds=(0, 1), epochs=3, pretrain_epochs=1)
     local = run_scaling(cfg, weights_dir=tmp_path / "local-weights", backend=Backend("local", threads=1))
     for f in cluster.glob("*.attempts"):

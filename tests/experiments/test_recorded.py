@@ -24,7 +24,9 @@ def numbers(obj, prefix=""):
     out = {}
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if k in ("seconds", "invocation", "source", "_provenance") or k.endswith("_seconds"):
+            # settings are not results: a config's shape may change (configs were composed after
+            # these were recorded); rerun and --config check that old configs still run the same
+            if k in ("seconds", "invocation", "source", "_provenance", "config", "d3m_config") or k.endswith("_seconds"):
                 continue
             out.update(numbers(v, f"{prefix}.{k}"))
     elif isinstance(obj, list):

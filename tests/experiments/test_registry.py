@@ -113,10 +113,13 @@ def test_rerun_reads_results_recorded_before_the_registry(name, tmp_path):
     assert json.loads(res.output)["reproduced"]
 
 
-@pytest.mark.parametrize("name", ["run_george", "run_d3m", "run_scaling", "run_cifar_b"])
-def test_config_works_for_every_run_command(name, tmp_path):
-    """`run X --config RESULT.json` runs what the result records (here a file of the old shape)."""
-    src = fixture_copy(name, tmp_path)
+@pytest.mark.parametrize("name, shape", [("run_george", "old"), ("run_d3m", "old"), ("run_scaling", "old"),
+                                         ("run_cifar_b", "old"), ("run_george", "new"), ("run_scaling", "new"),
+                                         ("run_cifar_b", "new")])
+def test_config_works_for_every_run_command(name, shape, tmp_path):
+    """`run X --config RESULT.json` runs what the result records: a file recorded before the
+    registry and composed configs (old), or one written by today's code (new)."""
+    src = fixture_copy(name, tmp_path) if shape == "old" else run_command(name, tmp_path)
     command = json.loads(src.read_text())["invocation"]["command"].split()
     out = tmp_path / "again.json"
     res = runner.invoke(app, [*command, "--config", str(src), "--json", "-o", str(out)])
@@ -141,7 +144,7 @@ def test_an_option_given_beside_config_overrides_it(tmp_path):
                               "-o", str(out)])
     assert res.exit_code == 0, res.output
     inv = json.loads(out.read_text())["invocation"]
-    assert inv["config"]["epochs"] == 1 and inv["config"]["widths"] == [1.0]
+    assert inv["config"]["train"]["epochs"] == 1 and inv["config"]["widths"] == [1.0]
     assert inv["config"]["methods"] == ["erm", "upsampling"] and inv["dataset"] == "u-digits" and inv["seeds"] == [0]
 
 

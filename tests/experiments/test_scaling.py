@@ -62,7 +62,7 @@ def test_train_cli_refuses_bad_init_before_work(tmp_path):
 
 
 def test_scaling_study_outputs_have_the_grid_shape(tmp_path):
-    cfg = ScalingConfig(dataset="u-digits", pretrain_dataset="digits", model="mlp", widths=(0.25, 2.0), seeds=(0, 1),
+    cfg = ScalingConfig.of(dataset="u-digits", pretrain_dataset="digits", model="mlp", widths=(0.25, 2.0), seeds=(0, 1),
                         epochs=2, pretrain_epochs=1, mixture_ratio=1.5)
     res = run_scaling(cfg, weights_dir=tmp_path / "w")
     assert len(res.runs) == 2 * 5 * 2
@@ -79,18 +79,18 @@ def test_scaling_study_outputs_have_the_grid_shape(tmp_path):
         assert f.read_bytes()[:4] == b"\x89PNG"
     json.dumps(res.to_dict())
     with pytest.raises(ValueError, match="unknown balancing"):
-        ScalingConfig(methods=("erm", "gdro"))
+        ScalingConfig.of(methods=("erm", "gdro"))
     with pytest.raises(ValueError, match="width must be"):
-        ScalingConfig(widths=(1.0, 0.0))
+        ScalingConfig.of(widths=(1.0, 0.0))
 
 
 def test_review_fixes_weights_source_and_frozen_batchnorm(tmp_path):
     """Cached weights are reused only for the same source task; last-layer finetuning of a model
     with BatchNorm leaves every body tensor (running statistics included) unchanged."""
-    cfg = ScalingConfig(dataset="u-digits", pretrain_dataset="digits", model="mlp", widths=(0.25,), methods=("erm",),
+    cfg = ScalingConfig.of(dataset="u-digits", pretrain_dataset="digits", model="mlp", widths=(0.25,), methods=("erm",),
                         seeds=(0,), epochs=1, pretrain_epochs=1)
     run_scaling(cfg, weights_dir=tmp_path / "w")
-    other = ScalingConfig(**{**cfg.to_dict(), "pretrain_dataset": "u-digits"})
+    other = ScalingConfig.of(**{**cfg.to_dict(), "pretrain_dataset": "u-digits"})
     res = run_scaling(other, weights_dir=tmp_path / "w")
     assert res.pretraining[0]["reused"] is False and read_pretrained(tmp_path / "w" / "mlp-w0.25.pt")["source"] == "u-digits"
 

@@ -171,6 +171,14 @@ def read_config_file(path: Path, command: str) -> dict[str, Any]:
     return d
 
 
+def flat_config(d: dict[str, Any] | None) -> dict[str, Any]:
+    """A config file's settings with its nested training config (``train``) lifted to the top, so
+    options given on the command line (flat, like ``--epochs``) override them key by key."""
+    d = dict(d or {})
+    train = d.pop("train", None)
+    return {**(train if isinstance(train, dict) else {}), **d}
+
+
 def dataset_args(ctx: typer.Context, file_cfg: dict[str, Any], dataset: Optional[str], data_dir: Optional[Path],
                  option: Optional[list[str]], default: str | None = None) -> tuple[str, Optional[Path], dict[str, Any]]:
     """Data set name, data folder and options: from the command line, else from --config, else ``default``."""

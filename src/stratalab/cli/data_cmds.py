@@ -121,5 +121,5 @@ def demo(
                   + f"; the best cluster for the test 8s holds {100 * c8['recall']:.0f}% of them at "
                   f"{100 * c8['precision']:.0f}% precision.")
     console.print(george_rows_table(george.rows, "GEORGE on u-digits, test accuracy (%) (robust = worst digit)"))
-    console.print(f"GEORGE: ERM (MLP x{gcfg.width:g}, {gcfg.epochs} epochs) -> UMAP + {gcfg.cluster_method} per class -> "
+    console.print(f"GEORGE: ERM (MLP x{gcfg.train.width:g}, {gcfg.train.epochs} epochs) -> UMAP + {gcfg.cluster_method} per class -> "
                   f"Group DRO over the clusters; {george.seconds['total']:.0f} s. The last row uses the true digits (oracle).")

@@ -27,6 +27,7 @@ from .common import (
     ThreadsOption,
     WorkDirOption,
     dataset_args,
+    flat_config,
     make_backend,
     merge,
     not_an_input,
@@ -82,7 +83,7 @@ def run_george_cmd(
                      batch_size=batch_size, reducer=reducer, cluster_method=cluster_method, k_max=k_max,
                      overcluster=False if no_overcluster else None, min_cluster_size=min_cluster_size,
                      min_val_size=min_cluster_size)
-    settings = {**(file_cfg.get("config") or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    settings = {**flat_config(file_cfg.get("config")), **{k: v for k, v in overrides.items() if v is not None}}
     feats = features if features is not None else (Path(file_cfg["features"]) if file_cfg.get("features") else None)
     check_output_path(output, (".json",), "--output")
     check_output_path(plot, FIGURE_SUFFIXES, "--plot")
@@ -269,7 +270,7 @@ def run_scaling_cmd(
                                widths=tuple(parse_floats(widths, "--widths")), methods=parse_names(methods),
                                epochs=epochs, pretrain_epochs=pretrain_epochs, finetune=finetune, lr=lr,
                                mixture_ratio=mixture_ratio, select=select)
-    settings = merge(ctx, file_cfg.get("config", {}), cli, {"pretrain_options": "pretrain_option"})
+    settings = merge(ctx, flat_config(file_cfg.get("config")), cli, {"pretrain_options": "pretrain_option"})
     if int(settings.get("pretrain_epochs", 1)) == 0:
         refuse_unused(ctx, ["pretrain_dataset", "pretrain_option", "weights_dir"],
                       "with --pretrain-epochs 0 (no pretraining: every width trains from scratch)")
@@ -293,7 +294,7 @@ def run_scaling_cmd(
         written.append(("collapse figure", plot_collapse(res, collapse_figure)))
     if write_payload(out.payload, output, json_out):
         return
-    console.print(scaling_table(res.table(), res.config.dataset, res.config.select))
+    console.print(scaling_table(res.table(), res.config.dataset, res.config.train.select))
     console.print(f"{len(res.runs)} finetuning runs in {res.seconds:.0f} s.")
     say_written(*written)
 
@@ -355,7 +356,7 @@ def run_cifar_b_cmd(
         corruptions=tuple(CORRUPTIONS) if corruptions.strip() == "all" else parse_names(corruptions), severities=sev,
         n_corrupt=n_corrupt, flow=str(check_input_file(flow, "flow", (".pt",)).resolve()) if flow is not None else None,
         flowaug_objective=flowaug_objective, flowaug_std_weight=flowaug_lambda, flowaug_mix_weight=flowaug_mix_weight)
-    settings = merge(ctx, file_cfg.get("config", {}), cli, {"augmentations": "augment", "flowaug_std_weight": "flowaug_lambda"})
+    settings = merge(ctx, flat_config(file_cfg.get("config")), cli, {"augmentations": "augment", "flowaug_std_weight": "flowaug_lambda"})
     check_output_path(output, (".json",), "--output")
     check_output_path(figure, FIGURE_SUFFIXES, "--figure")
     inv = Invocation("run cifar-b", dataset=name, dataset_options=opts, data_dir=None if ddir is None else str(ddir),

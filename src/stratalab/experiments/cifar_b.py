@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from .._config import config_from_dict, config_to_dict
+from .._config import config_to_dict, split_flat
 from .._validation import check_unique
 from ..data.core import Split
 from ..metrics import group_report
@@ -40,6 +40,13 @@ FLOWAUG_ROWS = {"gauss": "FlowAug (Trunc Gaussian on z)", "mix": "FlowAug (Mix z
 METRICS = ("accuracy", "weighted_std", "macro_std", "worst_group_accuracy")
 
 
+def _cpu_recipe() -> TrainConfig:
+    """This project's CPU recipe for ``cifarnet`` (BENCHMARKS.md): 20 epochs of SGD 0.05 with
+    momentum 0.9, weight decay 5e-4, cosine schedule, batches of 256, selected on val average."""
+    return TrainConfig(model="cifarnet", epochs=20, batch_size=256, optimizer="sgd", lr=0.05, momentum=0.9,
+                       weight_decay=5e-4, schedule="cosine", select="val_avg")
+
+
 @dataclass
 class CifarBConfig:
     """Settings of the study; round-trips through :meth:`to_dict` / :meth:`from_dict`.
@@ -57,19 +64,7 @@ class CifarBConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     augmentations: tuple[str, ...] = tuple(ROWS)
     seeds: tuple[int, ...] = (0,)
-    model: str = "cifarnet"
-    width: float = 1.0
-    epochs: int = 20
-    batch_size: int = 256
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    label_smoothing: float = 0.0
-    mix_alpha: float = 1.0
-    cutout_size: int = 16
-    select: str = "val_avg"
+    train: TrainConfig = field(default_factory=_cpu_recipe)
     corruptions: tuple[str, ...] = ()
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     n_corrupt: int | None = None
@@ -79,6 +74,8 @@ class CifarBConfig:
     flowaug_mix_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = TrainConfig.from_dict({**_cpu_recipe().to_dict(), **self.train})
         self.augmentations = tuple(self.augmentations)
         self.seeds = tuple(int(s) for s in self.seeds)
         self.corruptions = tuple(self.corruptions)
@@ -117,13 +114,12 @@ class CifarBConfig:
         return FLOWAUG_ROWS[self.flowaug_objective] if augment == "flowaug" else ROWS[augment]
 
     def train_config(self, augment: str, seed: int) -> TrainConfig:
-        return TrainConfig(method="erm", model=self.model, width=self.width, epochs=self.epochs, batch_size=self.batch_size,
-                           optimizer=self.optimizer, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-                           schedule=self.schedule, label_smoothing=self.label_smoothing, augment=augment,
-                           mix_alpha=self.mix_alpha, cutout_size=self.cutout_size, select=self.select, seed=seed,
-                           **({"flow": self.flow, "flowaug_objective": self.flowaug_objective,
-                               "flowaug_std_weight": self.flowaug_std_weight, "flowaug_mix_weight": self.flowaug_mix_weight}
-                              if augment == "flowaug" else {}))
+        """One row's run: ``train`` with the row's augmentation and the seed (and FlowAug's flow and
+        objective for the flowaug row)."""
+        flowaug = ({"flow": self.flow, "flowaug_objective": self.flowaug_objective,
+                    "flowaug_std_weight": self.flowaug_std_weight, "flowaug_mix_weight": self.flowaug_mix_weight}
+                   if augment == "flowaug" else {"flow": None})
+        return replace(self.train, method="erm", augment=augment, seed=seed, **flowaug)
 
     def run_key(self, augment: str) -> dict[str, Any]:
         """What one (augmentation, seed) run depends on: the settings without the other rows and
@@ -139,11 +135,28 @@ class CifarBConfig:
         return d
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
+        d = config_to_dict(self)
+        d["train"] = self.train.to_dict()
+        return d
+
+    @classmethod
+    def of(cls, **settings: Any) -> "CifarBConfig":
+        """A config from flat settings: :class:`TrainConfig` fields (``model``, ``epochs``, ``lr``,
+        ``weight_decay``, ...) go to ``train`` (over the CPU recipe), the others are the study's own
+        (FlowAug's settings among them: they apply to the flowaug row only)."""
+        train, own = split_flat(settings, _TRAIN_FIELDS, _OWN_FIELDS, "cifar-b config")
+        return cls(train=TrainConfig.from_dict({**_cpu_recipe().to_dict(), **train}), **own)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CifarBConfig":
-        return config_from_dict(cls, d, "cifar-b config")
+        """The inverse of :meth:`to_dict`; flat configs of earlier files read the same."""
+        if not isinstance(d, dict):
+            raise ValueError(f"cifar-b config must be a mapping of settings, got {type(d).__name__}.")
+        return cls.of(**d)
+
+
+_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+_OWN_FIELDS = {f.name for f in fields(CifarBConfig)} - {"train"}
 
 
 def _summary(rep: Any) -> dict[str, Any]:
@@ -197,7 +210,7 @@ def cifar_b_task(data: "DataSpec", cfg: dict[str, Any], augment: str, seed: int,
             raise ValueError(f"the flow file {c.flow} changed after the grid started; run the command again.")
     ds = data.load()
     t = time.perf_counter()
-    backend.say(f"{c.row_name(augment)} (seed {seed}): training {c.model} x{c.width:g} for {c.epochs} epochs")
+    backend.say(f"{c.row_name(augment)} (seed {seed}): training {c.train.model} x{c.train.width:g} for {c.train.epochs} epochs")
     t_epoch = [time.perf_counter()]
 
     def epoch_done(stage: str, epoch: int, total: int, row: dict[str, Any]) -> None:
@@ -317,7 +330,7 @@ def run_cifar_b(cfg: CifarBConfig, *, data_dir: str | Path | None = None, backen
                          f"and {first.name}'s inputs have shape {shape}; use cifar10-b, cifar100-b or an image data set.")
     from ..models.build import check_model_fits
 
-    check_model_fits(cfg.model, shape, first.n_classes, cfg.width)  # a model that cannot take these images fails now
+    check_model_fits(cfg.train.model, shape, first.n_classes, cfg.train.width)  # a model that cannot take these images fails now
     if "flowaug" in cfg.augmentations:  # a wrong or foreign flow file fails here, not after the other rows trained
         from ..augment.pipeline import load_flow_for
 

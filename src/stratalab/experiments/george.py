@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
-from .._config import config_from_dict, config_to_dict
+from .._config import split_flat
+from .._validation import check_int
 from ..data.core import Dataset
 from ..discover import George, cluster_quality
 from ..models import embed
@@ -32,19 +33,23 @@ ROWS = ("ERM", "GEORGE", "GDRO (true subclasses)")
 GEORGE_AUGMENTS = ("none", "flip_crop")  # training augmentations GEORGE's steps accept (images only)
 
 
+def _paper_training() -> TrainConfig:
+    """The training of every GEORGE step in the paper's U-MNIST recipe: LeNet-5, 20 epochs, Adam
+    2e-3 with weight decay 1e-5, x0.1 at 50% and 75% of the epochs."""
+    return TrainConfig(model="lenet5", epochs=20, lr=2e-3, weight_decay=1e-5, schedule="multistep")
+
+
 @dataclass
 class GeorgeConfig:
-    """Settings of one GEORGE run; round-trips through :meth:`to_dict`. The defaults are the
-    paper's U-MNIST recipe; :meth:`for_dataset` gives the recipe recorded for each data set."""
+    """Settings of one GEORGE run; round-trips through :meth:`to_dict`. ``train`` is the training
+    of every step (ERM, Group DRO on the clusters, the oracle): its model, optimiser, schedule,
+    Group DRO step size and augmentation (``none`` or ``flip_crop``); each step sets its own
+    method, seed and selection criterion, and step 1's ERM trains ``erm_epochs`` when set. The
+    defaults are the paper's U-MNIST recipe; :meth:`for_dataset` gives the recipe recorded for each
+    data set, and :meth:`of` builds a config from flat settings (``GeorgeConfig.of(model="mlp",
+    reducer="pca")``)."""
 
-    model: str = "lenet5"
-    width: float = 1.0
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-5
-    schedule: str = "multistep"
-    gdro_eta: float = 0.01
+    train: TrainConfig = field(default_factory=_paper_training)
     reducer: str = "umap"
     cluster_method: str = "gmm"
     k_max: int = 10
@@ -52,56 +57,66 @@ class GeorgeConfig:
     min_cluster_size: int = 25
     min_val_size: int = 25
     oracle: bool = True
-    augment: str = "none"
     erm_epochs: int | None = None
 
     def __post_init__(self) -> None:
         """Check every setting before any work (the training side through :class:`TrainConfig`)."""
         from ..discover.george import CLUSTER_METHODS, REDUCERS
 
+        if isinstance(self.train, dict):
+            self.train = TrainConfig.from_dict({**_paper_training().to_dict(), **self.train})
         if self.reducer not in REDUCERS:
             raise ValueError(f"reducer must be one of {', '.join(REDUCERS)}; got {self.reducer!r}.")
-        if self.augment not in GEORGE_AUGMENTS:
-            raise ValueError(f"augment must be one of {', '.join(GEORGE_AUGMENTS)} for GEORGE; got {self.augment!r}.")
+        if self.train.augment not in GEORGE_AUGMENTS:
+            raise ValueError(f"augment must be one of {', '.join(GEORGE_AUGMENTS)} for GEORGE; got {self.train.augment!r}.")
         if self.cluster_method not in CLUSTER_METHODS:
             raise ValueError(f"cluster_method must be one of {', '.join(CLUSTER_METHODS)}; got {self.cluster_method!r}.")
         for name in ("k_max", "min_cluster_size", "min_val_size", "erm_epochs"):
-            v = getattr(self, name)
-            if name == "erm_epochs" and v is None:  # None: the same as epochs
+            if name == "erm_epochs" and self.erm_epochs is None:  # None: the same as the train epochs
                 continue
-            whole = isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and np.isfinite(v)
-                                                         and float(v).is_integer())
-            if isinstance(v, bool) or not whole or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
-            setattr(self, name, int(v))
-        self.train_config("gdro", 0, "val_wca")  # model, width, epochs, lr, augment, ... checked by TrainConfig
-        self.train_config("erm", 0, "val_avg")
+            setattr(self, name, check_int(getattr(self, name), name, low=1))
+        self.train_config("erm", 0, "val_avg")  # erm_epochs checked by TrainConfig
+
+    @classmethod
+    def of(cls, **settings: Any) -> "GeorgeConfig":
+        """A config from flat settings: :class:`TrainConfig` fields go to ``train`` (over the
+        paper's training), the others are GEORGE's own; a nested ``train`` mapping is read too."""
+        train, own = split_flat(settings, _TRAIN_FIELDS, _OWN_FIELDS, "GEORGE config")
+        if train.get("augment", "none") not in GEORGE_AUGMENTS:  # before TrainConfig says what FlowAug would need
+            raise ValueError(f"augment must be one of {', '.join(GEORGE_AUGMENTS)} for GEORGE; got {train['augment']!r}.")
+        return cls(train=TrainConfig.from_dict({**_paper_training().to_dict(), **train}), **own)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GeorgeConfig":
-        return config_from_dict(cls, d, "GEORGE config")
+        """The inverse of :meth:`to_dict`; a flat config of files written before configs were
+        composed (training fields beside GEORGE's) reads the same."""
+        if not isinstance(d, dict):
+            raise ValueError(f"GEORGE config must be a mapping of settings, got {type(d).__name__}.")
+        return cls.of(**d)
 
     @classmethod
     def for_dataset(cls, name: str, **overrides: Any) -> "GeorgeConfig":
         """The recipe for data set ``name`` (see ``RECIPES``), then ``overrides`` (None values ignored)."""
-        return cls(**{**RECIPES.get(name, {}), **{k: v for k, v in overrides.items() if v is not None}})
+        return cls.of(**{**RECIPES.get(name, {}), **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod
     def for_data(cls, ds: Dataset, **overrides: Any) -> "GeorgeConfig":
         """Defaults chosen by a rule of the data set's size and inputs, for data with no recorded
         recipe (a user's own), then ``overrides`` (None values ignored). See :func:`size_rule`."""
-        return cls(**{**size_rule(ds), **{k: v for k, v in overrides.items() if v is not None}})
+        return cls.of(**{**size_rule(ds), **{k: v for k, v in overrides.items() if v is not None}})
 
     def train_config(self, method: str, seed: int, select: str) -> TrainConfig:
         """The training run of one step: ``erm`` (step 1, ``erm_epochs`` if set) or ``gdro``
-        (steps 3 and 4, ``epochs``); every step uses the same model, optimiser and ``augment``."""
-        epochs = self.erm_epochs if method == "erm" and self.erm_epochs is not None else self.epochs
-        return TrainConfig(method=method, model=self.model, width=self.width, epochs=epochs, batch_size=self.batch_size, lr=self.lr,
-                           weight_decay=self.weight_decay, schedule=self.schedule, milestones=(0.5, 0.75),
-                           seed=seed, select=select, gdro_eta=self.gdro_eta, augment=self.augment)
+        (steps 3 and 4); every step uses the same model, optimiser and augmentation."""
+        epochs = self.erm_epochs if method == "erm" and self.erm_epochs is not None else self.train.epochs
+        return replace(self.train, method=method, seed=seed, select=select, epochs=epochs)
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
+        return {"train": self.train.to_dict(), **{k: getattr(self, k) for k in sorted(_OWN_FIELDS)}}
+
+
+_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+_OWN_FIELDS = {f.name for f in fields(GeorgeConfig)} - {"train"}
 
 
 # Per data set recipes. u-mnist: the paper's (the class defaults). u-digits (the embedded default, 8x8
@@ -185,11 +200,11 @@ def _row(test_report: Any) -> dict[str, float]:
 
 def check_augment(ds: Dataset, cfg: GeorgeConfig) -> None:
     """Refuse an image augmentation on data that are not images (C, H, W), before any training."""
-    if cfg.augment == "none":
+    if cfg.train.augment == "none":
         return
     shape = ds.train.input_shape
     if len(shape) != 3:
-        raise ValueError(f"augment={cfg.augment!r} needs images (C, H, W), but {ds.name}'s inputs have shape {shape}; "
+        raise ValueError(f"augment={cfg.train.augment!r} needs images (C, H, W), but {ds.name}'s inputs have shape {shape}; "
                          "use augment='none'.")
 
 
@@ -405,9 +420,9 @@ def _method_key(name: str) -> str:
 def resolve_config(dataset: str, ds: Dataset, settings: dict[str, Any]) -> GeorgeConfig:
     """GEORGE's settings for a run: a complete recorded config as it is; otherwise the given
     settings over the data set's recipe (:data:`RECIPES`), or, for data with no recipe (a user's
-    own), over the defaults :func:`size_rule` picks from its size."""
-    names = {f.name for f in fields(GeorgeConfig)}
-    if names <= set(settings):
+    own), over the defaults :func:`size_rule` picks from its size. A config is complete when it
+    has every one of GEORGE's own fields (a result file's, flat or nested)."""
+    if _OWN_FIELDS <= set(settings):
         return GeorgeConfig.from_dict(settings)
     if dataset in RECIPES:
         return GeorgeConfig.for_dataset(dataset, **settings)

@@ -12,14 +12,14 @@ for the collapse figure). Everything goes through the one training loop and the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from .._config import config_from_dict, config_to_dict
+from .._config import config_to_dict, split_flat
 from .._validation import check_unique
 from ..models import build_model, n_params, save_pretrained
 from ..models.build import check_model_fits
@@ -36,27 +36,34 @@ if TYPE_CHECKING:
 BALANCING = tuple(LABELS)  # erm (= no class balancing), subsetting, upsampling, upweighting, mixture
 
 
+def _study_training() -> TrainConfig:
+    """The training of the study's runs: LeNet-5, 10 epochs, Adam 1e-3, batches of 128, selected
+    on val worst-group accuracy."""
+    return TrainConfig(model="lenet5", epochs=10, lr=1e-3, batch_size=128, select="val_wga")
+
+
 @dataclass
 class ScalingConfig:
-    """The study's settings; round-trips through :meth:`to_dict` / :meth:`from_dict`."""
+    """The study's settings; round-trips through :meth:`to_dict` / :meth:`from_dict`. ``train`` is
+    the training of every run (model family, finetuning epochs, optimiser, selection criterion);
+    each run sets its method, width, seed and initialisation, and the pretraining its epochs
+    (``pretrain_epochs``). :meth:`of` builds a config from flat settings."""
 
     dataset: str = "spurious-mnist"
     dataset_options: dict[str, Any] | None = None
     pretrain_dataset: str = "mnist-digits"
     pretrain_options: dict[str, Any] | None = None
-    model: str = "lenet5"
+    train: TrainConfig = field(default_factory=_study_training)
     widths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
     methods: tuple[str, ...] = BALANCING
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 10
     pretrain_epochs: int = 3
     finetune: str = "full"
-    lr: float = 1e-3
-    batch_size: int = 128
     mixture_ratio: float = 2.0
-    select: str = "val_wga"
 
     def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = TrainConfig.from_dict({**_study_training().to_dict(), **self.train})
         self.widths = tuple(float(w) for w in self.widths)
         self.methods = tuple(self.methods)
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -80,17 +87,38 @@ class ScalingConfig:
             self.train_config("mixture", 0, w)
 
     def train_config(self, method: str, seed: int, width: float, init: str | None = None) -> TrainConfig:
-        return TrainConfig(method=method, model=self.model, width=width, epochs=self.epochs, lr=self.lr,
-                           batch_size=self.batch_size, seed=seed, select=self.select,
-                           mixture_ratio=self.mixture_ratio if method == "mixture" else None,
-                           init=init, finetune=self.finetune if init is not None else "full")
+        """One finetuning run (from ``init``, else from scratch)."""
+        return replace(self.train, method=method, width=width, seed=seed,
+                       mixture_ratio=self.mixture_ratio if method == "mixture" else None,
+                       init=init, finetune=self.finetune if init is not None else "full")
+
+    def pretrain_config(self, width: float) -> TrainConfig:
+        """The pretraining of one width on the source task: ERM, ``pretrain_epochs``, seed 0, val average."""
+        return replace(self.train, method="erm", width=width, epochs=self.pretrain_epochs, seed=0, select="val_avg",
+                       mixture_ratio=None, init=None, finetune="full")
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
+        d = config_to_dict(self)
+        d["train"] = self.train.to_dict()
+        return d
+
+    @classmethod
+    def of(cls, **settings: Any) -> "ScalingConfig":
+        """A config from flat settings: :class:`TrainConfig` fields (``model``, ``epochs``, ``lr``,
+        ``batch_size``, ``select``, ...) go to ``train``, the others are the study's own."""
+        train, own = split_flat(settings, _TRAIN_FIELDS, _OWN_FIELDS, "scaling config")
+        return cls(train=TrainConfig.from_dict({**_study_training().to_dict(), **train}), **own)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ScalingConfig":
-        return config_from_dict(cls, d, "scaling config")
+        """The inverse of :meth:`to_dict`; flat configs of earlier files read the same."""
+        if not isinstance(d, dict):
+            raise ValueError(f"scaling config must be a mapping of settings, got {type(d).__name__}.")
+        return cls.of(**d)
+
+
+_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+_OWN_FIELDS = {f.name for f in fields(ScalingConfig)} - {"train"}
 
 
 @dataclass
@@ -188,7 +216,7 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
         specs[s].load()
     input_shape = first.train.input_shape
     for w in cfg.widths:  # a width too large for memory is refused before any pretraining
-        check_model_fits(cfg.model, input_shape, first.n_classes, w)
+        check_model_fits(cfg.train.model, input_shape, first.n_classes, w)
     if src is not None:
         src_shape = src.load().train.input_shape
         if src_shape != input_shape:
@@ -209,9 +237,8 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
         for w in cfg.widths:
             if src is None:
                 continue
-            path = (wdir or Path(tmp.name)) / f"{cfg.model}-w{w:g}.pt"
-            pcfg = TrainConfig(model=cfg.model, width=w, epochs=cfg.pretrain_epochs, lr=cfg.lr,
-                               batch_size=cfg.batch_size, seed=0, select="val_avg")
+            path = (wdir or Path(tmp.name)) / f"{cfg.train.model}-w{w:g}.pt"
+            pcfg = cfg.pretrain_config(w)
             record = {"train": pcfg.to_dict(), "source_options": dict(cfg.pretrain_options)}
             inits[w], records[w] = str(path), record
             if path.is_file():  # reused only when source, its options and training all match
@@ -222,7 +249,7 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
                     pre.append({"width": w, "reused": True})
                     continue
             todo.append((task_key(f"pretrain-w{w:g}", data=src.key(), record=record, path=str(path)),
-                         (_pretrain_task, (src, pcfg.to_dict(), str(path), cfg.model, w, list(input_shape),
+                         (_pretrain_task, (src, pcfg.to_dict(), str(path), cfg.train.model, w, list(input_shape),
                                            cfg.pretrain_dataset, record))))
         if todo:
             for r in backend.map(call, todo, say, what="pretraining"):
@@ -234,7 +261,7 @@ def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weigh
         pre.sort(key=lambda r: cfg.widths.index(r["width"]))
         tasks, rows = [], []
         for w in cfg.widths:
-            params = n_params(build_model(cfg.model, input_shape, first.n_classes, width=w))
+            params = n_params(build_model(cfg.train.model, input_shape, first.n_classes, width=w))
             for method in cfg.methods:
                 for s in cfg.seeds:
                     tc = cfg.train_config(method, s, w, inits[w]).to_dict()
@@ -256,8 +283,8 @@ def plot_scaling(result: ScalingResult, path: str | Path, *, last_epoch: bool = 
     from ..report.plots import scaling_figure
 
     c = result.config
-    title = (f"{c.model} finetuned on {c.dataset} ({len(c.seeds)} seeds, "
-             f"{'last epoch' if last_epoch else 'selected by ' + c.select})")
+    title = (f"{c.train.model} finetuned on {c.dataset} ({len(c.seeds)} seeds, "
+             f"{'last epoch' if last_epoch else 'selected by ' + c.train.select})")
     return save_figure_atomic(scaling_figure(result.table(), list(c.methods), title, last_epoch=last_epoch), path)
 
 
@@ -279,7 +306,7 @@ def plot_collapse(result: ScalingResult, path: str | Path, width: float | None =
     ax.set_xlabel("finetuning epoch")
     ax.set_ylabel("test worst-group accuracy (%)")
     w = max(result.config.widths) if width is None else width
-    ax.set_title(f"WGA over epochs, {result.config.model} x{w:g} on {result.config.dataset}", fontsize=9)
+    ax.set_title(f"WGA over epochs, {result.config.train.model} x{w:g} on {result.config.dataset}", fontsize=9)
     ax.legend(title="class balancing", fontsize=8)
     fig.tight_layout()
     return save_figure_atomic(fig, path)
@@ -327,7 +354,8 @@ class ScalingExperiment(StudyExperiment):
     def labels_used(self, raw: dict[str, Any]) -> dict[str, str]:
         from ..train.registry import METHODS
 
-        select = str((raw.get("config") or {}).get("select", "val_wga"))
+        cfg = raw.get("config") or {}
+        select = str(cfg.get("select") or (cfg.get("train") or {}).get("select", "val_wga"))  # flat before composition
         return {m: (f"group labels train / val: {METHODS[m].group_labels(select)} (selected by {select})"
                     if m in METHODS else "unknown") for m in self.method_names(raw)}
 
