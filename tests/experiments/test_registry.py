@@ -201,3 +201,46 @@ def test_a_kind_registered_in_one_place_is_read_by_rerun_and_report(tmp_path):
         assert page.exit_code == 0 and "the toy" in (tmp_path / "toy.html").read_text(), page.output
     finally:
         EXPERIMENTS.pop("toy")
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--dataset", "u-digits", "--epochs", "1"],
+    ["spectral", "--dataset", "u-digits", "--epochs", "1", "--top-k", "2"],
+])
+def test_every_command_that_trains_sets_and_records_its_threads(args, tmp_path):
+    """`--threads` on train and spectral (as on the grids): the run uses that many torch threads,
+    the result records the count, the process keeps its own, and rerun uses the recorded count."""
+    import torch
+
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    from stratalab.train import loop
+
+    real = loop._train_epoch
+
+    def spy(run, epoch):
+        seen.append(torch.get_num_threads())
+        return real(run, epoch)
+
+    loop._train_epoch = spy
+    try:
+        out = tmp_path / "r.json"
+        res = runner.invoke(app, [*args, "--threads", "1", "--json", "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        assert json.loads(out.read_text())["invocation"]["backend"]["threads"] == 1
+        assert seen and set(seen) == {1} and torch.get_num_threads() == before
+        seen.clear()
+        torch.set_num_threads(2)
+        again = runner.invoke(app, ["rerun", str(out), "--json"])
+        assert again.exit_code == 0 and json.loads(again.output)["reproduced"], again.output
+        assert set(seen) == {1}
+    finally:
+        loop._train_epoch = real
+        torch.set_num_threads(before)
+
+
+def test_pretrain_records_its_threads(tmp_path):
+    res = runner.invoke(app, ["pretrain", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--threads", "1",
+                              "-o", str(tmp_path / "w.pt"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["threads"] == 1

@@ -16,7 +16,9 @@ from .common import (
     DataDirOption,
     JsonOption,
     OptionOption,
+    ThreadsOption,
     emit_report,
+    make_backend,
     not_an_input,
     parse_options,
     refuse_unused,
@@ -36,7 +38,7 @@ def audit(
     score: Optional[str] = typer.Option(None, "--score", help="Column with the probability of class 1 (binary tasks only): adds per-group loss and AUROC."),
     bootstrap: int = typer.Option(0, "--bootstrap", help="Bootstrap resamples for confidence intervals (e.g. 1000); 0 = none."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout instead of tables."),
+    json_out: JsonOption = False,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the report: .json (full report) or .csv/.parquet (group table)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the figure of class accuracy beside worst-subgroup accuracy (.png/.pdf/.svg)."),
 ) -> None:
@@ -80,6 +82,7 @@ def spectral(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the top-eigenvalue figure (.png/.pdf/.svg; LaBonte et al. Fig. 4)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write spectra and ratios as .json."),
     json_out: JsonOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Spectral imbalance (LaBonte et al. 2024): the top eigenvalues of every group's feature
     covariance and, per class, rho(y) = lambda_1(minority group) / lambda_1(majority group) beside
@@ -93,7 +96,8 @@ def spectral(
     if (features is None) == (dataset is None):
         raise ValueError("give exactly one of --features FILE.npz or --dataset NAME.")
     if features is not None:
-        refuse_unused(ctx, ["method", "model", "width", "epochs", "split", "init", "finetune", "seed", "data_dir", "option"],
+        refuse_unused(ctx, ["method", "model", "width", "epochs", "split", "init", "finetune", "seed", "data_dir", "option",
+                            "threads"],
                       "with --features (they set up the model that --dataset trains)")
     check_output_path(output, (".json",), "--output")
     check_output_path(plot, FIGURE_SUFFIXES, "--plot")
@@ -105,7 +109,7 @@ def spectral(
     inv = Invocation("spectral", dataset=dataset, dataset_options=parse_options(option),
                      data_dir=None if data_dir is None else str(data_dir),
                      seeds=[seed], configs={"config": cfg}, inputs={"features": str(features) if features else None})
-    out = experiment("spectral").run(inv)
+    out = experiment("spectral").run(inv, backend=make_backend("local", None, None, threads))
     rep, names = out.result, out.extra["names"]
     if plot is not None:
         plot_group_spectra(rep, plot)

@@ -31,7 +31,8 @@ THREADS_HELP = ("Torch threads of each task (default: every core locally, 1 per 
 # options shared by many commands, declared once
 DatasetOption = Annotated[Optional[str], typer.Option(
     "--dataset", help="Data set name (see `stratalab datasets`) or path of your .npz/.csv.")]
-DataDirOption = Annotated[Optional[Path], typer.Option("--data-dir", "-d", help="Folder with the data set's files.")]
+DataDirOption = Annotated[Optional[Path], typer.Option(
+    "--data-dir", "-d", help="Folder with the data set's files (default: $STRATALAB_DATA_DIR).")]
 OptionOption = Annotated[Optional[list[str]], typer.Option("--option", help="Data-set option key=value (repeatable).")]
 SeedsOption = Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2: mean and std over them.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from .app import app, clean_errors, console, datasets_app, err
-from .common import FIGURE_SUFFIXES, emit_report, parse_options
+from .common import FIGURE_SUFFIXES, DataDirOption, JsonOption, OptionOption, ThreadsOption, emit_report, parse_options
 
 
 @datasets_app.callback()
@@ -36,9 +36,9 @@ def datasets_list(ctx: typer.Context, json_out: bool = typer.Option(False, "--js
 @clean_errors
 def datasets_show(
     name: str = typer.Argument(..., help="Data set name, or path of your own .npz/.csv."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files (default $STRATALAB_DATA_DIR)."),
+    data_dir: DataDirOption = None,
     seed: int = typer.Option(0, help="Seed of the data set's construction."),
-    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value (repeatable)."),
+    option: OptionOption = None,
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Print the counts per split x class x group of one data set."""
@@ -58,14 +58,22 @@ def datasets_show(
 def demo(
     epochs: int = typer.Option(40, help="ERM epochs (u-digits: about 0.05 s each on 2 CPU cores)."),
     seed: int = typer.Option(0, help="Seed of the data split, the initialisation and the data order."),
-    json_out: bool = typer.Option(False, "--json", help="Print the test report as JSON."),
+    json_out: JsonOption = False,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the class vs worst-subgroup figure (.png/.pdf/.svg)."),
     audit_only: bool = typer.Option(False, "--audit-only", help="Stop after the audit (skip GEORGE)."),
+    threads: ThreadsOption = None,
 ) -> None:
     """The main job on the embedded data set: train ERM on u-digits (superclass digit >= 5, digit 8
     rare in train), predict the test set and audit it per digit (hidden stratification: high average
     accuracy, much lower on the rare 8s); then GEORGE finds the 8s as a cluster without any digit
     label and Group DRO over its clusters (the same as `stratalab run george --dataset u-digits`)."""
+    from ..experiments.backend import torch_threads
+
+    with torch_threads(threads) as used:
+        _demo(epochs, seed, json_out, plot, audit_only, used)
+
+
+def _demo(epochs: int, seed: int, json_out: bool, plot: Optional[Path], audit_only: bool, threads_used: int) -> None:
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -99,7 +107,7 @@ def demo(
 
         gcfg = GeorgeConfig.for_dataset("u-digits")
         george = run_george(ds, gcfg, seed, progress=None if json_out else (lambda m: err.print(f"[dim]GEORGE {m}[/dim]")))
-    extra = {"config": cfg.to_dict(), "dataset": ds.options}
+    extra = {"config": cfg.to_dict(), "dataset": ds.options, "threads": threads_used}
     if george is not None:
         extra["george"] = {"config": gcfg.to_dict(), **george.to_dict()}
     emit_report(report, json_out=json_out, output=None, plot=plot, source="u-digits test", extra=extra)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
 from .._io import check_input_file
 from .app import clean_errors, console, err, flow_app
-from .common import FIGURE_SUFFIXES, parse_floats, parse_options, say_written
+from .common import FIGURE_SUFFIXES, DataDirOption, JsonOption, OptionOption, parse_floats, parse_options, say_written
 
 MAX_SAMPLE_COLUMNS = 64  # flow samples: images (columns) a figure shows
 
@@ -21,8 +21,8 @@ MAX_SAMPLE_COLUMNS = 64  # flow samples: images (columns) a figure shows
 def flow_train(
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the flow (.pt; loads with weights_only=True)."),
     dataset: str = typer.Option("cifar10-b", "--dataset", help="Image data set whose train split the flow models (cifar10-b: CIFAR-10)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
-    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value, e.g. max_train=5000."),
+    data_dir: DataDirOption = None,
+    option: OptionOption = None,
     epochs: int = typer.Option(4, help="Passes over the train split."),
     steps: int = typer.Option(4, help="Flow steps per squeeze level (ActNorm, 1x1 conv, coupling conditioned on z)."),
     levels: int = typer.Option(2, help="Squeeze levels (image sides must divide by 2**levels)."),
@@ -33,7 +33,7 @@ def flow_train(
     batch_size: int = typer.Option(64, help="Mini-batch size."),
     n_eval: int = typer.Option(2000, "--n-eval", help="Test images on which bits/dim is reported (0: skip)."),
     seed: int = typer.Option(0, help="Seed of initialisation, batches, dequantisation and z samples."),
-    json_out: bool = typer.Option(False, "--json", help="Print the record (config, history, bits/dim) as JSON."),
+    json_out: JsonOption = False,
 ) -> None:
     """Train the decoupled generative flow behind FlowAug (global z from an encoder, a Glow
     conditioned on z for the local part) on a data set's train split, and report its bits/dim.
@@ -97,12 +97,12 @@ def flow_samples(
     flow_path: Path = typer.Argument(..., help="A flow written by `stratalab flow train`."),
     output: Path = typer.Option(..., "--output", "-o", help="The figure (.png, .pdf or .svg)."),
     dataset: str = typer.Option("cifar10-b", "--dataset", help="Data set whose test images are augmented."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
-    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value."),
+    data_dir: DataDirOption = None,
+    option: OptionOption = None,
     n: int = typer.Option(8, "--n", help="Images (columns) to show, in same-class pairs (an odd number is rounded down)."),
     sigma: str = typer.Option("0.1,0.5", "--sigma", help="Algorithm 1's sigma per row (the paper: 0.1)."),
     seed: int = typer.Option(0, help="Seed of the images picked and of the noise."),
-    json_out: bool = typer.Option(False, "--json", help="Print the mean absolute pixel change of each row as JSON."),
+    json_out: JsonOption = False,
 ) -> None:
     """Draw FlowAug's augmentations of test images: the originals, the flow's reconstruction
     F_dec(F_enc(x)), Algorithm 1 (truncated Gaussian on z) at each --sigma, Algorithm 2 (z mixed

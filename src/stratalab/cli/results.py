@@ -16,7 +16,7 @@ import typer
 from .._io import check_input_file
 from .._validation import parse_structured
 from .app import app, clean_errors, console, err
-from .common import TABLE_SUFFIXES, make_backend, not_an_input, say_written
+from .common import TABLE_SUFFIXES, DataDirOption, JsonOption, make_backend, not_an_input, say_written
 
 
 def numbers(obj: Any, prefix: str = "") -> dict[str, float]:
@@ -70,7 +70,7 @@ def _recorded_invocation(p: Path, data_dir: Optional[Path]) -> tuple[dict[str, A
 @clean_errors
 def rerun(
     result: Path = typer.Argument(..., help="A result file written with --output by train, run george|d3m|scaling|cifar-b, spectral or audit."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files (default: the recorded one, then $STRATALAB_DATA_DIR)."),
+    data_dir: DataDirOption = None,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the new result as .json."),
     tolerance: float = typer.Option(1e-9, help="Largest difference of a result number still counted as reproduced."),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
@@ -91,8 +91,8 @@ def rerun(
         raise ValueError(f"--tolerance must be a finite number >= 0, got {tolerance}.")
     recorded, inv = _recorded_invocation(p, data_dir)
     exp = experiment(inv.command)
-    # a grid runs here, with the torch threads per task it recorded (Ray: 1)
-    backend = make_backend("local", None, None, (inv.backend or {}).get("threads")) if exp.uses_backend else None
+    # it runs here, with the torch threads (per task, for a grid) it recorded (Ray: 1)
+    backend = make_backend("local", None, None, (inv.backend or {}).get("threads"))
     with contextlib.redirect_stdout(io.StringIO()):
         new = exp.run(inv, backend=backend).payload
     if output is not None:
@@ -161,7 +161,7 @@ def bench(
     metric: Optional[list[str]] = typer.Option(None, "--metric", help="Keep only this metric (repeatable), e.g. test_wga, test_average, val_wga."),
     confidence: float = typer.Option(0.95, help="Level of the intervals (Student-t over seeds; the file's bootstrap interval for a single audit)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the table: .csv, .parquet or .json."),
-    json_out: bool = typer.Option(False, "--json", help="Print the table as JSON instead of a table."),
+    json_out: JsonOption = False,
 ) -> None:
     """Collect results from many runs into one table: per data set, configuration, method, setting
     and metric, the mean ± std over every seed of every file, with a confidence interval. Files that

@@ -18,9 +18,12 @@ from .common import (
     ConfigOption,
     DataDirOption,
     DatasetOption,
+    JsonOption,
     OptionOption,
+    ThreadsOption,
     dataset_args,
     explicit,
+    make_backend,
     merge,
     not_an_input,
     parse_options,
@@ -66,7 +69,8 @@ def train(
     option: OptionOption = None,
     checkpoint_dir: Optional[Path] = typer.Option(None, help="Save the last epoch here and resume from it."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the run (config, history, selected epoch, metrics) as .json."),
-    json_out: bool = typer.Option(False, "--json", help="Print the run as JSON instead of tables."),
+    json_out: JsonOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train a model with ERM or a group-robust method and print val/test subgroup tables.
 
@@ -91,7 +95,8 @@ def train(
         raise ValueError(f"--checkpoint-dir {checkpoint_dir} is a file; give a folder (created if missing).")
     inv = Invocation("train", dataset=name, dataset_options=opts, data_dir=None if ddir is None else str(ddir), seeds=seeds,
                      configs={"config": merged})
-    run_train(inv, checkpoint_dir=checkpoint_dir, output=output, json_out=json_out)
+    run_train(inv, checkpoint_dir=checkpoint_dir, output=output, json_out=json_out,
+              backend=make_backend("local", None, None, threads))
 
 
 def refuse_method_options(ctx: typer.Context, method: str) -> None:
@@ -108,7 +113,7 @@ def refuse_method_options(ctx: typer.Context, method: str) -> None:
 
 
 def run_train(inv: Invocation, *, checkpoint_dir: Optional[Path] = None, output: Optional[Path] = None,
-              json_out: bool = False) -> dict[str, Any]:
+              json_out: bool = False, backend: Any = None) -> dict[str, Any]:
     """Train with a progress bar per stage on stderr, then print (or write) the result."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -128,7 +133,7 @@ def run_train(inv: Invocation, *, checkpoint_dir: Optional[Path] = None, output:
                 f", val {select} {100 * sel:.1f}%" if sel is not None else "")
             bar.update(tasks[stage], completed=epoch, info=info)
 
-        out = experiment("train").run(inv, progress=progress,
+        out = experiment("train").run(inv, backend=backend, progress=progress,
                                       outputs={"checkpoint_dir": checkpoint_dir} if checkpoint_dir is not None else None)
     payload, result, cfg, ds = out.payload, out.result, out.extra["config"], out.extra["data"]
     if write_payload(payload, output, json_out):
@@ -156,9 +161,10 @@ def pretrain(
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     batch_size: int = typer.Option(128, help="Mini-batch size."),
     seed: int = typer.Option(0, help="Seed of data and initialisation."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder with the data set's files."),
-    option: Optional[list[str]] = typer.Option(None, "--option", help="Data-set option key=value (repeatable), e.g. n_train=20000."),
-    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    data_dir: DataDirOption = None,
+    option: OptionOption = None,
+    json_out: JsonOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Pretrain a model on a source task and save its weights, to finetune with `stratalab train
     --init` (LaBonte et al. 2024 finetune pretrained models; nothing can be downloaded here, so the
@@ -167,6 +173,7 @@ def pretrain(
     Example: `stratalab pretrain --dataset mnist-digits -d ../shared/data --width 2 -o lenet-w2.pt`
     """
     from ..data import load
+    from ..experiments.backend import torch_threads
     from ..models import n_params, save_pretrained
     from ..train import TrainConfig, run
 
@@ -174,12 +181,14 @@ def pretrain(
     check_output_path(output, (".pt",), "--output")
     ds = load(dataset, data_dir=data_dir, seed=seed, **parse_options(option))
     t0 = time.perf_counter()
-    res = run(ds, cfg)
+    with torch_threads(threads) as used:
+        res = run(ds, cfg)
     shape = ds.train.input_shape
     save_pretrained(res.model, output, model_name=model, width=width, input_shape=shape, n_classes=ds.n_classes,
-                    source=ds.name, config=cfg.to_dict())
+                    source=ds.name, config={**cfg.to_dict(), "threads": used})
     info = {"output": str(output), "source": ds.name, "model": model, "width": width, "params": n_params(res.model),
-            "source_test_accuracy": res.reports["test"].average_accuracy, "seconds": time.perf_counter() - t0}
+            "source_test_accuracy": res.reports["test"].average_accuracy, "seconds": time.perf_counter() - t0,
+            "threads": used}
     if json_out:
         print(json.dumps(info, indent=2))
         return

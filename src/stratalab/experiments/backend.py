@@ -21,6 +21,7 @@ must be on storage every node sees (the same path everywhere).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -29,7 +30,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .._io import file_sha256
 
@@ -255,6 +256,26 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"a stored result holds {name}")
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with ``threads`` torch threads (None: as they are) and yield the count used;
+    the count before is restored after. Results depend on it (convolutions and reductions sum in
+    a thread-dependent order), so every command that trains records it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads if threads is not None else before)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def local_record(threads: int) -> dict[str, Any]:
+    """The backend record of a command that trains in this process with ``threads`` torch threads."""
+    return {"kind": "local", "address": None, "work_dir": None, "threads": int(threads)}
+
+
 def _execute(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], key: str, work_dir: str | None,
              threads: int | None = None) -> dict[str, Any]:
     """One attempt of one task (in this process or on a Ray worker): run it with ``threads`` torch
@@ -263,15 +284,8 @@ def _execute(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], key: str,
     if fault:  # fault injection for tests: record the attempt (pid) before the work starts
         with open(Path(fault) / f"{key}.attempts", "a") as f:
             f.write(f"{os.getpid()}\n")
-    import torch
-
-    before = torch.get_num_threads()
-    used = threads if threads is not None else before
-    torch.set_num_threads(used)
-    try:
+    with torch_threads(threads) as used:
         result = fn(*args)
-    finally:
-        torch.set_num_threads(before)
     if not isinstance(result, dict):
         raise TypeError(f"task {key} returned {type(result).__name__}, not a dict")
     if work_dir is not None:
@@ -289,7 +303,7 @@ def _check_writable_folder(wd: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=wd, prefix=".stratalab-probe-"):
             pass
     except OSError as e:
-        raise ValueError(f"--work-dir {wd} cannot hold results ({e.strerror or e}); give a writable folder.") from None
+        raise ValueError(f"work_dir {wd} (--work-dir) cannot hold results ({e.strerror or e}); give a writable folder.") from None
 
 
 def call(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> dict[str, Any]:
@@ -329,7 +343,7 @@ class Backend:
         if self.kind not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {self.kind!r}.")
         if self.kind == "local" and self.address is not None:
-            raise ValueError("--address is the Ray cluster to join; it needs --backend ray.")
+            raise ValueError("address (--address) is the Ray cluster to join; it needs --backend ray (kind='ray').")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"retries must be an integer >= 0, got {self.retries!r}.")
         if self.num_cpus is not None and (isinstance(self.num_cpus, bool) or not isinstance(self.num_cpus, int)
@@ -343,16 +357,16 @@ class Backend:
         if self.work_dir is not None:
             wd = Path(self.work_dir).expanduser()
             if wd.exists() and not wd.is_dir():
-                raise ValueError(f"--work-dir {wd} is a file; give a folder (it is created if missing).")
+                raise ValueError(f"work_dir {wd} (--work-dir) is a file; give a folder (it is created if missing).")
             if not wd.exists() and not wd.parent.is_dir():
-                raise FileNotFoundError(f"--work-dir {wd}: folder {wd.parent} does not exist; create it first.")
+                raise FileNotFoundError(f"work_dir {wd} (--work-dir): folder {wd.parent} does not exist; create it first.")
             _check_writable_folder(wd)
             self.work_dir = wd.resolve()
         if self.kind == "ray":
             try:
                 import ray  # noqa: F401
             except ImportError:
-                raise ValueError("--backend ray needs Ray, an optional extra: pip install 'stratalab[ray]' "
+                raise ValueError("kind='ray' (--backend ray) needs Ray, an optional extra: pip install 'stratalab[ray]' "
                                  "(or pip install ray).") from None
             if self.address is not None:  # at the door: an address nothing answers on would hang ray.init
                 check_reachable(self.address)
@@ -483,12 +497,12 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
             import grpc  # noqa: F401
             import ray.util.client  # noqa: F401
         except ImportError:
-            raise ValueError(f"--address {address} uses Ray Client, which needs pip install 'stratalab[ray]' "
+            raise ValueError(f"address {address} (--address) uses Ray Client, which needs pip install 'stratalab[ray]' "
                              "(ray[client])") from None
         hostport = address[len("ray://"):]
     host, sep, port = hostport.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--address must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}.")
+        raise ValueError(f"address (--address) must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}.")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:

@@ -672,7 +672,7 @@ def run_d3m_table(make_dataset: Callable[[int], Dataset] | Callable[[int], "Data
         why = hooks_unsupported(probe, chosen)
         if why is not None:
             raise ValueError(f"trak_projector='kronecker' needs Linear and Conv2d layers only ({why}); use "
-                             "--trak-params head, or --trak-projector gaussian.")
+                             "trak_params='head' (--trak-params head), or trak_projector='gaussian'.")
     paths = {s: None if scores_out is None else str(Path(scores_out).with_name(f"{Path(scores_out).stem}-seed{s}.npy"))
              for s in seeds}
     out = _run_seeds(specs, cfg, dcfg, paths, backend or local(), progress or (lambda m: None))

@@ -161,6 +161,14 @@ class Experiment:
             outputs: dict[str, Path] | None = None) -> Outcome:
         raise NotImplementedError
 
+    @staticmethod
+    def threads_of(inv: Invocation, backend: Any) -> int | None:
+        """The torch threads a run in this process uses: the backend's setting, else the recorded one."""
+        if backend is not None and backend.task_threads() is not None:
+            return int(backend.task_threads())
+        recorded = (inv.backend or {}).get("threads")
+        return int(recorded) if recorded is not None else None
+
     def upgrade(self, d: dict[str, Any]) -> Invocation:
         """The :class:`Invocation` of a recorded (checked) mapping; kinds whose older files kept
         other shapes override this."""

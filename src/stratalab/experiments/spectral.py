@@ -51,15 +51,17 @@ class SpectralExperiment(Experiment):
     def run(self, inv: Invocation, *, backend: Any = None, progress: Any = None,
             outputs: dict[str, Path] | None = None) -> Outcome:
         from ..analysis import spectral_imbalance
+        from .backend import local_record, torch_threads
 
         cfg = _settings(inv)
+        recorded = replace(inv, configs={"config": {"top_k": cfg["top_k"]}})
         if inv.inputs.get("features") is not None:
             z, y, g, pred, counts, names, who = self._user_features(str(inv.inputs["features"]))
-            cfg = {"top_k": cfg["top_k"]}
         else:
-            z, y, g, pred, counts, names, who = self._model_features(inv, cfg)
+            with torch_threads(self.threads_of(inv, backend)) as threads:
+                z, y, g, pred, counts, names, who = self._model_features(inv, cfg)
+            recorded = replace(inv, configs={"config": cfg}, backend=local_record(threads))
         rep = spectral_imbalance(z, y, g, top_k=int(cfg["top_k"]), pred=pred, group_counts=counts, **names)
-        recorded = replace(inv, configs={"config": cfg})
         payload = {"invocation": recorded.to_dict(), **who, **rep.to_dict()}
         return Outcome(payload, rep, {"names": names, "by_train_counts": counts is not None})
 

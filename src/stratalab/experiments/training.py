@@ -23,7 +23,9 @@ def _cfg(raw: dict[str, Any]) -> dict[str, Any]:
 class TrainExperiment(Experiment):
     """``stratalab train``. Invocation: ``dataset`` (+ options, folder), ``seeds`` (one: the seed of
     data construction, initialisation and data order) and ``config`` (:class:`~stratalab.train.TrainConfig`
-    fields). Outputs it reads: ``checkpoint_dir`` (save each epoch there, resume from it)."""
+    fields). Outputs it reads: ``checkpoint_dir`` (save each epoch there, resume from it). It
+    trains with the torch threads of ``backend`` (else the recorded ones, else torch's default) and
+    records the count."""
 
     command = "train"
     result_keys = ("metrics", "selected_epoch", "history")
@@ -44,6 +46,7 @@ class TrainExperiment(Experiment):
         from ..models import read_pretrained
         from ..train import TrainConfig, bias_proxy_predictions, run
         from ..train.loop import load_checkpoint
+        from .backend import local_record, torch_threads
 
         cfg = TrainConfig.from_dict({**inv.config, "seed": inv.seeds[0]})
         ckpt = (outputs or {}).get("checkpoint_dir")
@@ -62,12 +65,13 @@ class TrainExperiment(Experiment):
         if ckpt is not None and (ckpt / "last.pt").is_file():
             load_checkpoint(ckpt / "last.pt")  # refuse a bad checkpoint before any training
         bias = None
-        if cfg.select == "bias_unsupervised":
-            if progress is not None:
-                progress("bias proxy (ERM)", 0, cfg.epochs, {})
-            bias = bias_proxy_predictions(ds, cfg)
-        result = run(ds, cfg, val_bias_pred=bias, checkpoint_dir=str(ckpt) if ckpt else None, progress=progress)
-        recorded = replace(inv, configs={"config": cfg.to_dict()})
+        with torch_threads(self.threads_of(inv, backend)) as threads:
+            if cfg.select == "bias_unsupervised":
+                if progress is not None:
+                    progress("bias proxy (ERM)", 0, cfg.epochs, {})
+                bias = bias_proxy_predictions(ds, cfg)
+            result = run(ds, cfg, val_bias_pred=bias, checkpoint_dir=str(ckpt) if ckpt else None, progress=progress)
+        recorded = replace(inv, configs={"config": cfg.to_dict()}, backend=local_record(threads))
         payload = {"invocation": recorded.to_dict(), **result.to_dict()}
         if bias is not None:
             payload["labels_used"]["selection"] = "bias_unsupervised (an ERM bias proxy's val predictions; no group label)"

@@ -52,7 +52,7 @@ def _build(name: str, input_shape: tuple[int, ...], n_classes: int, width: float
         return MLP(flat, n_classes, hidden=(max(1, int(round(64 * width))),))
     if name == "lenet5":
         if len(input_shape) != 3:
-            raise ValueError(f"lenet5 needs image inputs (C, 32, 32), got shape {input_shape}; use --model mlp or linear.")
+            raise ValueError(f"lenet5 needs image inputs (C, 32, 32), got shape {input_shape}; use model='mlp' or 'linear' (--model).")
         return LeNet5(n_classes, in_channels=input_shape[0], width=width)
     if name == "resnet":
         if len(input_shape) != 3:

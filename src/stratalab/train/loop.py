@@ -317,7 +317,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     keys = {"config", "data", "epoch", "model", "optimizer", "rng", "aug_gen", "torch_rng", "history",
             "best_score", "best_state", "best_epoch"}
     if not isinstance(state, dict) or not keys <= set(state):
-        raise ValueError(f"{p} is not a stratalab checkpoint (missing keys); delete it or use a fresh --checkpoint-dir.")
+        raise ValueError(f"{p} is not a stratalab checkpoint (missing keys); delete it or use a fresh checkpoint_dir (--checkpoint-dir).")
     return state
 
 
