@@ -153,6 +153,28 @@ def parse_structured(text: str, what: str, *, yaml: bool = False, **json_kw: Any
     return obj
 
 
+def as_feature_matrix(x: Any, name: str, *, dtype: Any = np.float64, flatten: bool = False,
+                      n: int | None = None, n_name: str = "the split") -> np.ndarray:
+    """``x`` as a finite numeric (n, d) array of ``dtype``, n >= 1 and d >= 1: the one check of
+    every feature matrix (GEORGE's clustering, user embeddings, spectral analysis). ``flatten``
+    takes (n, ...) arrays and flattens each row; ``n`` is the number of rows ``n_name`` has."""
+    raw = np.asarray(x)
+    if raw.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers (an (n, d) array of features), got dtype {raw.dtype}.")
+    if flatten and raw.ndim >= 1:
+        raw = raw.reshape(raw.shape[0], -1)
+    if raw.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n_examples, n_features), got shape {raw.shape}.")
+    if raw.shape[0] == 0 or raw.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {raw.shape}); give at least one example with at least one feature.")
+    arr = raw.astype(dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values; check the model's activations or clean them first.")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but {n_name} has {n}; give one row per example.")
+    return arr
+
+
 def check_int(value: Any, name: str, *, low: int | None = None, hint: str = "") -> int:
     """``value`` as an int: an integer, or a float that is a whole number (as YAML and JSON may
     give); a bool, NaN, infinity or fraction is refused, as is a value below ``low``."""

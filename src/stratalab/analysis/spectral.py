@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._validation import as_label_array
+from .._validation import as_feature_matrix, as_label_array
 
 
 @dataclass
@@ -48,12 +48,7 @@ class SpectralReport:
 
 
 def _check(features: Any, y: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    z = np.asarray(features)
-    if z.ndim != 2 or z.shape[0] == 0 or z.dtype.kind not in "fiub":
-        raise ValueError(f"features must be a non-empty numeric (n, d) array, got dtype {z.dtype} shape {z.shape}.")
-    z = z.astype(np.float64)
-    if not np.isfinite(z).all():
-        raise ValueError("features contain NaN or infinite values; clean them first.")
+    z = as_feature_matrix(features, "features")
     yy = as_label_array(y, "y", n=z.shape[0])
     gg = as_label_array(groups, "groups", n=z.shape[0])
     return z, yy, gg

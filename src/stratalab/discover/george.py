@@ -13,24 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._validation import as_label_array
+from .._validation import as_feature_matrix, as_label_array
 
 REDUCERS = ("umap", "pca", "hardness", "none")
 CLUSTER_METHODS = ("gmm", "kmeans")
 
 
 def _check_features(x: Any, name: str) -> np.ndarray:
-    raw = np.asarray(x)
-    if raw.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must hold real numbers, got dtype {raw.dtype}.")
-    arr = raw.astype(np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (n_examples, n_features), got shape {arr.shape}.")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); GEORGE needs examples with at least one feature.")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values; check the model's activations.")
-    return arr
+    return as_feature_matrix(x, name)
 
 
 def mean_cluster_silhouette(x: np.ndarray, labels: np.ndarray, *, sample_size: int | None = None,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._config import split_flat
-from .._validation import check_int
+from .._validation import as_feature_matrix, check_int
 from ..data.core import Dataset
 from ..discover import George, cluster_quality
 from ..models import embed
@@ -215,17 +215,8 @@ def check_features(features: dict[str, np.ndarray], sizes: dict[str, int] | None
     if missing:
         raise ValueError(f"features must have train, val and test arrays; missing {missing[0]!r} "
                          f"(it has: {', '.join(features) or 'nothing'}).")
-    out = {}
-    for s in ("train", "val", "test"):
-        a = np.asarray(features[s])
-        if a.dtype.kind not in "fiub" or a.ndim < 1 or a.shape[0] == 0:
-            raise ValueError(f"features[{s!r}] must be a non-empty numeric array (n, d), got dtype {a.dtype} shape {a.shape}.")
-        a = a.reshape(a.shape[0], -1).astype(np.float32)
-        if not np.isfinite(a).all():
-            raise ValueError(f"features[{s!r}] contains NaN or infinite values; clean them first.")
-        if sizes is not None and a.shape[0] != sizes[s]:
-            raise ValueError(f"features[{s!r}] has {a.shape[0]} rows but the {s} split has {sizes[s]}.")
-        out[s] = a
+    out = {s: as_feature_matrix(features[s], f"features[{s!r}]", dtype=np.float32, flatten=True,
+                                n=None if sizes is None else sizes[s], n_name=f"the {s} split") for s in ("train", "val", "test")}
     dims = {a.shape[1] for a in out.values()}
     if len(dims) > 1:
         raise ValueError(f"features of train, val and test must have the same width, got {sorted(dims)}.")
