@@ -359,3 +359,25 @@ def test_a_raw_pickle_weights_file_gets_one_whole_sentence(tmp_path):
     assert "a raw pickle, which stratalab never unpickles" in res.output and "UserWarning" not in res.output, res.output
     assert "In PyTorch 2.6" not in res.output and len(res.output.strip().splitlines()) == 1
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("text, args, message", [
+    ("dataset: u-digits\nseeds: [1, 2]\nconfig:\n  epochs: 1\n", ["train"], "`stratalab train` takes one seed"),
+    ("dataset: u-digits\nconfig:\n  train: 5\n", ["run", "george"], "'train' must be a mapping of training settings"),
+    ("dataset: u-digits\nconfig:\n  train: [1]\n", ["run", "scaling"], "'train' must be a mapping of training settings"),
+])
+def test_a_config_file_the_command_cannot_run_as_written_is_refused(text, args, message, tmp_path):
+    """Found in review (issue 19): train ran one of two seeds and recorded both (rerun then refused
+    the file); a non-mapping `train:` block was silently ignored."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    res = CliRunner().invoke(app, [*args, "--config", str(cfg), "-o", str(tmp_path / "out.json")])
+    assert res.exit_code == 2 and message in res.output and not (tmp_path / "out.json").exists(), res.output
+
+
+@pytest.mark.parametrize("args", [["demo", "--audit-only", "--epochs", "1"],
+                                  ["pretrain", "--dataset", "digits", "--epochs", "1", "-o", "w.pt"]])
+def test_threads_below_one_is_a_user_error_not_a_bug(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, [*args, "--threads", "0"])
+    assert res.exit_code == 2 and "--threads must be an integer >= 1" in res.output, res.output

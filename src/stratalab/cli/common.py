@@ -177,7 +177,10 @@ def flat_config(d: dict[str, Any] | None) -> dict[str, Any]:
     options given on the command line (flat, like ``--epochs``) override them key by key."""
     d = dict(d or {})
     train = d.pop("train", None)
-    return {**(train if isinstance(train, dict) else {}), **d}
+    if train is not None and not isinstance(train, dict):
+        raise ValueError(f"the config's 'train' must be a mapping of training settings (epochs: ..., lr: ...), got "
+                         f"{type(train).__name__} {train!r:.40}.")
+    return {**(train or {}), **d}
 
 
 def dataset_args(ctx: typer.Context, file_cfg: dict[str, Any], dataset: Optional[str], data_dir: Optional[Path],
@@ -199,6 +202,13 @@ def seeds_arg(ctx: typer.Context, file_cfg: dict[str, Any], seeds: str) -> list[
     if "seeds" in file_cfg and not explicit(ctx, "seeds"):
         return parse_seeds(",".join(str(s) for s in file_cfg["seeds"]))
     return parse_seeds(seeds)
+
+
+def check_threads(threads: Optional[int]) -> Optional[int]:
+    """``--threads``: an integer >= 1 (or None: torch's default), checked before any work."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be an integer >= 1 (torch threads), got {threads}.")
+    return threads
 
 
 def make_backend(kind: str, address: Optional[str], work_dir: Optional[Path], threads: Optional[int] = None) -> Any:

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from .app import app, clean_errors, console, datasets_app, err
-from .common import FIGURE_SUFFIXES, DataDirOption, JsonOption, OptionOption, ThreadsOption, emit_report, parse_options
+from .common import FIGURE_SUFFIXES, DataDirOption, JsonOption, OptionOption, ThreadsOption, check_threads, emit_report, parse_options
 
 
 @datasets_app.callback()
@@ -69,7 +69,7 @@ def demo(
     label and Group DRO over its clusters (the same as `stratalab run george --dataset u-digits`)."""
     from ..experiments.backend import torch_threads
 
-    with torch_threads(threads) as used:
+    with torch_threads(check_threads(threads)) as used:
         _demo(epochs, seed, json_out, plot, audit_only, used)
 
 

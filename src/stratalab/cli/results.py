@@ -110,7 +110,8 @@ def rerun(
         print(json.dumps(summary, indent=2, allow_nan=False))
     else:
         verdict = "[bold green]reproduced[/bold green]" if not diffs else "[bold red]not reproduced[/bold red]"
-        console.print(f"{verdict}: `stratalab {inv.command}` on {inv.dataset or inv.inputs}; {len(keys)} result numbers "
+        source = inv.dataset or next((v for v in inv.inputs.values() if v), "its inputs")
+        console.print(f"{verdict}: `stratalab {inv.command}` on {source}; {len(keys)} result numbers "
                       f"compared, {len(diffs)} differ (max |difference| {largest:.3g}, tolerance {tolerance:g}).")
         for k, a, b in diffs[:10]:
             console.print(f"  {k}: recorded {a}, rerun {b}")

@@ -21,6 +21,7 @@ from .common import (
     JsonOption,
     OptionOption,
     ThreadsOption,
+    check_threads,
     dataset_args,
     explicit,
     make_backend,
@@ -87,6 +88,9 @@ def train(
     merged = merge(ctx, file_cfg.get("config", {}), cli)
     file_seed = file_cfg.get("seeds", [merged.get("seed", 0)])
     seeds = [seed] if explicit(ctx, "seed") or not file_cfg else [int(s) for s in file_seed]
+    if len(seeds) != 1:
+        raise ValueError(f"`stratalab train` takes one seed, but --config {config} lists {seeds}; give --seed N, "
+                         "or run it once per seed (`stratalab run ...` commands take several).")
     merged["seed"] = seeds[0]
     refuse_method_options(ctx, str(merged.get("method", method)))
     check_output_path(output, (".json",), "--output")
@@ -179,6 +183,7 @@ def pretrain(
 
     cfg = TrainConfig(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, select="val_avg")
     check_output_path(output, (".pt",), "--output")
+    check_threads(threads)
     ds = load(dataset, data_dir=data_dir, seed=seed, **parse_options(option))
     t0 = time.perf_counter()
     with torch_threads(threads) as used:
