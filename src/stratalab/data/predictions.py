@@ -82,13 +82,15 @@ def read_predictions(path: str | os.PathLike[str], *, y: str, pred: str, group: 
     df = _read_table(p)
     if len(df) == 0:
         raise ValueError(f"{p} has no rows.")
-    out = Predictions(y=_column(df, y, p, "y"), pred=_column(df, pred, p, "pred"), group=_column(df, group, p, "group"),
-                      classes=_column(df, classes, p, "classes") if classes else None,
-                      score=_column(df, score, p, "score", integer=False) if score else None)
+    out = Predictions(y=_column(df, y, p, "y (--y)"), pred=_column(df, pred, p, "pred (--pred)"),
+                      group=_column(df, group, p, "group (--group)"),
+                      classes=_column(df, classes, p, "classes (--class)") if classes else None,
+                      score=_column(df, score, p, "score (--score)", integer=False) if score else None)
     if out.score is not None:
         labels = np.unique(np.concatenate([out.y, out.pred]))
         if labels.size > 2 or labels.max() > 1:
-            raise ValueError(f"score takes the probability of class 1 of a binary task, but y/pred hold {labels.size} "
+            raise ValueError(f"score column {score!r} (--score) takes the probability of class 1 of a binary task, but "
+                             f"y/pred hold {labels.size} "
                              f"labels ({', '.join(map(str, labels[:5]))}{', ...' if labels.size > 5 else ''}); leave the "
                              "score column out for multi-class predictions.")
     return out
