@@ -106,3 +106,22 @@ def test_top_k_beyond_the_dimension_is_clipped_and_one_group_says_why(tmp_path):
     res = CliRunner().invoke(app, ["spectral", "--features", str(tmp_path / "one.npz"), "--top-k", "1000000000"])
     assert res.exit_code == 0, res.output
     assert "rho(y) is undefined here" in res.output and "groups per class: 0: 1, 1: 1" in res.output
+
+
+def test_minority_and_majority_are_decided_within_the_class():
+    """Groups shared across classes (CIFAR-B's colours): in class 0, group 0 is rare (5 train
+    examples against 50), though over both classes it is the common one (505 against 100). The
+    reference (tmlabonte/revisiting-finetuning) decides within the class; so does (class, group)
+    keying. Keyed by group id alone, the totals pick the wrong minority (issue 21)."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 0, 1, 1], 30)
+    g = np.tile(np.repeat([0, 1], 30), 2)
+    z = rng.normal(size=(120, 4)) * np.where(g == 0, 2.0, 1.0)[:, None]
+    within = {(0, 0): 5, (0, 1): 50, (1, 0): 500, (1, 1): 50}
+    totals = {0: 505, 1: 100}
+    by_cell = spectral_imbalance(z, y, g, group_counts=within).ratios.set_index("class")
+    by_total = spectral_imbalance(z, y, g, group_counts=totals).ratios.set_index("class")
+    assert by_cell.loc[0, "minority_group"] == 0 and by_cell.loc[0, "majority_group"] == 1
+    assert by_cell.loc[1, "minority_group"] == 1 and by_cell.loc[1, "majority_group"] == 0
+    assert by_total.loc[0, "minority_group"] == 1  # what totals over classes decide: the wrong group
+

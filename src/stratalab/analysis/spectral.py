@@ -79,8 +79,15 @@ def _spectra(z: np.ndarray, yy: np.ndarray, gg: np.ndarray, top_k: int) -> dict[
     return out
 
 
+def _count(group_counts: dict[Any, int] | None, c: int, g: int, here: int) -> int:
+    """A cell's count for choosing minority and majority: by (class, group), else by group, else ``here``."""
+    if group_counts is None:
+        return here
+    return int(group_counts.get((c, g), group_counts.get(g, here)))
+
+
 def spectral_imbalance(features: Any, y: Any, groups: Any, *, top_k: int = 10, pred: Any = None,
-                       group_counts: dict[int, int] | None = None, class_names: list[str] | None = None,
+                       group_counts: dict[Any, int] | None = None, class_names: list[str] | None = None,
                        group_names: list[str] | None = None) -> SpectralReport:
     """Group spectra and the intra-class spectral-norm ratio ``rho(y)`` (LaBonte et al. 2024).
 
@@ -93,7 +100,9 @@ def spectral_imbalance(features: Any, y: Any, groups: Any, *, top_k: int = 10, p
     pred : (n,) int array, optional
         Predictions, for each class's accuracy gap between its majority and minority group.
     group_counts : dict, optional
-        Examples per group id defining minority and majority (e.g. train counts); default: counts here.
+        Examples defining minority and majority (e.g. train counts), keyed by ``(class, group)`` (the
+        reference's rule: within the class) or by group id (totals over classes, the same thing
+        where no group spans two classes); default: the counts here.
     """
     if int(top_k) != top_k or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}.")
@@ -104,7 +113,7 @@ def spectral_imbalance(features: Any, y: Any, groups: Any, *, top_k: int = 10, p
     rows, ratios = [], []
     for c in np.unique(yy):
         sizes = [(int(g), int(((yy == c) & (gg == g)).sum())) for g in np.unique(gg[yy == c])]
-        cells = [(g, n, int(group_counts.get(g, n)) if group_counts is not None else n) for g, n in sizes]
+        cells = [(g, n, _count(group_counts, int(c), g, n)) for g, n in sizes]
         for g, n, count in cells:
             eig = spectra.get((int(c), g))
             rows.append({"class": int(c), "group": g, "class_name": class_names[c] if class_names else str(c),
