@@ -215,7 +215,7 @@ def make_backend(kind: str, address: Optional[str], work_dir: Optional[Path], th
     """The grid backend, checked at the door (an unknown kind, Ray not installed, a bad --work-dir)."""
     from ..experiments.backend import Backend
 
-    return Backend(kind, address=address, work_dir=work_dir, threads=threads)
+    return Backend(kind, address=address, work_dir=work_dir, threads=check_threads(threads))
 
 
 def step_printer(json_out: bool) -> Callable[[str], None] | None:
