@@ -8,7 +8,7 @@ from ._imports import cycles, function_lengths, import_graph, module_lengths
 # Low to high: a module may import modules of its own package and of lower layers only; the
 # packages of one layer are independent of each other.
 LAYERS: list[set[str]] = [
-    {"_io", "_validation", "_config", "_indices"},
+    {"_io", "_validation", "_config", "_indices", "_device"},
     {"metrics", "analysis", "attribution", "debias", "discover"},
     {"data"},
     {"models"},

@@ -51,3 +51,25 @@ def test_todays_code_gives_the_recorded_numbers(name, tmp_path):
     assert not missing, f"{len(missing)} recorded numbers are gone, e.g. {missing[:5]}"
     differ = [(k, old[k], new[k]) for k in old if not (old[k] == new[k] or (math.isnan(old[k]) and math.isnan(new[k])))]
     assert not differ, f"{len(differ)} of {len(old)} numbers differ, e.g. {differ[:5]}"
+
+
+TRAINING = sorted(n for n in record.COMMANDS if n not in ("audit", "spectral"))  # spectral here reads features
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_device_cpu_fp32_gives_the_recorded_numbers(name, tmp_path):
+    """Issue 20: `--device cpu --precision fp32` is exactly the code path the fixtures were recorded on,
+    and the result records the device and precision that ran."""
+    images, features = record.tiny_images(tmp_path / "i.npz"), record.tiny_features(tmp_path / "f.npz")
+    args = [a.format(images=images, features=features) for a in record.COMMANDS[name]]
+    out = tmp_path / "new.json"
+    res = CliRunner().invoke(app, [*args, "--device", "cpu", "--precision", "fp32", "--json", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    old = numbers(json.loads((HERE / f"{name}.json").read_text()))
+    got = json.loads(out.read_text())
+    new = numbers(got)
+    differ = [k for k in old if not (old[k] == new.get(k) or (math.isnan(old[k]) and math.isnan(new.get(k, 0.0))))]
+    assert not differ, f"{len(differ)} of {len(old)} numbers differ, e.g. {differ[:5]}"
+    cfg = got["invocation"]["config"]
+    cfg = cfg.get("train", cfg)  # composed configs hold the training config inside
+    assert (cfg["device"], cfg["precision"]) == ("cpu", "fp32")

@@ -188,7 +188,7 @@ class KroneckerProjector:
             k_a = min(n_in + int(has_bias), math.ceil(k_l / k_g))
             p_g = torch.randn(n_out, k_g, generator=gen) / k_g ** 0.5
             p_a = torch.randn(n_in + int(has_bias), k_a, generator=gen) / k_a ** 0.5
-            self.factors[m] = (p_g, p_a, has_bias)
+            self.factors[m] = (p_g.to(w.device), p_a.to(w.device), has_bias)  # drawn on the CPU: same on every device
         self.dim = sum(f[0].shape[1] * f[1].shape[1] for f in self.factors.values())
 
     def project(self, model: nn.Module, x: torch.Tensor,
@@ -209,14 +209,15 @@ class KroneckerProjector:
         sizes = [dict(model.named_parameters())[n].numel() for n in names]
         out = torch.zeros(sum(sizes), self.dim)
         col = 0
+        factors = {m: (p_g.cpu(), p_a.cpu(), b) for m, (p_g, p_a, b) in self.factors.items()}
         cols = {}
-        for m, (p_g, p_a, _) in self.factors.items():
+        for m, (p_g, p_a, _) in factors.items():
             cols[m] = col
             col += p_g.shape[1] * p_a.shape[1]
         row = 0
         for n, size in zip(names, sizes):
             mname, _, pname = owners[n]
-            p_g, p_a, has_bias = self.factors[mname]
+            p_g, p_a, has_bias = factors[mname]
             width = p_g.shape[1] * p_a.shape[1]
             if pname == "weight":
                 block = torch.kron(p_g, p_a[:-1] if has_bias else p_a)  # rows: (out, in) flattened

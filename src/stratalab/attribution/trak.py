@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from .._device import model_device, to_device
 from .._validation import as_label_array
 
 DEFAULT_MAX_SCORE_BYTES = 2 << 30  # 2 GiB: larger TRAK matrices are memory-mapped to disk
@@ -93,6 +94,7 @@ class TRAK:
             raise ValueError("projector='kronecker' works on the layer inputs and output gradients of grads='hooks'; "
                              "use grads='auto' or 'hooks' with it, or projector='gaussian' with vmap.")
         self.model = model
+        self.device = model_device(model)  # gradients and projections live there; features come back to the CPU
         self.proj_dim = int(proj_dim)
         self.batch_size = int(batch_size)
         self.lam = float(lam)
@@ -136,7 +138,8 @@ class TRAK:
         """Gaussian rows of the projection for one chunk of one parameter, scaled by 1/sqrt(k);
         each chunk has its own seed, so any chunk can be redrawn identically on its own."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + param_index * 10_007 + chunk_index)
-        return torch.randn(rows, self.proj_dim, generator=gen) / self.proj_dim**0.5
+        # drawn on the CPU (the same projection on every device), then moved to the model's
+        return (torch.randn(rows, self.proj_dim, generator=gen) / self.proj_dim**0.5).to(self.device)
 
     def _blocks(self, param_index: int) -> list[torch.Tensor]:
         size = self._sizes[param_index]
@@ -152,7 +155,7 @@ class TRAK:
         if self._kron is not None:
             return self._kron.matrix(self.param_names, self.model)
         blocks = self._proj if self._proj is not None else self._projection()
-        return torch.cat([b for per_param in blocks for b in per_param], dim=0)
+        return torch.cat([b.cpu() for per_param in blocks for b in per_param], dim=0)
 
     def _project(self, flat_grads: list[torch.Tensor]) -> torch.Tensor:
         out = None
@@ -210,9 +213,10 @@ class TRAK:
             for s in range(0, n, self.batch_size):
                 idx = np.arange(s, min(s + self.batch_size, n))
                 xb = loader(x[idx]) if loader is not None else np.asarray(x)[idx]
-                g, p = self._grads(torch.as_tensor(np.asarray(xb), dtype=torch.float32), torch.as_tensor(yy[idx]))
-                feats.append(g.numpy())
-                probs.append(p.numpy())
+                batch = to_device((torch.as_tensor(np.asarray(xb), dtype=torch.float32), torch.as_tensor(yy[idx])), self.device)
+                g, p = self._grads(*batch)
+                feats.append(g.cpu().numpy())
+                probs.append(p.cpu().numpy())
         finally:
             self.model.train(was_training)
         return np.concatenate(feats).astype(np.float32), np.concatenate(probs).astype(np.float64)

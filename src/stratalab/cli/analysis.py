@@ -14,10 +14,13 @@ from .common import (
     FIGURE_SUFFIXES,
     TABLE_SUFFIXES,
     DataDirOption,
+    DeviceOption,
     JsonOption,
     OptionOption,
+    PrecisionOption,
     ThreadsOption,
     emit_report,
+    hardware,
     make_backend,
     not_an_input,
     parse_options,
@@ -83,6 +86,8 @@ def spectral(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write spectra and ratios as .json."),
     json_out: JsonOption = False,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Spectral imbalance (LaBonte et al. 2024): the top eigenvalues of every group's feature
     covariance and, per class, rho(y) = lambda_1(minority group) / lambda_1(majority group) beside
@@ -97,7 +102,7 @@ def spectral(
         raise ValueError("give exactly one of --features FILE.npz or --dataset NAME.")
     if features is not None:
         refuse_unused(ctx, ["method", "model", "width", "epochs", "split", "init", "finetune", "seed", "data_dir", "option",
-                            "threads"],
+                            "threads", "device", "precision"],
                       "with --features (they set up the model that --dataset trains)")
     check_output_path(output, (".json",), "--output")
     check_output_path(plot, FIGURE_SUFFIXES, "--plot")
@@ -105,7 +110,8 @@ def spectral(
     cfg: dict[str, Any] = {"top_k": top_k}
     if dataset is not None:
         cfg.update(method=method, model=model, width=width, epochs=epochs, split=split,
-                   init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune)
+                   init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune,
+                   **hardware(ctx, {}, device, precision))
     inv = Invocation("spectral", dataset=dataset, dataset_options=parse_options(option),
                      data_dir=None if data_dir is None else str(data_dir),
                      seeds=[seed], configs={"config": cfg}, inputs={"features": str(features) if features else None})

@@ -42,6 +42,12 @@ ConfigOption = Annotated[Optional[Path], typer.Option(
 AddressOption = Annotated[Optional[str], typer.Option("--address", help=ADDRESS_HELP)]
 WorkDirOption = Annotated[Optional[Path], typer.Option("--work-dir", help=WORK_DIR_HELP)]
 ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help=THREADS_HELP)]
+DeviceOption = Annotated[str, typer.Option(
+    "--device", help="auto (a CUDA GPU when present, else Apple's mps, else the CPU) | cpu | cuda | cuda:i | mps. The "
+                     "device that ran is recorded; one that is not present is refused before any work.")]
+PrecisionOption = Annotated[str, typer.Option(
+    "--precision", help="fp32 (exact; default) | bf16 (autocast to bfloat16: GPUs, and CPUs with AVX-512 BF16 or AMX) | "
+                        "fp16 (autocast with loss scaling; GPUs). Recorded in the result.")]
 
 
 def parse_seeds(seeds: str) -> list[int]:
@@ -209,6 +215,18 @@ def check_threads(threads: Optional[int]) -> Optional[int]:
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be an integer >= 1 (torch threads), got {threads}.")
     return threads
+
+
+def hardware(ctx: typer.Context, file_cfg: dict[str, Any], device: str, precision: str) -> dict[str, str]:
+    """``--device`` and ``--precision`` (else the --config file's, else the defaults), checked at the
+    door: the device resolved to the one that will run ("auto" -> "cuda:0" / "mps" / "cpu"), one that
+    is not present refused in one line before any data is read."""
+    from .._device import check_precision, resolve_device
+
+    dev = device if explicit(ctx, "device") or "device" not in file_cfg else str(file_cfg["device"])
+    prec = precision if explicit(ctx, "precision") or "precision" not in file_cfg else str(file_cfg["precision"])
+    resolved = resolve_device(dev)
+    return {"device": resolved, "precision": check_precision(prec, resolved)}
 
 
 def make_backend(kind: str, address: Optional[str], work_dir: Optional[Path], threads: Optional[int] = None) -> Any:

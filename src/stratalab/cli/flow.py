@@ -11,7 +11,18 @@ import typer
 
 from .._io import check_input_file
 from .app import clean_errors, console, err, flow_app
-from .common import FIGURE_SUFFIXES, DataDirOption, JsonOption, OptionOption, parse_floats, parse_options, say_written
+from .common import (
+    FIGURE_SUFFIXES,
+    DataDirOption,
+    DeviceOption,
+    JsonOption,
+    OptionOption,
+    PrecisionOption,
+    hardware,
+    parse_floats,
+    parse_options,
+    say_written,
+)
 
 MAX_SAMPLE_COLUMNS = 64  # flow samples: images (columns) a figure shows
 
@@ -19,6 +30,7 @@ MAX_SAMPLE_COLUMNS = 64  # flow samples: images (columns) a figure shows
 @flow_app.command("train")
 @clean_errors
 def flow_train(
+    ctx: typer.Context,
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the flow (.pt; loads with weights_only=True)."),
     dataset: str = typer.Option("cifar10-b", "--dataset", help="Image data set whose train split the flow models (cifar10-b: CIFAR-10)."),
     data_dir: DataDirOption = None,
@@ -34,6 +46,8 @@ def flow_train(
     n_eval: int = typer.Option(2000, "--n-eval", help="Test images on which bits/dim is reported (0: skip)."),
     seed: int = typer.Option(0, help="Seed of initialisation, batches, dequantisation and z samples."),
     json_out: JsonOption = False,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Train the decoupled generative flow behind FlowAug (global z from an encoder, a Glow
     conditioned on z for the local part) on a data set's train split, and report its bits/dim.
@@ -50,6 +64,7 @@ def flow_train(
     from ..report import check_output_path
 
     check_output_path(output, (".pt",), "--output")
+    hw = hardware(ctx, {}, device, precision)
     if n_eval < 0:
         raise ValueError(f"--n-eval must be >= 0, got {n_eval}.")
     settings = dict(levels=levels, steps=steps, hidden=hidden, z_dim=z_dim, free_bits=free_bits, epochs=epochs,
@@ -76,9 +91,10 @@ def flow_train(
                 err.print(f"epoch {row['epoch']}/{epochs}: train bits/dim {row['train_bpd']:.3f}, KL(z) "
                           f"{row['kl_nats']:.1f} nats, {row['seconds']:.0f} s")
 
-        flow, history = train_flow(x, cfg, progress=said, on_step=lambda k, n: bar.update(task, completed=k, total=n))
+        flow, history = train_flow(x, cfg, progress=said, on_step=lambda k, n: bar.update(task, completed=k, total=n),
+                                   device=hw["device"], precision=hw["precision"])
     train_seconds = time.perf_counter() - t0
-    record: dict[str, Any] = {"dataset": ds.name, "n_train": int(len(x)), "train_seconds": train_seconds,
+    record: dict[str, Any] = {"dataset": ds.name, "n_train": int(len(x)), "train_seconds": train_seconds, **hw,
                               "test_bpd": bits_per_dim(flow, test_x, seed=seed) if test_x is not None else None,
                               "n_eval": int(len(test_x)) if test_x is not None else 0}
     save_flow(flow, output, history=history, extra=record)

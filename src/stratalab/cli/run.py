@@ -24,12 +24,15 @@ from .common import (
     AddressOption,
     ConfigOption,
     DataDirOption,
+    DeviceOption,
     JsonOption,
     OptionOption,
+    PrecisionOption,
     ThreadsOption,
     WorkDirOption,
     dataset_args,
     flat_config,
+    hardware,
     make_backend,
     merge,
     not_an_input,
@@ -74,6 +77,8 @@ def run_george_cmd(
     address: AddressOption = None,
     work_dir: WorkDirOption = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """GEORGE (Sohoni et al. 2020): ERM -> cluster its features per class -> Group DRO on the clusters,
     beside ERM and Group DRO on the true subclasses. No true subclass label is used by GEORGE itself.
@@ -86,6 +91,7 @@ def run_george_cmd(
                      overcluster=False if no_overcluster else None, min_cluster_size=min_cluster_size,
                      min_val_size=min_cluster_size)
     settings = {**flat_config(file_cfg.get("config")), **{k: v for k, v in overrides.items() if v is not None}}
+    settings.update(hardware(ctx, settings, device, precision))
     feats = features if features is not None else (Path(file_cfg["features"]) if file_cfg.get("features") else None)
     check_output_path(output, (".json",), "--output")
     check_output_path(plot, FIGURE_SUFFIXES, "--plot")
@@ -153,6 +159,8 @@ def run_d3m_cmd(
     address: AddressOption = None,
     work_dir: WorkDirOption = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """D3M Table 1 (Jain et al. 2024): ERM, AUTO-D3M, JTT, DFR, D3M, RWG, SUBG and Group DRO, each
     with the group labels it needs, worst-group and balanced test accuracy over seeds; D3M finds the
@@ -182,7 +190,9 @@ def run_d3m_cmd(
         refuse_unused(ctx, ["search_points"], f"with --removal {d3m_cfg.get('removal')} (it is read by --removal search)")
     train_cli = dict(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     inv = Invocation("run d3m", dataset=name, dataset_options=opts, data_dir=None if ddir is None else str(ddir),
-                     seeds=seeds_arg(ctx, file_cfg, seeds), configs={"config": merge(ctx, file_cfg.get("config", {}), train_cli), "d3m_config": d3m_cfg})
+                     seeds=seeds_arg(ctx, file_cfg, seeds), configs={"config": {**merge(ctx, file_cfg.get("config", {}), train_cli),
+                                                                               **hardware(ctx, file_cfg.get("config", {}), device, precision)},
+                                                                    "d3m_config": d3m_cfg})
     _check_d3m_outputs(inv, output=output, figure=figure, scores=scores, removed=removed)
     grid = make_backend(backend, address, work_dir, threads)
     out = experiment("run d3m").run(inv, backend=grid, progress=step_printer(json_out),
@@ -258,6 +268,8 @@ def run_scaling_cmd(
     address: AddressOption = None,
     work_dir: WorkDirOption = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """LaBonte et al. (2024) model scaling x class balancing: for each width, pretrain on the source
     task, finetune on the target with each class-balancing method and seed; test worst-group and
@@ -273,6 +285,7 @@ def run_scaling_cmd(
                                epochs=epochs, pretrain_epochs=pretrain_epochs, finetune=finetune, lr=lr,
                                mixture_ratio=mixture_ratio, select=select)
     settings = merge(ctx, flat_config(file_cfg.get("config")), cli, {"pretrain_options": "pretrain_option"})
+    settings.update(hardware(ctx, settings, device, precision))
     if int(settings.get("pretrain_epochs", 1)) == 0:
         refuse_unused(ctx, ["pretrain_dataset", "pretrain_option", "weights_dir"],
                       "with --pretrain-epochs 0 (no pretraining: every width trains from scratch)")
@@ -334,6 +347,8 @@ def run_cifar_b_cmd(
     address: AddressOption = None,
     work_dir: WorkDirOption = None,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Chiu, Chen and Ma's subgroup study on CIFAR-10-B / CIFAR-100-B: train with each data
     augmentation and seed, then audit on the colour subgroups of the test set: average accuracy,
@@ -359,6 +374,7 @@ def run_cifar_b_cmd(
         n_corrupt=n_corrupt, flow=str(check_input_file(flow, "flow", (".pt",)).resolve()) if flow is not None else None,
         flowaug_objective=flowaug_objective, flowaug_std_weight=flowaug_lambda, flowaug_mix_weight=flowaug_mix_weight)
     settings = merge(ctx, flat_config(file_cfg.get("config")), cli, {"augmentations": "augment", "flowaug_std_weight": "flowaug_lambda"})
+    settings.update(hardware(ctx, settings, device, precision))
     check_output_path(output, (".json",), "--output")
     check_output_path(figure, FIGURE_SUFFIXES, "--figure")
     inv = Invocation("run cifar-b", dataset=name, dataset_options=opts, data_dir=None if ddir is None else str(ddir),

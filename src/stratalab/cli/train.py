@@ -18,12 +18,15 @@ from .common import (
     ConfigOption,
     DataDirOption,
     DatasetOption,
+    DeviceOption,
     JsonOption,
     OptionOption,
+    PrecisionOption,
     ThreadsOption,
     check_threads,
     dataset_args,
     explicit,
+    hardware,
     make_backend,
     merge,
     not_an_input,
@@ -46,7 +49,9 @@ def train(
     ctx: typer.Context,
     dataset: DatasetOption = None,
     method: str = typer.Option("erm", "--method", help="The training method (registry `stratalab.train.METHODS`): " + _methods_help()),
-    model: str = typer.Option("mlp", "--model", help="mlp | lenet5 | resnet | linear (a linear head on feature inputs)."),
+    model: str = typer.Option("mlp", "--model", help="mlp | lenet5 | resnet | cifarnet | linear (a linear head on feature inputs); or a "
+                              "paper backbone through Hugging Face transformers (pip install 'stratalab[hf]'): resnet18 | resnet50 | "
+                              "convnext_tiny | swin_t | vit_b_16 | bert-base-uncased | distilbert-base-uncased | a local model folder."),
     width: float = typer.Option(1.0, help="Width multiplier of the model (> 0; scaling studies)."),
     epochs: int = typer.Option(20, help="Training epochs."),
     batch_size: int = typer.Option(128, help="Mini-batch size."),
@@ -64,7 +69,10 @@ def train(
     jtt_epochs: int = typer.Option(1, help="JTT: epochs T of the error-finding ERM model."),
     jtt_upsample: int = typer.Option(20, help="JTT: lambda_up, times each error appears per epoch."),
     init: Optional[Path] = typer.Option(None, "--init", help="Finetune from weights written by `stratalab pretrain` (same --model and --width)."),
-    finetune: str = typer.Option("full", "--finetune", help="With --init: full (every layer) | last_layer (only the head is trained)."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="A backbone's weights: a local Hugging Face folder (config.json + "
+                                             "model.safetensors, and the tokenizer for text) or a Hub id in the local cache; nothing is downloaded."),
+    finetune: str = typer.Option("full", "--finetune", help="With --init or --pretrained: full (every layer) | last_layer (only the head is trained)."),
+    max_length: int = typer.Option(256, "--max-length", help="Text encoders: tokens per text (truncated / padded); tokenised once, cached beside the data."),
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     option: OptionOption = None,
@@ -72,6 +80,8 @@ def train(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the run (config, history, selected epoch, metrics) as .json."),
     json_out: JsonOption = False,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Train a model with ERM or a group-robust method and print val/test subgroup tables.
 
@@ -83,9 +93,11 @@ def train(
                weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, select=select,
                mixture_ratio=mixture_ratio, gdro_eta=gdro_eta, gdro_adjustment=gdro_adjustment,
                gdro_balanced_sampler=gdro_balanced_sampler, jtt_epochs=jtt_epochs, jtt_upsample=jtt_upsample,
-               init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune)
+               init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune,
+               pretrained=_local_or_id(pretrained), max_length=max_length)
     name, ddir, opts = dataset_args(ctx, file_cfg, dataset, data_dir, option)
     merged = merge(ctx, file_cfg.get("config", {}), cli)
+    merged.update(hardware(ctx, file_cfg.get("config", {}), device, precision))
     file_seed = file_cfg.get("seeds", [merged.get("seed", 0)])
     seeds = [seed] if explicit(ctx, "seed") or not file_cfg else [int(s) for s in file_seed]
     if len(seeds) != 1:
@@ -101,6 +113,15 @@ def train(
                      configs={"config": merged})
     run_train(inv, checkpoint_dir=checkpoint_dir, output=output, json_out=json_out,
               backend=make_backend("local", None, None, threads))
+
+
+def _local_or_id(pretrained: Optional[str]) -> Optional[str]:
+    """An existing folder as an absolute path (a result file stays valid from any folder); else the
+    Hub id as given."""
+    if pretrained is None:
+        return None
+    p = Path(pretrained).expanduser()
+    return str(p.resolve()) if p.exists() else pretrained
 
 
 def refuse_method_options(ctx: typer.Context, method: str) -> None:
@@ -157,6 +178,7 @@ def run_train(inv: Invocation, *, checkpoint_dir: Optional[Path] = None, output:
 @app.command()
 @clean_errors
 def pretrain(
+    ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", help="Source task, e.g. mnist-digits (10-way MNIST) or digits (embedded, 8x8)."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the weights (.pt; loads with weights_only=True)."),
     model: str = typer.Option("lenet5", "--model", help="mlp | lenet5 | resnet | linear: the family finetuned later with --init."),
@@ -169,6 +191,8 @@ def pretrain(
     option: OptionOption = None,
     json_out: JsonOption = False,
     threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Pretrain a model on a source task and save its weights, to finetune with `stratalab train
     --init` (LaBonte et al. 2024 finetune pretrained models; nothing can be downloaded here, so the
@@ -181,7 +205,8 @@ def pretrain(
     from ..models import n_params, save_pretrained
     from ..train import TrainConfig, run
 
-    cfg = TrainConfig(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, select="val_avg")
+    cfg = TrainConfig(model=model, width=width, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, select="val_avg",
+                      **hardware(ctx, {}, device, precision))
     check_output_path(output, (".pt",), "--output")
     check_threads(threads)
     ds = load(dataset, data_dir=data_dir, seed=seed, **parse_options(option))

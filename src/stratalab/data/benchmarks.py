@@ -59,7 +59,7 @@ def waterbirds(*, data_dir: Path | None = None, seed: int = 0, metadata: str = "
         check_files_exist(files, meta)
     splits = _splits_from_mask(split, meta, files, y, groups_from_pairs(y, place, 2), ImageLoader(image_size), place=place)
     return Dataset(name="waterbirds", splits=splits, class_names=["landbird", "waterbird"], group_names=WATERBIRDS_GROUPS,
-                   description=f"Waterbirds from {meta}; g = 2*y + place")
+                   description=f"Waterbirds from {meta}; g = 2*y + place", root=str(meta.parent))
 
 
 def _read_celeba_table(path: Path, what: str) -> pd.DataFrame:
@@ -120,7 +120,7 @@ def celeba(*, data_dir: Path | None = None, seed: int = 0, target: str = "Blond_
     splits = _splits_from_mask(split, attr_path, files, y, groups_from_pairs(y, a, 2), ImageLoader(image_size), spurious=a)
     return Dataset(name="celeba", splits=splits, class_names=cnames,
                    group_names=pair_group_names(cnames, [f"not {spurious}", spurious]),
-                   description=f"CelebA target {target}, spurious {spurious}; g = 2*y + a")
+                   description=f"CelebA target {target}, spurious {spurious}; g = 2*y + a", root=str(attr_path.parent))
 
 
 CIVIL_IDENTITIES = ["male", "female", "LGBTQ", "christian", "muslim", "other_religions", "black", "white"]
@@ -163,7 +163,7 @@ def civilcomments(*, data_dir: Path | None = None, seed: int = 0, grouping: str 
     cnames = ["non-toxic", "toxic"]
     splits = _splits_from_mask(split, path, texts, y, groups_from_pairs(y, a, len(anames)), _texts, identity=a, **extra)
     return Dataset(name="civilcomments", splits=splits, class_names=cnames, group_names=pair_group_names(cnames, anames),
-                   description=f"CivilComments (WILDS), {grouping} identity groups; y = toxicity >= 0.5")
+                   description=f"CivilComments (WILDS), {grouping} identity groups; y = toxicity >= 0.5", root=str(path.parent))
 
 
 MNLI_LABELS = ["contradiction", "entailment", "neutral"]
@@ -202,4 +202,4 @@ def multinli(*, data_dir: Path | None = None, seed: int = 0, text_file: str | No
     splits = _splits_from_mask(split, meta, x, y, groups_from_pairs(y, neg, 2), _texts, negation=neg)
     return Dataset(name="multinli", splits=splits, class_names=MNLI_LABELS,
                    group_names=pair_group_names(MNLI_LABELS, ["no negation", "negation"]),
-                   description="MultiNLI; g = 2*y + sentence2_has_negation")
+                   description="MultiNLI; g = 2*y + sentence2_has_negation", root=str(meta.parent))

@@ -103,6 +103,7 @@ class Dataset:
     group_names: list[str] | None = None
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    root: str | None = None  # the folder its files were read from (derived files, e.g. token caches, go beside them)
 
     def __post_init__(self) -> None:
         missing = [s for s in SPLITS if s not in self.splits]

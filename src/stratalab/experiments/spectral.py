@@ -18,8 +18,8 @@ __all__ = ["SpectralExperiment", "SPECTRAL_DEFAULTS"]
 
 # the settings of a spectral analysis; all but top_k set up the model trained on a data set
 SPECTRAL_DEFAULTS: dict[str, Any] = {"method": "erm", "model": "mlp", "width": 1.0, "epochs": 10, "split": "test",
-                                     "init": None, "finetune": "full", "top_k": 10}
-_MODEL_KEYS = ("method", "model", "width", "epochs", "split", "init", "finetune")
+                                     "init": None, "finetune": "full", "top_k": 10, "device": "cpu", "precision": "fp32"}
+_MODEL_KEYS = ("method", "model", "width", "epochs", "split", "init", "finetune", "device", "precision")
 _OLD_SOURCE = re.compile(r"features of (?P<method>[\w-]+) \(.*seed (?P<seed>\d+)")  # files before method/seed fields
 
 
@@ -83,14 +83,15 @@ class SpectralExperiment(Experiment):
 
         seed = inv.seeds[0]
         tcfg = TrainConfig(method=cfg["method"], model=cfg["model"], width=cfg["width"], epochs=cfg["epochs"], seed=seed,
-                           init=cfg["init"], finetune=cfg["finetune"])
+                           init=cfg["init"], finetune=cfg["finetune"], device=cfg["device"],
+                           precision=cfg["precision"])
         if tcfg.init is not None:
             read_pretrained(tcfg.init)
         ds = load(str(inv.dataset), data_dir=inv.data_dir, seed=seed, **inv.dataset_options)
         sp = ds.splits[cfg["split"]]
         if sp.g is None:
             raise ValueError(f"the {cfg['split']} split of {ds.name!r} has no group labels; choose a split that has them.")
-        emb = embed(run(ds, tcfg, progress=None).model, sp)
+        emb = embed(run(ds, tcfg, progress=None).model, sp, precision=tcfg.precision)
         counts = None
         if ds.train.g is not None:
             counts = {int(k): int(v) for k, v in zip(*np.unique(ds.train.g, return_counts=True))}

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._config import config_from_dict, config_to_dict
+from .._device import autocast, check_precision, grad_scaler, model_device, resolve_device, to_device
 from .._io import file_sha256
 
 __all__ = ["FlowConfig", "DecoupledFlow", "train_flow", "bits_per_dim", "save_flow", "load_flow", "file_sha256", "FLOW_FORMAT"]
@@ -316,7 +317,9 @@ class DecoupledFlow(nn.Module):
         ``z``) and ``kl_free`` (the free-bits version the optimiser sees)."""
         self._check(x)
         mu, logvar = self.encoder(x - 0.5)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        # drawn on the generator's device (the CPU's for a seeded run: the same draws on every device), then moved
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype,
+                          device=generator.device if generator is not None else mu.device).to(mu.device)
         z = mu + torch.exp(0.5 * logvar) * eps
         nu, logdet = self.flow_forward(x, z)
         d = nu[0].numel()
@@ -340,7 +343,8 @@ def _to_bpd(neg_elbo_nats: Tensor | float, dims: int) -> float:
 def bits_per_dim(flow: DecoupledFlow, images: np.ndarray | Tensor, *, batch_size: int = 500, seed: int = 0) -> float:
     """The ELBO bound on the negative log-likelihood of 8-bit ``images`` (N, C, H, W in [0, 1]), in
     bits per dimension: ``mean(-ELBO + D ln 256) / (D ln 2)``, one dequantisation and one ``z``
-    sample per image drawn from ``seed``. Lower is better; uniform noise over 256 levels is 8."""
+    sample per image drawn from ``seed``, on the flow's device. Lower is better; uniform noise over
+    256 levels is 8."""
     x_all = torch.as_tensor(np.asarray(images, dtype=np.float32))
     if x_all.ndim != 4 or len(x_all) == 0:
         raise ValueError(f"bits_per_dim needs a non-empty image batch (N, C, H, W), got shape {tuple(x_all.shape)}.")
@@ -350,19 +354,26 @@ def bits_per_dim(flow: DecoupledFlow, images: np.ndarray | Tensor, *, batch_size
     g = torch.Generator().manual_seed(seed)
     total = 0.0
     for s in range(0, len(x_all), batch_size):
-        t = flow.loss_terms(dequantize(x_all[s:s + batch_size], g), g)
+        t = flow.loss_terms(to_device(dequantize(x_all[s:s + batch_size], g), model_device(flow)), g)
         total += float((t["nll"] + t["kl"]).sum())
     return _to_bpd(total / len(x_all), flow.config.dims)
 
 
 def train_flow(images: np.ndarray, config: FlowConfig | None = None, *, val_images: np.ndarray | None = None,
                progress: Callable[[dict[str, Any]], None] | None = None,
-               on_step: Callable[[int, int], None] | None = None) -> tuple[DecoupledFlow, list[dict[str, Any]]]:
+               on_step: Callable[[int, int], None] | None = None, device: str = "cpu",
+               precision: str = "fp32") -> tuple[DecoupledFlow, list[dict[str, Any]]]:
     """Fit a :class:`DecoupledFlow` to ``images`` (N, C, H, W in [0, 1], 8-bit values) by the
     free-bits ELBO; returns the flow (eval mode) and one history row per epoch (train bits/dim of
     the bound, KL of ``z`` in nats, seconds, and val bits/dim when ``val_images`` is given);
-    ``on_step(step, total_steps)`` after every optimiser step (progress bars). Deterministic for a seed on one machine and thread count."""
+    ``on_step(step, total_steps)`` after every optimiser step (progress bars). Deterministic for a
+    seed on one machine and thread count. ``device`` / ``precision`` as in
+    :mod:`stratalab._device`: batches, dequantisation noise and ``z`` samples are drawn on the CPU
+    from the seed and moved, so the draws are the same on every device; the flow's log-determinants
+    stay in fp32 outside the autocast regions torch keeps in fp32."""
     cfg = config or FlowConfig()
+    dev = torch.device(resolve_device(device))
+    precision = check_precision(precision, str(dev))
     x_all = torch.as_tensor(np.asarray(images, dtype=np.float32))
     if x_all.ndim != 4 or tuple(x_all.shape[1:]) != cfg.image_shape:
         raise ValueError(f"images must have shape (N, {', '.join(map(str, cfg.image_shape))}) to match the flow's "
@@ -371,9 +382,10 @@ def train_flow(images: np.ndarray, config: FlowConfig | None = None, *, val_imag
         raise ValueError("train_flow needs at least 2 images.")
     if not torch.isfinite(x_all).all() or x_all.min() < 0 or x_all.max() > 1:
         raise ValueError("images must be finite and in [0, 1] (the loaders' format).")
-    flow = DecoupledFlow(cfg)
+    flow = DecoupledFlow(cfg).to(dev)
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr)
+    scaler = grad_scaler(dev, precision)
     history: list[dict[str, Any]] = []
     step = 0
     dims = cfg.dims
@@ -390,15 +402,19 @@ def train_flow(images: np.ndarray, config: FlowConfig | None = None, *, val_imag
                 continue
             for pg in opt.param_groups:
                 pg["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
-            t = flow.loss_terms(xb, g)
+            with autocast(dev, precision):
+                t = flow.loss_terms(to_device(xb, dev), g)
+            t = {k: v.float() for k, v in t.items()}
             loss = (t["nll"] + t["kl_free"]).mean() / dims
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the flow's loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; "
                                          "lower lr or raise warmup.")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)  # clip the true gradients (a no-op unless fp16)
             torch.nn.utils.clip_grad_norm_(flow.parameters(), cfg.clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             step += 1
             if on_step is not None:
                 on_step(step, total_steps)

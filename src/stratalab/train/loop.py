@@ -25,11 +25,13 @@ import torch
 from torch import nn
 
 from .._config import config_from_dict, config_to_dict
+from .._device import autocast, check_device_spec, check_precision, grad_scaler, model_device, resolve_device, to_device
 from .._io import write_atomic
 from .._validation import check_int, parse_structured
 from ..data.core import Split
 from ..metrics import GroupReport, group_report
 from ..models.build import MODELS
+from ..models.hf import BACKBONES, is_hf_model
 from ..models.pretrained import FINETUNE_MODES, load_weights_only
 from .objectives import GroupDRO, class_weights, per_example_ce
 from .registry import METHODS, get_method
@@ -65,8 +67,11 @@ class TrainConfig:
     (C), ``gdro_balanced_sampler``. Mixture balancing: ``mixture_ratio`` (r). JTT: ``jtt_epochs``
     (T) and ``jtt_upsample`` (lambda_up, an integer: each error appears lambda_up times per epoch, so
     its total weight is lambda_up, not 1 + lambda_up). DFR: ``dfr_cs`` and ``dfr_retrains``.
-    Finetuning (LaBonte et al. 2024): ``init``, weights written by ``stratalab pretrain``, and
-    ``finetune``: "full" (every layer) or "last_layer" (only the head is trained).
+    Finetuning (LaBonte et al. 2024): ``init``, weights written by ``stratalab pretrain``, or
+    ``pretrained``, a Hugging Face model folder (or Hub id in the local cache) for the backbones of
+    :mod:`stratalab.models.hf` (``model="resnet50"``, ``"bert-base-uncased"``, a folder...), and
+    ``finetune``: "full" (every layer) or "last_layer" (only the head is trained). Text inputs are
+    tokenised once to ``max_length`` tokens by the pretrained folder's tokenizer.
     Augmentation (Chiu et al.'s baselines, :mod:`stratalab.augment`): ``augment`` is one of
     "none", "flip_crop" (pad 4, random crop, horizontal flip: the standard CIFAR recipe) and, each on
     top of flip_crop, "autoaugment", "cutout" (``cutout_size``), "mixup", "cutmix" (``mix_alpha``);
@@ -76,6 +81,9 @@ class TrainConfig:
     the views (eqs. 2-4), ``flowaug_std_weight`` is lambda (eq. 3) / lambda2 (eq. 4),
     ``flowaug_mix_weight`` lambda1 (eq. 4), ``flowaug_sigma`` Algorithm 1's sigma and
     ``flowaug_pairs`` Algorithm 2's partners ("same_class" or "any").
+    Hardware (:mod:`stratalab._device`): ``device`` ("auto" is resolved when the config is made, so a
+    result records the device that ran it: "cpu", "cuda:0", "mps") and ``precision`` ("fp32", "bf16"
+    or "fp16" autocast; fp32 on the CPU gives exactly the numbers of earlier versions).
     """
 
     method: str = "erm"
@@ -102,6 +110,7 @@ class TrainConfig:
     dfr_cs: tuple[float, ...] = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
     dfr_retrains: int = 20
     init: str | None = None
+    pretrained: str | None = None
     finetune: str = "full"
     augment: str = "none"
     mix_alpha: float = 1.0
@@ -113,6 +122,9 @@ class TrainConfig:
     flowaug_mix_weight: float = 1.0
     flowaug_sigma: float = 0.1
     flowaug_pairs: str = "same_class"
+    device: str = "auto"
+    precision: str = "fp32"
+    max_length: int = 256
 
     def __post_init__(self) -> None:
         """Check every field before any work starts (the method's needs come from its MethodSpec)."""
@@ -122,8 +134,9 @@ class TrainConfig:
             except (TypeError, ValueError):
                 raise ValueError(f"{name} must be a list of numbers, got {getattr(self, name)!r}.") from None
         spec = get_method(self.method)
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}.")
+        if self.model not in MODELS and not is_hf_model(self.model):
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}, a backbone "
+                             f"({', '.join(BACKBONES)}) or a local Hugging Face model folder.")
         self._check_counts()
         self._check_optimisation()
         for name in spec.required:
@@ -131,10 +144,20 @@ class TrainConfig:
                 raise ValueError(f"method {self.method!r} needs {name} (--{name.replace('_', '-')}).")
         self._check_methods()
         self._check_augmentation(spec.loss)
+        self._check_hardware()
+
+    def _check_hardware(self) -> None:
+        """The device kind (its presence is checked when a run starts) and the precision it can run."""
+        self.device = check_device_spec(self.device)
+        if self.device == "auto":
+            self.device = resolve_device("auto")
+        elif self.device == "cuda":
+            self.device = "cuda:0"
+        self.precision = check_precision(self.precision, "cuda" if self.device.startswith("cuda") else self.device)
 
     def _check_counts(self) -> None:
         """Epochs, batch size, evaluation period, JTT's T, DFR's retrains and the seed: integers in range."""
-        for name in ("epochs", "batch_size", "eval_every", "jtt_epochs", "dfr_retrains", "seed"):
+        for name in ("epochs", "batch_size", "eval_every", "jtt_epochs", "dfr_retrains", "seed", "max_length"):
             setattr(self, name, check_int(getattr(self, name), name))
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
@@ -158,10 +181,20 @@ class TrainConfig:
         _finite("gdro_adjustment", self.gdro_adjustment, low=0)
         if self.finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}.")
-        if self.finetune == "last_layer" and self.init is None:
-            raise ValueError("finetune='last_layer' trains only the head of a pretrained model; give init (--init PATH).")
+        if self.finetune == "last_layer" and self.init is None and self.pretrained is None:
+            raise ValueError("finetune='last_layer' trains only the head of a pretrained model; give init (--init PATH) "
+                             "or, for a Hugging Face backbone, pretrained (--pretrained FOLDER).")
+        if self.init is not None and self.pretrained is not None:
+            raise ValueError("give init (stratalab pretrain weights) or pretrained (a Hugging Face folder), not both.")
         if self.init is not None:
             self.init = str(self.init)
+        if self.pretrained is not None:
+            self.pretrained = str(self.pretrained)
+            if self.model in MODELS:
+                raise ValueError(f"pretrained (--pretrained) loads Hugging Face backbones, not model {self.model!r}; "
+                                 "finetune stratalab models from `stratalab pretrain` weights with init (--init).")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 tokens, got {self.max_length}.")
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("select", CRITERIA)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
@@ -277,15 +310,19 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
-    """Class probabilities ``(n, C)`` for every example of ``split`` (eval mode, batched)."""
+def predict(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32") -> np.ndarray:
+    """Class probabilities ``(n, C)`` for every example of ``split`` (eval mode, batched, on the
+    model's device, autocast to ``precision``)."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     out = []
     for start in range(0, len(split), batch_size):
         idx = np.arange(start, min(start + batch_size, len(split)))
-        xb = torch.as_tensor(split.load_x(idx), dtype=torch.float32)
-        out.append(torch.softmax(model(xb), dim=1).numpy())
+        xb = to_device(torch.as_tensor(split.load_x(idx), dtype=torch.float32), device)
+        with autocast(device, precision):
+            logits = model(xb)
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out).astype(np.float64)
 
@@ -302,9 +339,9 @@ def split_report(split: Split, proba: np.ndarray, class_names: list[str] | None 
 
 
 def evaluate(model: nn.Module, split: Split, class_names: list[str] | None = None,
-             group_names: list[str] | None = None) -> GroupReport:
+             group_names: list[str] | None = None, precision: str = "fp32") -> GroupReport:
     """Group report of ``model`` on a split (groups = the split's true groups, or its classes)."""
-    return split_report(split, predict(model, split), class_names, group_names)
+    return split_report(split, predict(model, split, precision=precision), class_names, group_names)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -347,6 +384,8 @@ class _Run:
     aug_gen: torch.Generator
     plan: Any
     n_classes: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    scaler: Any = None
     dro: GroupDRO | None = None
     weight: torch.Tensor | None = None
     views: Any = None
@@ -367,7 +406,8 @@ class _Run:
             "optimizer": self.opt.state_dict(), "rng": self.rng.bit_generator.state, "aug_gen": self.aug_gen.get_state(),
             "torch_rng": torch.get_rng_state(), "dro": self.dro.state_dict() if self.dro is not None else None,
             "history": self.history, "best_score": float(self.best_score), "best_state": self.best_state,
-            "best_epoch": self.best_epoch,
+            "best_epoch": self.best_epoch, "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
         }
 
 
@@ -391,6 +431,8 @@ def _setup(model: nn.Module, train: Split, cfg: TrainConfig, groups: np.ndarray 
     from ..augment.pipeline import make_augmentation, make_views  # looked up per run: tests replace them
 
     spec = METHODS[cfg.method]
+    device = torch.device(resolve_device(cfg.device))  # a device that is not here is refused before any work
+    model.to(device)
     set_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     aug_gen = torch.Generator().manual_seed(cfg.seed)
@@ -399,7 +441,7 @@ def _setup(model: nn.Module, train: Split, cfg: TrainConfig, groups: np.ndarray 
         raise ValueError(f"repeats are for JTT's second stage (method 'jtt'), not {cfg.method!r}.")
     plan = make_plan(cfg.method, train.y, groups, rng, mixture_ratio=cfg.mixture_ratio,
                      gdro_balanced_sampler=cfg.gdro_balanced_sampler, repeats=repeats)
-    weight = class_weights(train.y, n_classes) if spec.loss == "class_weighted" else None
+    weight = class_weights(train.y, n_classes).to(device) if spec.loss == "class_weighted" else None
     dro = (GroupDRO(np.bincount(groups, minlength=int(groups.max()) + 1), cfg.gdro_eta, cfg.gdro_adjustment)
            if spec.loss == "group_dro" and groups is not None else None)
     input_aug, batch_aug = make_augmentation(cfg)
@@ -407,9 +449,11 @@ def _setup(model: nn.Module, train: Split, cfg: TrainConfig, groups: np.ndarray 
     if augment is not None:  # an explicit hook runs first, then the config's augmentation
         input_aug = augment if input_aug is None else (lambda x, g, a=augment, b=input_aug: b(a(x, g), g))
     opt = make_optimizer(model, cfg)
-    in_memory = isinstance(train.x, np.ndarray) and train.x.dtype.kind in "fiub"
+    # inputs held in memory are one tensor; files, texts and memory-mapped arrays (token caches) are read per batch
+    in_memory = isinstance(train.x, np.ndarray) and not isinstance(train.x, np.memmap) and train.x.dtype.kind in "fiub"
     return _Run(cfg=cfg, model=model, train=train, groups=groups, opt=opt, rng=rng, aug_gen=aug_gen, plan=plan,
-                n_classes=n_classes, dro=dro, weight=weight, views=views, input_aug=input_aug, batch_aug=batch_aug,
+                n_classes=n_classes, device=device, scaler=grad_scaler(device, cfg.precision), dro=dro, weight=weight,
+                views=views, input_aug=input_aug, batch_aug=batch_aug,
                 x_all=torch.as_tensor(train.load_x(), dtype=torch.float32) if in_memory else None,
                 base_lrs=[pg["lr"] for pg in opt.param_groups])
 
@@ -444,6 +488,10 @@ def _resume(run: _Run, ckpt: Path, fingerprint: str) -> None:
     torch.set_rng_state(state["torch_rng"])
     if run.dro is not None:
         run.dro.load_state_dict(state["dro"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    if state.get("cuda_rng") is not None and run.device.type == "cuda":
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     run.history, run.best_score, run.best_state = state["history"], state["best_score"], state["best_state"]
     run.best_epoch, run.start_epoch = state["best_epoch"], state["epoch"]
 
@@ -474,11 +522,14 @@ def _batch_loss(run: _Run, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
             y_soft = torch.nn.functional.one_hot(yb, run.n_classes).to(torch.float32)
         if cfg.label_smoothing:
             y_soft = (1 - cfg.label_smoothing) * y_soft + cfg.label_smoothing / run.n_classes
-        losses = soft_cross_entropy(run.model(xb), y_soft, reduction="none")
-    else:
-        losses = per_example_ce(run.model(xb), yb)
+    # everything above ran on the CPU with the seeded generators; the batch moves to the device here
+    xb, yb, y_soft, view_w = to_device((xb, yb, y_soft, view_w), run.device)
+    with autocast(run.device, cfg.precision):
+        logits = run.model(xb)
+    logits = logits.float()
+    losses = per_example_ce(logits, yb) if y_soft is None else soft_cross_entropy(logits, y_soft, reduction="none")
     if run.dro is not None:  # a mixed example counts in the group of its first image
-        loss = run.dro.loss(losses, torch.as_tensor(run.groups)[idx_b])
+        loss = run.dro.loss(losses, to_device(torch.as_tensor(run.groups)[idx_b], run.device))
     elif run.weight is not None:
         # class-weighted mean, normalised by the batch's weights (torch's CrossEntropyLoss(weight=...));
         # a soft target weighs its classes by their shares
@@ -511,8 +562,9 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         idx = order[start:start + cfg.batch_size]
         loss, losses, viewed = _batch_loss(run, idx)
         run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        run.opt.step()
+        run.scaler.scale(loss).backward()  # fp16: scaled; otherwise unchanged
+        run.scaler.step(run.opt)
+        run.scaler.update()
         # FlowAug's objective (eqs. 2-4) is a sum over views of weight x mean loss: its batch total is loss x n
         total += float(loss.detach()) * idx.numel() if viewed else float(losses.detach().sum())
         seen += idx.numel()
@@ -528,7 +580,7 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: Split | None, test: Spl
                     val_bias_pred: np.ndarray | None, val_estimated_groups: np.ndarray | None) -> None:
     """Val (and the selection criteria; the best epoch's weights kept) and test summaries into ``row``."""
     if val is not None:
-        vp = predict(run.model, val)
+        vp = predict(run.model, val, precision=run.cfg.precision)
         row["val"] = split_report(val, vp).summary()
         row["selection"] = selection_scores(val.y, vp.argmax(1), val.g, bias_pred=val_bias_pred,
                                             estimated_groups=val_estimated_groups)
@@ -537,7 +589,7 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: Split | None, test: Spl
             run.best_score, run.best_epoch = score, row["epoch"]
             run.best_state = copy.deepcopy(run.model.state_dict())
     if test is not None:
-        row["test"] = split_report(test, predict(run.model, test)).summary()
+        row["test"] = split_report(test, predict(run.model, test, precision=run.cfg.precision)).summary()
 
 
 def fit(

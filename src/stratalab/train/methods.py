@@ -15,6 +15,7 @@ from .._indices import balance_groups
 from ..data.core import Dataset
 from ..metrics import GroupReport, group_report
 from ..models import build_model, embed, load_pretrained
+from ..models.hf import tokenized
 from .loop import TrainConfig, fit, predict, split_report
 from .registry import METHODS
 
@@ -151,12 +152,13 @@ class RunResult:
         }
 
 
-def _reports(model_or_proba: Any, ds: Dataset, splits: tuple[str, ...] = ("val", "test")) -> dict[str, GroupReport]:
+def _reports(model_or_proba: Any, ds: Dataset, splits: tuple[str, ...] = ("val", "test"),
+             precision: str = "fp32") -> dict[str, GroupReport]:
     """Group reports of a model (or of given probabilities per split) on val and test."""
     out = {}
     for s in splits:
         sp = ds.splits[s]
-        proba = model_or_proba[s] if isinstance(model_or_proba, dict) else predict(model_or_proba, sp)
+        proba = model_or_proba[s] if isinstance(model_or_proba, dict) else predict(model_or_proba, sp, precision=precision)
         out[s] = split_report(sp, proba, ds.class_names, ds.group_names)
     return out
 
@@ -182,8 +184,12 @@ def run(
     if spec.train_groups and train_groups is None and ds.train.g is None:
         raise ValueError(f"method {cfg.method!r} needs train group labels and {ds.name!r} has none in train; "
                          "pass estimated groups (e.g. GEORGE clusters).")
+    ds = tokenized(ds, cfg.model, cfg.pretrained, cfg.max_length)  # text: token ids, once (cached beside the data)
     input_shape = ds.train.input_shape
-    model = build_model(cfg.model, input_shape, ds.n_classes, width=cfg.width, seed=cfg.seed)
+    model = build_model(cfg.model, input_shape, ds.n_classes, width=cfg.width, seed=cfg.seed, pretrained=cfg.pretrained)
+    if cfg.pretrained is not None and cfg.finetune == "last_layer":  # a frozen backbone: only the head is trained
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("head."))
     pretrained = None
     if cfg.init is not None:  # finetune: the body from the pretrained file, the head fresh unless it fits
         pretrained = load_pretrained(model, cfg.init, model_name=cfg.model, width=cfg.width, input_shape=input_shape,
@@ -198,17 +204,17 @@ def run(
     if spec.stages == ("identify_errors", "retrain_upsampled"):
         stage1_cfg = replace(cfg, method="erm", epochs=cfg.jtt_epochs, schedule="constant")
         fit(model, ds.train, stage1_cfg, progress=cb("jtt: identify errors (ERM)", cfg.jtt_epochs))
-        errors = predict(model, ds.train).argmax(1) != ds.train.y
+        errors = predict(model, ds.train, precision=cfg.precision).argmax(1) != ds.train.y
         extra["jtt"] = {"n_errors": int(errors.sum()), "upsample": cfg.jtt_upsample,
                         "error_weight": "each error appears lambda_up times (total weight lambda_up)"}
         model.load_state_dict(init_state)  # retrain from the same initialisation
         res = fit(model, ds.train, cfg, repeats=jtt_repeats(errors, cfg.jtt_upsample), checkpoint_dir=checkpoint_dir,
                   progress=cb("jtt: retrain", cfg.epochs), **common)
-        reports = _reports(res.model, ds)
+        reports = _reports(res.model, ds, precision=cfg.precision)
     elif spec.stages == ("train", "last_layer"):
         erm_cfg = replace(cfg, method="erm")
         res = fit(model, ds.train, erm_cfg, checkpoint_dir=checkpoint_dir, progress=cb("dfr: base ERM", cfg.epochs), **common)
-        emb = {s: embed(res.model, ds.splits[s]) for s in ("val", "test")}
+        emb = {s: embed(res.model, ds.splits[s], precision=cfg.precision) for s in ("val", "test")}
         assert ds.val.g is not None  # DFR is val_groups_fit: refused above when val has no groups
         head = fit_dfr(emb["val"].features, ds.val.y, ds.val.g, cs=cfg.dfr_cs, n_retrains=cfg.dfr_retrains,
                        random_state=cfg.seed)
@@ -219,7 +225,7 @@ def run(
     else:
         res = fit(model, ds.train, cfg, train_groups=train_groups, checkpoint_dir=checkpoint_dir,
                   progress=cb(cfg.method, cfg.epochs), **common)
-        reports = _reports(res.model, ds)
+        reports = _reports(res.model, ds, precision=cfg.precision)
     if pretrained is not None:
         extra["pretrained"] = pretrained
     return RunResult(config=cfg, dataset={"name": ds.name, **ds.options}, history=res.history,

@@ -52,22 +52,25 @@ class GroupDRO:
         return torch.softmax(self.log_q, 0)
 
     def group_means(self, losses: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        sums = torch.zeros(self.n_groups, dtype=losses.dtype).scatter_add_(0, groups, losses)
+        groups = groups.to(losses.device)
+        sums = torch.zeros(self.n_groups, dtype=losses.dtype, device=losses.device).scatter_add_(0, groups, losses)
         counts = torch.bincount(groups, minlength=self.n_groups).to(losses.dtype)
         return sums / counts.clamp(min=1.0)
 
     def loss(self, losses: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """Robust loss for a batch of per-example losses; updates the group weights."""
         means = self.group_means(losses, groups)
+        if self.log_q.device != means.device:  # the weights follow the losses' device (one move per run)
+            self.log_q, self.adjust = self.log_q.to(means.device), self.adjust.to(means.device)
         with torch.no_grad():
             self.log_q = torch.log_softmax(self.log_q + self.eta * (means.detach() + self.adjust), 0)
         return (self.q * means).sum()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"log_q": self.log_q.clone()}
+        return {"log_q": self.log_q.detach().cpu().clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.log_q = state["log_q"].clone()
+        self.log_q = state["log_q"].clone().to(self.log_q.device)
 
 
 def per_example_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
