@@ -36,3 +36,67 @@ def write_npz_without_groups(path: Path, n_features: int, seed: int = 0) -> Path
         arrays[f"y_{s}"] = np.arange(n) % 2
     np.savez(path, **arrays)
     return path
+
+
+def write_waterbirds_folder(root: Path, n: int = 64, size: int = 48, seed: int = 0) -> Path:
+    """A synthetic folder in Waterbirds' format (metadata.csv: img_id,img_filename,y,split,place, and
+    one JPEG per row): the bird class (y) is a coloured square, the place a background tint agreeing
+    with y in 3/4 of train; splits 0/1/2 in the ratio 2:1:1, every (y, place) group in each split."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["img_id,img_filename,y,split,place"]
+    for i in range(n):
+        split = (0, 0, 1, 2)[i % 4]
+        y = (i // 4) % 2
+        place = y if (split != 0 or (i // 8) % 4) else 1 - y
+        if split != 0:
+            place = (i // 8) % 2
+        img = np.full((size, size, 3), (40, 120, 40) if place == 0 else (40, 60, 160), dtype=np.float64)
+        img += rng.normal(0, 12, img.shape)
+        s = size // 3
+        img[s:2 * s, s:2 * s] = (220, 200, 40) if y else (150, 90, 60)
+        name = f"{i:03d}.Bird/img_{i:04d}.jpg"
+        (root / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / name, quality=90)
+        rows.append(f"{i},{name},{y},{split},{place}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def write_civilcomments_csv(root: Path, n: int = 48) -> Path:
+    """all_data_with_identities.csv in WILDS' format: toxic comments use the toxic words, identity
+    mentions set the identity columns; splits train/val/test 2:1:1."""
+    import pandas as pd
+
+    toxic = ["you are an awful idiot", "people like you are bad", "i hate you idiot"]
+    fine = ["you are kind", "nice people are good", "i love the good people"]
+    rows = []
+    for i in range(n):
+        t = (i // 4) % 2
+        text = (toxic if t else fine)[i % 3] + (" muslim" if i % 5 == 0 else "")
+        row = {"comment_text": text, "split": ("train", "train", "val", "test")[i % 4], "toxicity": 0.9 if t else 0.1}
+        row.update({c: 0.0 for c in ["male", "female", "LGBTQ", "christian", "muslim", "other_religions", "black", "white"]})
+        row["muslim"] = 1.0 if i % 5 == 0 else 0.0
+        rows.append(row)
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(root / "all_data_with_identities.csv")
+    return root
+
+
+TINY_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"the a an bad good awful nice you are is people hate love idiot kind i like muslim".split()]
+
+
+def write_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT with random weights and its WordPiece tokenizer, in Hugging Face's layout."""
+    import torch
+    import transformers as T
+
+    torch.manual_seed(seed)
+    T.BertTokenizerFast(vocab={w: i for i, w in enumerate(TINY_WORDS)}).save_pretrained(folder)
+    cfg = T.BertConfig(vocab_size=len(TINY_WORDS), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=32, max_position_embeddings=64)
+    T.BertModel(cfg).save_pretrained(folder)
+    return folder

@@ -42,6 +42,9 @@ ConfigOption = Annotated[Optional[Path], typer.Option(
 AddressOption = Annotated[Optional[str], typer.Option("--address", help=ADDRESS_HELP)]
 WorkDirOption = Annotated[Optional[Path], typer.Option("--work-dir", help=WORK_DIR_HELP)]
 ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help=THREADS_HELP)]
+WorkersOption = Annotated[int, typer.Option(
+    "--workers", help="Processes that decode file-backed inputs (image folders) ahead of each step; 0 decodes in this "
+                      "process. The numbers do not depend on it.")]
 DeviceOption = Annotated[str, typer.Option(
     "--device", help="auto (a CUDA GPU when present, else Apple's mps, else the CPU) | cpu | cuda | cuda:i | mps. The "
                      "device that ran is recorded; one that is not present is refused before any work.")]

@@ -23,6 +23,7 @@ from .common import (
     OptionOption,
     PrecisionOption,
     ThreadsOption,
+    WorkersOption,
     check_threads,
     dataset_args,
     explicit,
@@ -82,6 +83,7 @@ def train(
     threads: ThreadsOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
+    workers: WorkersOption = 0,
 ) -> None:
     """Train a model with ERM or a group-robust method and print val/test subgroup tables.
 
@@ -94,7 +96,7 @@ def train(
                mixture_ratio=mixture_ratio, gdro_eta=gdro_eta, gdro_adjustment=gdro_adjustment,
                gdro_balanced_sampler=gdro_balanced_sampler, jtt_epochs=jtt_epochs, jtt_upsample=jtt_upsample,
                init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune,
-               pretrained=_local_or_id(pretrained), max_length=max_length)
+               pretrained=_local_or_id(pretrained), max_length=max_length, workers=workers)
     name, ddir, opts = dataset_args(ctx, file_cfg, dataset, data_dir, option)
     merged = merge(ctx, file_cfg.get("config", {}), cli)
     merged.update(hardware(ctx, file_cfg.get("config", {}), device, precision))
@@ -224,3 +226,72 @@ def pretrain(
         return
     console.print(f"pretrained {model} x{width:g} ({info['params']:,} parameters) on {ds.name}: test accuracy "
                   f"{100 * info['source_test_accuracy']:.1f}%, {info['seconds']:.0f} s; wrote {output}")
+
+
+@app.command()
+@clean_errors
+def embed(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset", help="Data set name (see `stratalab datasets`) or path of your .npz/.csv."),
+    output: Path = typer.Option(..., "--output", "-o", help="The .npz to write: arrays train, val, test (features) and y_*, g_*."),
+    model: str = typer.Option(..., "--model", help="A backbone (resnet50, convnext_tiny, swin_t, vit_b_16, bert-base-uncased, ...), a "
+                              "local Hugging Face folder, or a stratalab model (mlp, lenet5, resnet, cifarnet) with --init."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="The backbone's weights: a local Hugging Face folder or a Hub id in the local cache."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Or: weights written by `stratalab pretrain` (same --model)."),
+    epochs: int = typer.Option(0, help="0: the features of the model as loaded (pretrained features); N: train ERM for N epochs first "
+                               "(selected on val worst-class accuracy) and write its features."),
+    lr: float = typer.Option(1e-3, help="With --epochs: Adam learning rate."),
+    batch_size: int = typer.Option(128, help="Mini-batch size (training and feature extraction)."),
+    unpooled: bool = typer.Option(False, "--unpooled", help="The unpooled last hidden state (a CNN's feature map, every token) "
+                                  "instead of the pooled features (Hugging Face backbones)."),
+    max_length: int = typer.Option(256, "--max-length", help="Text encoders: tokens per text."),
+    seed: int = typer.Option(0, help="Seed of data, head initialisation and training."),
+    data_dir: DataDirOption = None,
+    option: OptionOption = None,
+    json_out: JsonOption = False,
+    threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
+    workers: WorkersOption = 0,
+) -> None:
+    """Write a model's penultimate features of every split once (.npz, streamed batch by batch), for
+    `run george --features`, DFR, `spectral --features` and D3M's last-layer steps to reuse.
+
+    Example: `stratalab embed --dataset waterbirds -d DATA --model resnet50 --pretrained ./resnet-50 --workers 2 -o wb.npz`,
+    then `stratalab run george --dataset waterbirds -d DATA --features wb.npz`.
+    """
+    from ..data import load
+    from ..experiments.backend import torch_threads
+    from ..train import TrainConfig, embed_dataset
+
+    check_output_path(output, (".npz",), "--output")
+    check_threads(threads)
+    if epochs < 0:
+        raise ValueError(f"--epochs must be >= 0 (0: no training), got {epochs}.")
+    if epochs == 0:
+        refuse_unused(ctx, ["lr"], "with --epochs 0 (nothing is trained)")
+    cfg = TrainConfig(model=model, epochs=max(epochs, 1), lr=lr, batch_size=batch_size, seed=seed,
+                      pretrained=_local_or_id(pretrained), init=str(init.expanduser().resolve()) if init else None,
+                      max_length=max_length, workers=workers, **hardware(ctx, {}, device, precision))
+    not_an_input(output, "--output", dataset, cfg.init, cfg.pretrained)
+    ds = load(dataset, data_dir=data_dir, seed=seed, **parse_options(option))
+    t0 = time.perf_counter()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with torch_threads(threads) as used, Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                                  TimeElapsedColumn(), console=err, transient=True,
+                                                  disable=json_out or not sys.stderr.isatty()) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(split: str, done: int, total: int) -> None:
+            if split not in tasks:
+                tasks[split] = bar.add_task(f"features of {split}", total=total)
+            bar.update(tasks[split], completed=done)
+
+        info = embed_dataset(ds, cfg, str(output), train=epochs > 0, unpooled=unpooled, batch_size=batch_size, progress=progress)
+    info.update(dataset=ds.name, seconds=time.perf_counter() - t0, threads=used, config=cfg.to_dict())
+    if json_out:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    console.print(f"features of {model} ({'trained ' + str(epochs) + ' epochs' if epochs else 'as loaded'}) on {ds.name}: "
+                  + ", ".join(f"{k} {v:,}" for k, v in info["sizes"].items()) + f" examples, {info['seconds']:.0f} s; wrote {output}")

@@ -12,14 +12,9 @@ import numpy as np
 import pandas as pd
 
 from .._validation import as_label_array
-from .core import SPLITS, Dataset, Split, groups_from_pairs, pair_group_names
+from .core import SPLITS, Dataset, Split, groups_from_pairs, pair_group_names, read_texts
 from .files import ImageLoader, check_files_exist, normalise_split_column, read_csv_checked
 from .registry import register, require_file
-
-
-def _texts(x: np.ndarray) -> np.ndarray:
-    """Loader for text inputs: returns the strings unchanged (featurise them with your own encoder)."""
-    return np.asarray(x, dtype=object)
 
 
 def _splits_from_mask(split: np.ndarray, where: Path, x: np.ndarray, y: np.ndarray, g: np.ndarray | None,
@@ -38,12 +33,15 @@ WATERBIRDS_GROUPS = ["landbird/land", "landbird/water", "waterbird/land", "water
 
 @register("waterbirds", "Waterbirds (Sagawa et al.): your metadata.csv + image folder; groups = (bird, place)", "metadata.csv + images")
 def waterbirds(*, data_dir: Path | None = None, seed: int = 0, metadata: str = "metadata.csv",
-               image_size: int | None = 224, check_files: bool = True) -> Dataset:
+               image_size: int | None = 224, crop: float = 0.875, cache_mb: float = 256.0,
+               check_files: bool = True) -> Dataset:
     """Waterbirds from the standard ``metadata.csv`` (columns ``img_id,img_filename,y,split,place``;
     split 0/1/2 = train/val/test; ``y`` 1 = waterbird; ``place`` 1 = water) with images at
     ``data_dir / img_filename``. Groups ``g = 2 * y + place``. Looks for the CSV in ``data_dir``,
     then ``data_dir/waterbirds`` and ``data_dir/waterbird_complete95_forest2water2``.
-    ``check_files`` verifies every image exists before returning.
+    ``check_files`` verifies every image exists before returning. Images are read as Sagawa et
+    al.'s code reads them: resized to ``image_size / crop`` (256) and centre-cropped to
+    ``image_size`` (224); ``cache_mb`` MiB of decoded images are kept per process (:class:`ImageLoader`).
     """
     meta = require_file(data_dir, metadata, "waterbirds", f"waterbirds/{metadata}",
                         f"waterbird_complete95_forest2water2/{metadata}")
@@ -57,7 +55,8 @@ def waterbirds(*, data_dir: Path | None = None, seed: int = 0, metadata: str = "
     files = np.array([str(root / f) for f in df["img_filename"].astype(str)], dtype=object)
     if check_files:
         check_files_exist(files, meta)
-    splits = _splits_from_mask(split, meta, files, y, groups_from_pairs(y, place, 2), ImageLoader(image_size), place=place)
+    loader = ImageLoader(image_size, crop=crop, cache_mb=cache_mb)
+    splits = _splits_from_mask(split, meta, files, y, groups_from_pairs(y, place, 2), loader, place=place)
     return Dataset(name="waterbirds", splits=splits, class_names=["landbird", "waterbird"], group_names=WATERBIRDS_GROUPS,
                    description=f"Waterbirds from {meta}; g = 2*y + place", root=str(meta.parent))
 
@@ -87,7 +86,8 @@ def _read_celeba_table(path: Path, what: str) -> pd.DataFrame:
 
 @register("celeba", "CelebA: list_attr_celeba.txt + list_eval_partition.txt + images; target/spurious attributes by name", "CelebA files")
 def celeba(*, data_dir: Path | None = None, seed: int = 0, target: str = "Blond_Hair", spurious: str = "Male",
-           image_folder: str = "img_align_celeba", image_size: int | None = 128, check_files: bool = True) -> Dataset:
+           image_folder: str = "img_align_celeba", image_size: int | None = 128, cache_mb: float = 256.0,
+           check_files: bool = True) -> Dataset:
     """CelebA with class ``y = [target == 1]`` and attribute ``a = [spurious == 1]`` (e.g.
     Blond_Hair / Male, Sagawa et al.; Young / Male). Groups ``g = 2 * y + a``. Reads the official
     text files (or their Kaggle CSV variants) from ``data_dir`` or ``data_dir/celeba``; partition
@@ -117,7 +117,8 @@ def celeba(*, data_dir: Path | None = None, seed: int = 0, target: str = "Blond_
     if check_files:
         check_files_exist(files, attr_path)
     cnames = [f"not {target}", target]
-    splits = _splits_from_mask(split, attr_path, files, y, groups_from_pairs(y, a, 2), ImageLoader(image_size), spurious=a)
+    splits = _splits_from_mask(split, attr_path, files, y, groups_from_pairs(y, a, 2), ImageLoader(image_size, cache_mb=cache_mb),
+                               spurious=a)
     return Dataset(name="celeba", splits=splits, class_names=cnames,
                    group_names=pair_group_names(cnames, [f"not {spurious}", spurious]),
                    description=f"CelebA target {target}, spurious {spurious}; g = 2*y + a", root=str(attr_path.parent))
@@ -161,7 +162,7 @@ def civilcomments(*, data_dir: Path | None = None, seed: int = 0, grouping: str 
     texts = df["comment_text"].fillna("").astype(str).to_numpy(dtype=object)
     extra = {name: ident[:, i].astype(np.int64) for i, name in enumerate(CIVIL_IDENTITIES)}
     cnames = ["non-toxic", "toxic"]
-    splits = _splits_from_mask(split, path, texts, y, groups_from_pairs(y, a, len(anames)), _texts, identity=a, **extra)
+    splits = _splits_from_mask(split, path, texts, y, groups_from_pairs(y, a, len(anames)), read_texts, identity=a, **extra)
     return Dataset(name="civilcomments", splits=splits, class_names=cnames, group_names=pair_group_names(cnames, anames),
                    description=f"CivilComments (WILDS), {grouping} identity groups; y = toxicity >= 0.5", root=str(path.parent))
 
@@ -199,7 +200,7 @@ def multinli(*, data_dir: Path | None = None, seed: int = 0, text_file: str | No
         raise FileNotFoundError(f"text_file {tpath} does not exist.")
     else:
         x = np.array([str(i) for i in range(len(df))], dtype=object)
-    splits = _splits_from_mask(split, meta, x, y, groups_from_pairs(y, neg, 2), _texts, negation=neg)
+    splits = _splits_from_mask(split, meta, x, y, groups_from_pairs(y, neg, 2), read_texts, negation=neg)
     return Dataset(name="multinli", splits=splits, class_names=MNLI_LABELS,
                    group_names=pair_group_names(MNLI_LABELS, ["no negation", "negation"]),
                    description="MultiNLI; g = 2*y + sentence2_has_negation", root=str(meta.parent))

@@ -86,6 +86,12 @@ class Split:
         )
 
 
+def read_texts(x: Any) -> np.ndarray:
+    """The loader of text inputs: the strings unchanged (a text encoder tokenises them,
+    :func:`stratalab.models.hf.tokenized`). Its identity marks a split as text."""
+    return np.asarray(x, dtype=object)
+
+
 def _take(x: Any, index: Any) -> Any:
     if isinstance(x, np.ndarray):
         return x[index]

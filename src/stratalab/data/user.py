@@ -22,6 +22,8 @@ def load_user(
     class_names: Sequence[str] | None = None,
     group_names: Sequence[str] | None = None,
     image_size: int | None = 64,
+    crop: float = 1.0,
+    cache_mb: float = 256.0,
 ) -> Dataset:
     """Load a user's data set from ``path``.
 
@@ -31,7 +33,9 @@ def load_user(
       ``(n, C, H, W)`` are scaled to [0, 1].
     - ``.csv``: columns ``id,filename,split,y,a``; ``split`` is train/val/test (or 0/1/2), ``y`` the
       class, ``a`` the attribute; groups are ``g = y * A + a`` with ``A = max(a) + 1``. Images are
-      read from ``root`` (default: the CSV's folder) and resized to ``image_size``.
+      read from ``root`` (default: the CSV's folder), resized to ``image_size`` (``crop`` < 1:
+      to ``image_size / crop``, then the central ``image_size``), with ``cache_mb`` MiB of decoded
+      images kept per process (:class:`~stratalab.data.files.ImageLoader`).
     ``seed`` is accepted for a uniform interface; nothing here is random.
     """
     p = Path(path).expanduser()
@@ -41,7 +45,8 @@ def load_user(
         raise FileNotFoundError(f"{p} does not exist; give the path of your .npz or .csv file.")
     if p.suffix.lower() == ".npz":
         return _load_npz(p, class_names, group_names)
-    return _load_csv(p, Path(root).expanduser() if root is not None else p.parent, class_names, group_names, image_size)
+    return _load_csv(p, Path(root).expanduser() if root is not None else p.parent, class_names, group_names,
+                     ImageLoader(image_size, crop=crop, cache_mb=cache_mb))
 
 
 def _load_npz(p: Path, class_names: Sequence[str] | None, group_names: Sequence[str] | None) -> Dataset:
@@ -110,7 +115,7 @@ def _check_dense(p: Path, what: str, n_ids: int, n_examples: int) -> None:
 
 
 def _load_csv(p: Path, root: Path, class_names: Sequence[str] | None, group_names: Sequence[str] | None,
-              image_size: int | None) -> Dataset:
+              loader: ImageLoader) -> Dataset:
     df = read_csv_checked(p, ["id", "filename", "split", "y", "a"])
     if len(df) == 0:
         raise ValueError(f"{p} has a header but no rows; write one row per image (id,filename,split,y,a).")
@@ -128,7 +133,6 @@ def _load_csv(p: Path, root: Path, class_names: Sequence[str] | None, group_name
     _check_dense(p, "a", n_attr, len(df))
     files = np.array([str(root / f) for f in df["filename"].astype(str)], dtype=object)
     check_files_exist(files, p)
-    loader = ImageLoader(image_size)
     splits = {}
     for s in SPLITS:
         m = split == s
@@ -140,4 +144,4 @@ def _load_csv(p: Path, root: Path, class_names: Sequence[str] | None, group_name
     cnames = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
     gnames = list(group_names) if group_names is not None else pair_group_names(cnames, [f"a={i}" for i in range(n_attr)])
     return Dataset(name=p.name, splits=splits, class_names=cnames, group_names=gnames,
-                   description=f"user CSV {p} with images under {root}; groups = (y, a)")
+                   description=f"user CSV {p} with images under {root}; groups = (y, a)", root=str(root))

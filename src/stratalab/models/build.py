@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,27 +116,48 @@ class Embedding:
 
 
 @torch.no_grad()
-def embed(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32") -> Embedding:
-    """Penultimate activations (``model.features``), probabilities, cross-entropy loss and
-    prediction for every example of ``split``: batched, eval mode, no augmentation, on the model's
-    device (autocast to ``precision``; features come back as float32). This is the one
-    feature-extraction path used by clustering (GEORGE), DFR, spectral analysis and TRAK.
-    """
+def iter_features(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32", *, workers: int = 0,
+                  unpooled: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(features, logits)`` of each batch of ``split`` in order, float32 on the CPU: eval mode, no
+    augmentation, on the model's device, autocast to ``precision``, inputs decoded by ``workers``
+    loader processes (:func:`stratalab.data.stream.iter_batches`). ``unpooled``: the unpooled last
+    hidden state (``model.feature_map``: a CNN's map, a transformer's tokens) instead of the pooled
+    features. The one feature-extraction path: :func:`embed` and :func:`write_features` read it."""
+    from ..data.stream import iter_batches
+
     if not hasattr(model, "features") or not hasattr(model, "head"):
         raise TypeError("embed needs a model with .features(x) and .head (every stratalab model has them).")
+    if unpooled and not hasattr(model, "feature_map"):
+        raise ValueError(f"{type(model).__name__} has no unpooled feature map; unpooled features come from the Hugging Face "
+                         "backbones (stratalab.models.hf).")
     was_training = model.training
     model.eval()
     device = model_device(model)
+    batches = [np.arange(s, min(s + batch_size, len(split))) for s in range(0, len(split), batch_size)]
+    try:
+        for xb in iter_batches(split, batches, workers=workers, pin_memory=device.type == "cuda"):
+            xb = to_device(xb, device)
+            with autocast(device, precision):
+                f = model.features(xb)  # type: ignore[operator]  # nn.Module.__getattr__ is typed Tensor | Module
+                logits = model.head(f)  # type: ignore[operator]
+                if unpooled:
+                    f = model.feature_map(xb)  # type: ignore[operator]
+            yield f.float().cpu(), logits.float().cpu()
+    finally:
+        model.train(was_training)
+
+
+def embed(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32", *, workers: int = 0) -> Embedding:
+    """Penultimate activations (``model.features``), probabilities, cross-entropy loss and
+    prediction for every example of ``split``: batched, eval mode, no augmentation, on the model's
+    device (autocast to ``precision``; features come back as float32). This is the one
+    feature-extraction path used by clustering (GEORGE), DFR, spectral analysis and TRAK
+    (:func:`iter_features`).
+    """
     feats, probs = [], []
-    for start in range(0, len(split), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(split)))
-        xb = to_device(torch.as_tensor(split.load_x(idx), dtype=torch.float32), device)
-        with autocast(device, precision):
-            f = model.features(xb)  # type: ignore[operator]  # nn.Module.__getattr__ is typed Tensor | Module
-            logits = model.head(f)  # type: ignore[operator]
-        feats.append(f.float().cpu().numpy())
-        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    model.train(was_training)
+    for f, logits in iter_features(model, split, batch_size, precision, workers=workers):
+        feats.append(f.numpy())
+        probs.append(torch.softmax(logits, dim=1).numpy())
     proba = np.concatenate(probs).astype(np.float64)
     p_true = proba[np.arange(len(split)), split.y]
     return Embedding(
@@ -141,3 +166,46 @@ def embed(model: nn.Module, split: Split, batch_size: int = 512, precision: str 
         loss=-np.log(np.clip(p_true, 1e-12, 1.0)),
         pred=proba.argmax(1),
     )
+
+
+def write_features(model: nn.Module, splits: dict[str, Split], path: str | os.PathLike[str], *, batch_size: int = 256,
+                   precision: str = "fp32", workers: int = 0, unpooled: bool = False,
+                   progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """Write every split's features to the ``.npz`` at ``path`` once (``<split>`` arrays of shape
+    (n, ...), float32, with ``y_<split>`` and, where known, ``g_<split>``), streamed batch by batch
+    into the archive, so memory holds one batch, whatever the data set's size. The file is written
+    atomically; ``np.load(path)`` reads it, and GEORGE (``run george --features``), DFR, spectral
+    analysis and D3M's last-layer steps reuse it. ``progress(split, done, total)`` after each batch.
+    """
+    import zipfile
+
+    from .._io import write_atomic
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, split in splits.items():
+                feats = iter_features(model, split, batch_size, precision, workers=workers, unpooled=unpooled)
+                _stream_array(zf, name, len(split), feats, progress)
+                for key, arr in (("y", split.y), ("g", split.g)):
+                    if arr is not None:
+                        with zf.open(f"{key}_{name}.npy", "w", force_zip64=True) as f:
+                            np.lib.format.write_array(f, np.asarray(arr, dtype=np.int64), allow_pickle=False)
+
+    return write_atomic(path, write)
+
+
+def _stream_array(zf: Any, name: str, n: int, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+                  progress: Callable[[str, int, int], None] | None) -> None:
+    """One ``<name>.npy`` member of ``n`` rows written batch by batch: the header (from the first
+    batch's shape), then each batch's bytes."""
+    done = 0
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+        for feats, _ in batches:
+            arr = np.ascontiguousarray(feats.numpy(), dtype=np.float32)
+            if done == 0:
+                np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(arr.dtype),
+                                                         "fortran_order": False, "shape": (n, *arr.shape[1:])})
+            f.write(arr.tobytes())
+            done += len(arr)
+            if progress is not None:
+                progress(name, done, n)

@@ -91,61 +91,76 @@ def _folder(pretrained: str, name: str) -> Path:
                          f"--pretrained PATH, or put it in the Hugging Face cache ($HF_HOME/hub).") from None
 
 
+LAYOUT_KEYS = ("model_type", "depths", "hidden_sizes", "layer_type", "num_hidden_layers", "hidden_size", "embed_dim",
+               "patch_size", "n_layers", "dim")
+
+
+def loads_weights(model: str, pretrained: str | None) -> bool:
+    """Whether a run of ``model`` starts from trained weights: ``pretrained`` given, or ``model``
+    itself a local Hugging Face folder."""
+    return pretrained is not None or (model not in BACKBONES and is_hf_model(model))
+
+
 def _config(name: str, folder: Path | None, image_size: int | None) -> Any:
     tr = _transformers()
-    if folder is not None:
-        cfg = tr.AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    else:
+    named: Any = None
+    if name in BACKBONES:
         spec = BACKBONES[name]
-        cfg = tr.AutoConfig.for_model(spec.model_type, **dict(spec.overrides))
-    if image_size is not None and hasattr(cfg, "image_size") and cfg.model_type in ("vit", "swin"):
-        cfg.image_size = int(image_size)  # patch transformers take the input size from their config
+        named = tr.AutoConfig.for_model(spec.model_type, **dict(spec.overrides))
+    cfg: Any = tr.AutoConfig.from_pretrained(str(folder), local_files_only=True) if folder is not None else named
+    if named is not None and cfg is not named:  # --model resnet50 --pretrained FOLDER: the folder must hold a ResNet-50
+        def norm(v: Any) -> Any:  # lists and tuples of the same values are the same layout
+            return list(v) if isinstance(v, (list, tuple)) else v
+
+        differ = [k for k in LAYOUT_KEYS if hasattr(named, k) and norm(getattr(cfg, k, None)) != norm(getattr(named, k))]
+        if differ:
+            k = differ[0]
+            raise ValueError(f"{folder} holds another layout than {name} ({k} {getattr(cfg, k, None)!r}, not "
+                             f"{getattr(named, k)!r}); give the folder itself as --model to use its own layout.")
+    if folder is None and image_size is not None and hasattr(cfg, "image_size") and cfg.model_type in ("vit", "swin"):
+        cfg.image_size = int(image_size)  # a fresh patch transformer is built for the input size; a loaded one interpolates
     return cfg
 
 
-def _read_state(folder: Path) -> dict[str, torch.Tensor]:
-    """The weights of a Hugging Face folder: safetensors, else ``pytorch_model.bin`` with
-    ``weights_only=True`` (sharded files too). Never unpickles."""
+def _load_body(folder: Path, cfg: Any) -> nn.Module:
+    """The backbone of a Hugging Face folder with its weights, by ``transformers``' own loader (which
+    maps older checkpoints' names and drops a task model's head): safetensors as they are; a
+    ``pytorch_model*.bin`` is first read here with ``torch.load(weights_only=True)``, so a file that
+    holds anything but tensors is refused before transformers sees it. Every body weight must be in
+    the file (transformers alone would initialise missing ones at random and only warn)."""
     from .pretrained import load_weights_only
 
-    st = sorted(folder.glob("*.safetensors"))
-    if st:
-        from safetensors.torch import load_file
-
-        state: dict[str, torch.Tensor] = {}
-        for f in st:
-            state.update(load_file(str(f)))
-        return state
+    tr = _transformers()
+    has_st = any(folder.glob("*.safetensors"))
     bins = sorted(folder.glob("pytorch_model*.bin"))
-    if not bins:
+    if not has_st and not bins:
         raise ValueError(f"{folder} has a config.json but no weights (model.safetensors or pytorch_model.bin); "
                          "place the weight file beside it.")
-    state = {}
-    for f in bins:
-        d = load_weights_only(f, "a readable weights file", "save it again with save_pretrained(safe_serialization=True).")
-        if not isinstance(d, dict):
-            raise ValueError(f"{f} does not hold a state dict.")
-        state.update(d)
-    return state
+    if not has_st:
+        for f in bins:
+            load_weights_only(f, "a readable weights file", "save it again with save_pretrained(safe_serialization=True).")
+    import logging
 
-
-def _load_body(body: nn.Module, state: dict[str, torch.Tensor], folder: Path) -> int:
-    """Load ``state`` into ``body`` (the headless backbone), whether the file was saved from the
-    bare model or from a task model (``resnet.``, ``bert.``... prefixes, a classifier head that is
-    dropped). Every body weight must be found; returns how many were loaded."""
-    own = body.state_dict()
-    prefix = getattr(body, "base_model_prefix", "")
-    if prefix and not any(k in own for k in state) and any(k.startswith(prefix + ".") for k in state):
-        state = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
-    matched = {k: v for k, v in state.items() if k in own}
-    missing = [k for k in own if k not in matched and not k.endswith(("position_ids", "num_batches_tracked"))]
-    bad = [k for k, v in matched.items() if tuple(v.shape) != tuple(own[k].shape)]
+    level, bars = tr.logging.get_verbosity(), tr.utils.logging.is_progress_bar_enabled()
+    tr.logging.set_verbosity(logging.ERROR)  # the missing keys are reported below, as one error
+    tr.utils.logging.disable_progress_bar()  # stratalab's own progress shows; a bar per load is noise
+    try:
+        body, info = tr.AutoModel.from_pretrained(str(folder), config=cfg, local_files_only=True, use_safetensors=has_st,
+                                                  output_loading_info=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"the weights in {folder} cannot be loaded ({first[:200]}).") from None
+    finally:
+        tr.logging.set_verbosity(level)
+        if bars:
+            tr.utils.logging.enable_progress_bar()
+    missing = [k for k in info.get("missing_keys", []) if not k.endswith(("position_ids", "num_batches_tracked"))]
+    bad = list(info.get("mismatched_keys", []))
     if missing or bad:
-        what = f"missing {missing[0]!r}" if missing else f"shape of {bad[0]!r} is {tuple(matched[bad[0]].shape)}, not {tuple(own[bad[0]].shape)}"
+        what = f"missing {missing[0]!r}" if missing else f"shape of {bad[0]!r}"
         raise ValueError(f"the weights in {folder} do not fit its config.json ({what}; {len(missing)} missing, "
                          f"{len(bad)} of another shape).")
-    body.load_state_dict({**own, **matched})
-    return len(matched)
+    return body
 
 
 class HFClassifier(nn.Module):
@@ -179,7 +194,11 @@ class HFClassifier(nn.Module):
             x = x.long()
             return self.body(input_ids=x[:, 0], attention_mask=x[:, 1])
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
-        return self.body(pixel_values=(x - mean) / std)
+        kw = {}
+        cfg: Any = self.body.config
+        if cfg.model_type == "vit" and x.shape[-1] != cfg.image_size:
+            kw["interpolate_pos_encoding"] = True  # a ViT loaded for 224 reading other sizes (as timm does)
+        return self.body(pixel_values=(x - mean) / std, **kw)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled penultimate features (n, d): the backbone's pooler output (global average pool of
@@ -218,12 +237,12 @@ def build_hf(name: str, input_shape: tuple[int, ...], n_classes: int, *, pretrai
         raise ValueError(f"{name} is a text encoder: it needs token ids (2, L) from tokenize_texts, got inputs of shape "
                          f"{input_shape}.")
     torch.manual_seed(seed)
-    body = tr.AutoModel.from_config(cfg)
     mean = std = None
     if folder is not None:
-        if pretrained is not None or name not in BACKBONES:
-            _load_body(body, _read_state(folder), folder)
+        body = _load_body(folder, cfg)
         mean, std = _normalisation(folder)
+    else:
+        body = tr.AutoModel.from_config(cfg)
     torch.manual_seed(seed)
     return HFClassifier(body, n_classes, text=text, mean=mean, std=std)
 
@@ -279,8 +298,9 @@ def _cache_dir(root: str | None) -> Path:
 
 def is_text_split(split: Any) -> bool:
     """Whether a split's inputs are texts (strings), which a text encoder must tokenise first."""
-    x = split.x
-    return isinstance(x, np.ndarray) and x.dtype == object and len(x) > 0 and isinstance(x[0], str)
+    from ..data.core import read_texts
+
+    return split.loader is read_texts
 
 
 def tokenized(ds: Any, model: str, pretrained: str | None, max_length: int = 256) -> Any:

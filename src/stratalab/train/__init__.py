@@ -15,7 +15,8 @@ from typing import Any
 _EXPORTS = {
     "TrainConfig": "loop", "TrainResult": "loop", "fit": "loop", "predict": "loop", "evaluate": "loop",
     "set_seed": "loop", "split_report": "loop",
-    "run": "methods", "RunResult": "methods", "bias_proxy_predictions": "methods", "fit_dfr": "methods", "DFRHead": "methods", "jtt_repeats": "methods",
+    "run": "methods", "RunResult": "methods", "embed_dataset": "methods", "initial_model": "methods",
+    "bias_proxy_predictions": "methods", "fit_dfr": "methods", "DFRHead": "methods", "jtt_repeats": "methods",
     "GroupDRO": "objectives", "class_weights": "objectives",
     "SamplingPlan": "sampling", "make_plan": "sampling", "first_per_label": "sampling", "balance_groups": "sampling",
     "examples_left_out": "sampling",

@@ -29,9 +29,10 @@ from .._device import autocast, check_device_spec, check_precision, grad_scaler,
 from .._io import write_atomic
 from .._validation import check_int, parse_structured
 from ..data.core import Split
+from ..data.stream import check_workers, iter_batches
 from ..metrics import GroupReport, group_report
 from ..models.build import MODELS
-from ..models.hf import BACKBONES, is_hf_model
+from ..models.hf import BACKBONES, is_hf_model, loads_weights
 from ..models.pretrained import FINETUNE_MODES, load_weights_only
 from .objectives import GroupDRO, class_weights, per_example_ce
 from .registry import METHODS, get_method
@@ -83,7 +84,9 @@ class TrainConfig:
     ``flowaug_pairs`` Algorithm 2's partners ("same_class" or "any").
     Hardware (:mod:`stratalab._device`): ``device`` ("auto" is resolved when the config is made, so a
     result records the device that ran it: "cpu", "cuda:0", "mps") and ``precision`` ("fp32", "bf16"
-    or "fp16" autocast; fp32 on the CPU gives exactly the numbers of earlier versions).
+    or "fp16" autocast; fp32 on the CPU gives exactly the numbers of earlier versions) and
+    ``workers``, the processes that decode file-backed inputs (images in folders) ahead of the
+    training step (:mod:`stratalab.data.stream`; the numbers do not depend on it).
     """
 
     method: str = "erm"
@@ -125,6 +128,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     max_length: int = 256
+    workers: int = 0
 
     def __post_init__(self) -> None:
         """Check every field before any work starts (the method's needs come from its MethodSpec)."""
@@ -148,6 +152,7 @@ class TrainConfig:
 
     def _check_hardware(self) -> None:
         """The device kind (its presence is checked when a run starts) and the precision it can run."""
+        self.workers = check_workers(self.workers)
         self.device = check_device_spec(self.device)
         if self.device == "auto":
             self.device = resolve_device("auto")
@@ -181,7 +186,7 @@ class TrainConfig:
         _finite("gdro_adjustment", self.gdro_adjustment, low=0)
         if self.finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}.")
-        if self.finetune == "last_layer" and self.init is None and self.pretrained is None:
+        if self.finetune == "last_layer" and self.init is None and not loads_weights(self.model, self.pretrained):
             raise ValueError("finetune='last_layer' trains only the head of a pretrained model; give init (--init PATH) "
                              "or, for a Hugging Face backbone, pretrained (--pretrained FOLDER).")
         if self.init is not None and self.pretrained is not None:
@@ -310,18 +315,17 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32") -> np.ndarray:
+def predict(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32", *, workers: int = 0) -> np.ndarray:
     """Class probabilities ``(n, C)`` for every example of ``split`` (eval mode, batched, on the
-    model's device, autocast to ``precision``)."""
+    model's device, autocast to ``precision``, file inputs decoded by ``workers`` processes)."""
     was_training = model.training
     model.eval()
     device = model_device(model)
     out = []
-    for start in range(0, len(split), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(split)))
-        xb = to_device(torch.as_tensor(split.load_x(idx), dtype=torch.float32), device)
+    batches = [np.arange(s, min(s + batch_size, len(split))) for s in range(0, len(split), batch_size)]
+    for xb in iter_batches(split, batches, workers=workers, pin_memory=device.type == "cuda"):
         with autocast(device, precision):
-            logits = model(xb)
+            logits = model(to_device(xb, device))
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out).astype(np.float64)
@@ -496,14 +500,13 @@ def _resume(run: _Run, ckpt: Path, fingerprint: str) -> None:
     run.best_epoch, run.start_epoch = state["best_epoch"], state["epoch"]
 
 
-def _batch_loss(run: _Run, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """One batch: its views (FlowAug), augmentations and targets, then the method's loss (eqs. of
-    Group DRO, class weighting, FlowAug's (2)-(4)). Returns the loss, the per-example losses and
-    whether the batch had FlowAug views."""
+def _batch_loss(run: _Run, idx: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """One batch (``xb``: the inputs at ``idx``): its views (FlowAug), augmentations and targets,
+    then the method's loss (eqs. of Group DRO, class weighting, FlowAug's (2)-(4)). Returns the
+    loss, the per-example losses and whether the batch had FlowAug views."""
     from ..augment.mixing import soft_cross_entropy  # looked up per batch: tests replace it
 
     cfg, train = run.cfg, run.train
-    xb = run.x_all[idx] if run.x_all is not None else torch.as_tensor(train.load_x(idx.numpy()), dtype=torch.float32)
     yb = torch.as_tensor(train.y)[idx]
     view_w, idx_b = None, idx
     if run.views is not None:  # FlowAug: the objective's views of the clean batch, stacked, with their weights
@@ -558,9 +561,14 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
                 module.eval()
     order = torch.as_tensor(run.plan.epoch(run.rng))
     total, seen = 0.0, 0
-    for start in range(0, order.numel(), cfg.batch_size):
-        idx = order[start:start + cfg.batch_size]
-        loss, losses, viewed = _batch_loss(run, idx)
+    batches = [order[s:s + cfg.batch_size] for s in range(0, order.numel(), cfg.batch_size)]
+    if run.x_all is not None:
+        inputs: Any = (run.x_all[idx] for idx in batches)
+    else:  # files: decoded by cfg.workers processes, ahead of the step
+        inputs = iter_batches(run.train, [idx.numpy() for idx in batches], workers=cfg.workers,
+                              pin_memory=run.device.type == "cuda")
+    for idx, xb in zip(batches, inputs):
+        loss, losses, viewed = _batch_loss(run, idx, xb)
         run.opt.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()  # fp16: scaled; otherwise unchanged
         run.scaler.step(run.opt)
@@ -580,7 +588,7 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: Split | None, test: Spl
                     val_bias_pred: np.ndarray | None, val_estimated_groups: np.ndarray | None) -> None:
     """Val (and the selection criteria; the best epoch's weights kept) and test summaries into ``row``."""
     if val is not None:
-        vp = predict(run.model, val, precision=run.cfg.precision)
+        vp = predict(run.model, val, precision=run.cfg.precision, workers=run.cfg.workers)
         row["val"] = split_report(val, vp).summary()
         row["selection"] = selection_scores(val.y, vp.argmax(1), val.g, bias_pred=val_bias_pred,
                                             estimated_groups=val_estimated_groups)
@@ -589,7 +597,7 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: Split | None, test: Spl
             run.best_score, run.best_epoch = score, row["epoch"]
             run.best_state = copy.deepcopy(run.model.state_dict())
     if test is not None:
-        row["test"] = split_report(test, predict(run.model, test, precision=run.cfg.precision)).summary()
+        row["test"] = split_report(test, predict(run.model, test, precision=run.cfg.precision, workers=run.cfg.workers)).summary()
 
 
 def fit(

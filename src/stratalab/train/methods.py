@@ -15,7 +15,7 @@ from .._indices import balance_groups
 from ..data.core import Dataset
 from ..metrics import GroupReport, group_report
 from ..models import build_model, embed, load_pretrained
-from ..models.hf import tokenized
+from ..models.hf import loads_weights, tokenized
 from .loop import TrainConfig, fit, predict, split_report
 from .registry import METHODS
 
@@ -153,14 +153,56 @@ class RunResult:
 
 
 def _reports(model_or_proba: Any, ds: Dataset, splits: tuple[str, ...] = ("val", "test"),
-             precision: str = "fp32") -> dict[str, GroupReport]:
+             precision: str = "fp32", workers: int = 0) -> dict[str, GroupReport]:
     """Group reports of a model (or of given probabilities per split) on val and test."""
     out = {}
     for s in splits:
         sp = ds.splits[s]
-        proba = model_or_proba[s] if isinstance(model_or_proba, dict) else predict(model_or_proba, sp, precision=precision)
+        proba = model_or_proba[s] if isinstance(model_or_proba, dict) else predict(model_or_proba, sp, precision=precision, workers=workers)
         out[s] = split_report(sp, proba, ds.class_names, ds.group_names)
     return out
+
+
+def initial_model(ds: Dataset, cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The model a run starts from (``ds`` already tokenised): ``cfg.model`` initialised from
+    ``cfg.seed``, with a Hugging Face backbone's ``pretrained`` weights or a ``stratalab pretrain``
+    file's (``init``); ``finetune="last_layer"`` freezes all but the head. Returns the model and,
+    for ``init``, what was loaded."""
+    input_shape = ds.train.input_shape
+    model = build_model(cfg.model, input_shape, ds.n_classes, width=cfg.width, seed=cfg.seed, pretrained=cfg.pretrained)
+    if loads_weights(cfg.model, cfg.pretrained) and cfg.finetune == "last_layer":  # a frozen backbone: only the head trains
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("head."))
+    loaded = None
+    if cfg.init is not None:  # finetune: the body from the pretrained file, the head fresh unless it fits
+        loaded = load_pretrained(model, cfg.init, model_name=cfg.model, width=cfg.width, input_shape=input_shape,
+                                 finetune=cfg.finetune)
+    return model, loaded
+
+
+def embed_dataset(ds: Dataset, cfg: TrainConfig, path: str, *, train: bool = False, unpooled: bool = False,
+                  batch_size: int = 256, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Write the penultimate features of every split of ``ds`` to the ``.npz`` at ``path`` once
+    (:func:`stratalab.models.build.write_features`), for GEORGE, DFR, spectral analysis and D3M's
+    last-layer steps to reuse: from the model as loaded (a pretrained backbone, as GEORGE's
+    pretrained-feature variant) or, with ``train``, after training ``cfg`` on ``ds`` (ERM's features,
+    the checkpoint ``cfg.select`` picks). Returns what was written."""
+    from ..models.build import write_features
+
+    ds = tokenized(ds, cfg.model, cfg.pretrained, cfg.max_length)
+    if train:
+        res = run(ds, cfg)
+        assert res.model is not None  # run() always returns its model
+        model = res.model
+    else:
+        model, _ = initial_model(ds, cfg)
+        from .._device import resolve_device
+
+        model.to(resolve_device(cfg.device))
+    write_features(model, ds.splits, path, batch_size=batch_size, precision=cfg.precision, workers=cfg.workers,
+                   unpooled=unpooled, progress=progress)
+    return {"output": str(path), "model": cfg.model, "trained": train, "unpooled": unpooled,
+            "sizes": {s: len(sp) for s, sp in ds.splits.items()}}
 
 
 def run(
@@ -185,15 +227,7 @@ def run(
         raise ValueError(f"method {cfg.method!r} needs train group labels and {ds.name!r} has none in train; "
                          "pass estimated groups (e.g. GEORGE clusters).")
     ds = tokenized(ds, cfg.model, cfg.pretrained, cfg.max_length)  # text: token ids, once (cached beside the data)
-    input_shape = ds.train.input_shape
-    model = build_model(cfg.model, input_shape, ds.n_classes, width=cfg.width, seed=cfg.seed, pretrained=cfg.pretrained)
-    if cfg.pretrained is not None and cfg.finetune == "last_layer":  # a frozen backbone: only the head is trained
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("head."))
-    pretrained = None
-    if cfg.init is not None:  # finetune: the body from the pretrained file, the head fresh unless it fits
-        pretrained = load_pretrained(model, cfg.init, model_name=cfg.model, width=cfg.width, input_shape=input_shape,
-                                     finetune=cfg.finetune)
+    model, pretrained = initial_model(ds, cfg)
     init_state = copy.deepcopy(model.state_dict())
 
     def cb(stage: str, total: int):
@@ -204,17 +238,17 @@ def run(
     if spec.stages == ("identify_errors", "retrain_upsampled"):
         stage1_cfg = replace(cfg, method="erm", epochs=cfg.jtt_epochs, schedule="constant")
         fit(model, ds.train, stage1_cfg, progress=cb("jtt: identify errors (ERM)", cfg.jtt_epochs))
-        errors = predict(model, ds.train, precision=cfg.precision).argmax(1) != ds.train.y
+        errors = predict(model, ds.train, precision=cfg.precision, workers=cfg.workers).argmax(1) != ds.train.y
         extra["jtt"] = {"n_errors": int(errors.sum()), "upsample": cfg.jtt_upsample,
                         "error_weight": "each error appears lambda_up times (total weight lambda_up)"}
         model.load_state_dict(init_state)  # retrain from the same initialisation
         res = fit(model, ds.train, cfg, repeats=jtt_repeats(errors, cfg.jtt_upsample), checkpoint_dir=checkpoint_dir,
                   progress=cb("jtt: retrain", cfg.epochs), **common)
-        reports = _reports(res.model, ds, precision=cfg.precision)
+        reports = _reports(res.model, ds, precision=cfg.precision, workers=cfg.workers)
     elif spec.stages == ("train", "last_layer"):
         erm_cfg = replace(cfg, method="erm")
         res = fit(model, ds.train, erm_cfg, checkpoint_dir=checkpoint_dir, progress=cb("dfr: base ERM", cfg.epochs), **common)
-        emb = {s: embed(res.model, ds.splits[s], precision=cfg.precision) for s in ("val", "test")}
+        emb = {s: embed(res.model, ds.splits[s], precision=cfg.precision, workers=cfg.workers) for s in ("val", "test")}
         assert ds.val.g is not None  # DFR is val_groups_fit: refused above when val has no groups
         head = fit_dfr(emb["val"].features, ds.val.y, ds.val.g, cs=cfg.dfr_cs, n_retrains=cfg.dfr_retrains,
                        random_state=cfg.seed)
@@ -225,7 +259,7 @@ def run(
     else:
         res = fit(model, ds.train, cfg, train_groups=train_groups, checkpoint_dir=checkpoint_dir,
                   progress=cb(cfg.method, cfg.epochs), **common)
-        reports = _reports(res.model, ds, precision=cfg.precision)
+        reports = _reports(res.model, ds, precision=cfg.precision, workers=cfg.workers)
     if pretrained is not None:
         extra["pretrained"] = pretrained
     return RunResult(config=cfg, dataset={"name": ds.name, **ds.options}, history=res.history,
