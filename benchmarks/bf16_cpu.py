@@ -22,8 +22,10 @@ from stratalab._device import autocast, cpu_has_bf16  # noqa: E402
 from stratalab.models.convnets import CifarNet, CifarResNet  # noqa: E402
 
 
-def models() -> dict[str, torch.nn.Module]:
-    return {"cifarnet": CifarNet(10, 3, width=1.0), "resnet18 (CIFAR)": CifarResNet(10, 3, width=64, blocks=(2, 2, 2, 2))}
+def models(names: list[str]) -> dict[str, torch.nn.Module]:
+    make = {"cifarnet": lambda: CifarNet(10, 3, width=1.0),
+            "resnet18": lambda: CifarResNet(10, 3, width=64, blocks=(2, 2, 2, 2))}  # the CIFAR ResNet-18, 11.2M parameters
+    return {("resnet18 (CIFAR)" if n == "resnet18" else n): make[n]() for n in names}
 
 
 def time_steps(model: torch.nn.Module, precision: str, channels_last: bool, batch: int, steps: int, warmup: int) -> float:
@@ -55,10 +57,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--models", default="cifarnet,resnet18")
+    ap.add_argument("--name", default="bf16_cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for name, model in models().items():
+    for name, model in models(args.models.split(",")).items():
         for cl in (True, False):
             for prec in ("fp32", "bf16"):
                 s = time_steps(model, prec, cl, args.batch, args.steps, args.warmup)
@@ -73,7 +77,7 @@ def main() -> None:
     md = ["| model | memory order | precision | ms / step | s / epoch | speed-up vs fp32 |", "|---|---|---|---|---|---|"]
     md += [f"| {r['model']} | {'channels-last' if r['channels_last'] else 'default'} | {r['precision']} | "
            f"{1000 * r['seconds_per_step']:.0f} | {r['epoch_seconds']:.0f} | {r['speedup_vs_fp32']:.2f}x |" for r in rows]
-    write("bf16_cpu", {"rows": rows, "cpu_has_bf16": cpu_has_bf16(), "threads": args.threads, "batch": args.batch,
+    write(args.name, {"rows": rows, "cpu_has_bf16": cpu_has_bf16(), "threads": args.threads, "batch": args.batch,
                        "steps": args.steps, "warmup": args.warmup}, "\n".join(md))
 
 

@@ -39,31 +39,10 @@ def write_npz_without_groups(path: Path, n_features: int, seed: int = 0) -> Path
 
 
 def write_waterbirds_folder(root: Path, n: int = 64, size: int = 48, seed: int = 0) -> Path:
-    """A synthetic folder in Waterbirds' format (metadata.csv: img_id,img_filename,y,split,place, and
-    one JPEG per row): the bird class (y) is a coloured square, the place a background tint agreeing
-    with y in 3/4 of train; splits 0/1/2 in the ratio 2:1:1, every (y, place) group in each split."""
-    import numpy as np
-    from PIL import Image
+    """A synthetic Waterbirds-format folder (the library's own writer)."""
+    from stratalab.data.folders import write_waterbirds_folder as write
 
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    rows = ["img_id,img_filename,y,split,place"]
-    for i in range(n):
-        split = (0, 0, 1, 2)[i % 4]
-        y = (i // 4) % 2
-        place = y if (split != 0 or (i // 8) % 4) else 1 - y
-        if split != 0:
-            place = (i // 8) % 2
-        img = np.full((size, size, 3), (40, 120, 40) if place == 0 else (40, 60, 160), dtype=np.float64)
-        img += rng.normal(0, 12, img.shape)
-        s = size // 3
-        img[s:2 * s, s:2 * s] = (220, 200, 40) if y else (150, 90, 60)
-        name = f"{i:03d}.Bird/img_{i:04d}.jpg"
-        (root / name).parent.mkdir(exist_ok=True)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / name, quality=90)
-        rows.append(f"{i},{name},{y},{split},{place}")
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
-    return root
+    return write(root, n=n, size=size, seed=seed)
 
 
 def write_civilcomments_csv(root: Path, n: int = 48) -> Path:

@@ -162,3 +162,18 @@ def test_flow_training_records_its_device(tmp_path):
     assert model_device(flow).type == "cpu" and len(hist) == 1
     with pytest.raises(ValueError, match="fp16' needs a GPU"):
         train_flow(x, FlowConfig(image_shape=(3, 8, 8), levels=1, steps=1, epochs=1, batch_size=4), precision="fp16")
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has a CUDA GPU, so a cuda result reruns here as recorded")
+def test_rerun_of_a_gpu_result_on_a_cpu_says_how_and_runs_with_device_cpu(tmp_path):
+    import json
+
+    run = tmp_path / "run.json"
+    assert CliRunner().invoke(app, ["train", "--dataset", "u-digits", "--epochs", "1", "-o", str(run)]).exit_code == 0
+    d = json.loads(run.read_text())
+    d["invocation"]["config"]["device"] = "cuda:0"  # as a GPU machine records it
+    run.write_text(json.dumps(d))
+    res = CliRunner().invoke(app, ["rerun", str(run)])
+    assert res.exit_code == 2 and "was made on cuda:0" in res.output and "--device cpu" in res.output, res.output
+    res = CliRunner().invoke(app, ["rerun", str(run), "--device", "cpu", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["reproduced"], res.output

@@ -126,3 +126,18 @@ def test_works_as_the_fit_hook():
     res = fit(build_model("mlp", (1, 8, 8), 2, seed=0), ds.train, cfg,
               augment=lambda xb, gen: random_crop_flip(xb, gen, padding=1))
     assert len(res.history) == 1
+
+
+def test_random_resized_crop_is_the_identity_at_full_scale_and_zooms_into_its_box():
+    from stratalab.augment.basic import random_resized_crop_flip
+
+    x = torch.rand(3, 3, 12, 12)
+    same = random_resized_crop_flip(x, torch.Generator().manual_seed(0), scale=(1, 1), ratio=(1, 1), flip_p=0)
+    assert torch.allclose(same, x, atol=1e-6)
+    ramp = torch.arange(16.0).repeat(16, 1)[None, None].repeat(4, 3, 1, 1)  # value = column index
+    out = random_resized_crop_flip(ramp, torch.Generator().manual_seed(1), scale=(0.25, 0.25), ratio=(1, 1), flip_p=0)
+    width = out[:, 0, 0, -1] - out[:, 0, 0, 0]  # a box half as wide spans about half the columns
+    assert torch.all((width > 6.5) & (width < 8.5)), width
+    a = random_resized_crop_flip(x, torch.Generator().manual_seed(5))
+    b = random_resized_crop_flip(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and not torch.allclose(a, x)

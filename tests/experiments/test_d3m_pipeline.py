@@ -216,3 +216,14 @@ def test_a_larger_trak_ensemble_reuses_the_members_of_a_smaller_one(tmp_path):
     assert b3.stats["reused"] >= 3 and b3.stats["run"] >= 2 and sum(b3.stats.values()) == 6
     fresh = run_d3m_seed(ds, cfg, D3MConfig(methods=("erm", "d3m"), proj_dim=6, n_models=3))
     np.testing.assert_array_equal(res3.d3m["d3m"].alignment, fresh.d3m["d3m"].alignment)
+
+
+def test_trak_params_name_parameter_prefixes_as_the_d3m_paper_attributes_a_resnet50():
+    from stratalab.experiments.d3m import D3MConfig, trak_param_filter
+
+    keep = trak_param_filter("head, body.encoder.stages.3")
+    assert keep("head.weight") and keep("body.encoder.stages.3.layers.0.weight") and not keep("body.embedder.weight")
+    assert trak_param_filter(None) is None and trak_param_filter("head")("head.bias")
+    assert D3MConfig(trak_params="head,body.encoder.stages.3").trak_params == "head,body.encoder.stages.3"
+    with pytest.raises(ValueError, match="comma-separated parameter-name prefixes"):
+        D3MConfig(trak_params=" , ")

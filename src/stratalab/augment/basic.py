@@ -117,6 +117,39 @@ def random_hflip(x: Tensor, generator: torch.Generator, *, p: float = 0.5) -> Te
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def random_resized_crop_flip(x: Tensor, generator: torch.Generator, *, scale: tuple[float, float] = (0.7, 1.0),
+                             ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.5) -> Tensor:
+    """The backbone papers' training transform on a batch (Sagawa et al.'s Waterbirds / CelebA
+    augmentation, torchvision's ``RandomResizedCrop(scale=(0.7, 1))`` then ``RandomHorizontalFlip``):
+    per image a box of area ``U(scale) * H * W`` and aspect ``exp(U(log ratio))`` (clipped to the
+    image; torchvision retries instead of clipping), placed uniformly, resized back to ``H x W``
+    bilinearly, then flipped left-right with probability ``flip_p``. Every draw (4 per image) comes
+    from ``generator``, on the CPU."""
+    import math
+
+    _check_images(x)
+    _check_generator(generator)
+    if not 0 < scale[0] <= scale[1] <= 1 or not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"scale must satisfy 0 < min <= max <= 1 and ratio 0 < min <= max, got {scale}, {ratio}.")
+    n, _, h, w = x.shape
+    u = torch.rand(n, 4, generator=generator, dtype=torch.float64)
+    area = (scale[0] + (scale[1] - scale[0]) * u[:, 0]) * h * w
+    aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1])
+    bw = torch.sqrt(area * aspect).clamp(1, w)
+    bh = torch.sqrt(area / aspect).clamp(1, h)
+    x0 = u[:, 2] * (w - bw)
+    y0 = u[:, 3] * (h - bh)
+    # an affine grid per image maps the output onto its box (align_corners=False: pixel centres)
+    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = bw / w
+    theta[:, 1, 1] = bh / h
+    theta[:, 0, 2] = (2 * x0 + bw) / w - 1
+    theta[:, 1, 2] = (2 * y0 + bh) / h - 1
+    grid = torch.nn.functional.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="border", align_corners=False)
+    return random_hflip(out, generator, p=flip_p)
+
+
 def compose(*augments: BatchAugment) -> BatchAugment:
     """Chain batch augmentations ``f(x, generator)`` left to right into one ``fit(augment=...)`` hook,
     e.g. ``compose(autoaugment_batch, random_crop_flip)`` (AutoAugment on top of the standard

@@ -12,6 +12,8 @@ mixup         flip_crop, then Mixup with Beta(a, a) (Zhang et al. 2018)         
 cutmix        flip_crop, then CutMix with Beta(a, a) (Yun et al. 2019)                soft (area)
 flowaug       FlowAug views of the clean batch (Chiu et al. 2023, eqs. 2-4), each    hard
               then flip_crop; see :mod:`stratalab.augment.flowaug`
+resized_crop  random resized crop (area 0.7-1, aspect 3/4-4/3) and flip: the        hard
+              Waterbirds / CelebA training transform of the backbone papers
 ============  =====================================================================  ============
 
 Cutout fills its hole with the batch's per-channel mean, the equivalent of DeVries & Taylor's 0
@@ -28,7 +30,7 @@ from torch import Tensor
 
 from .basic import random_crop_flip
 
-AUGMENTATIONS = ("none", "flip_crop", "autoaugment", "cutout", "mixup", "cutmix", "flowaug")
+AUGMENTATIONS = ("none", "flip_crop", "autoaugment", "cutout", "mixup", "cutmix", "flowaug", "resized_crop")
 
 InputAugment = Callable[[Tensor, torch.Generator], Tensor]
 BatchAugment = Callable[[Tensor, Tensor, int, torch.Generator], "tuple[Tensor, Tensor]"]
@@ -53,6 +55,15 @@ def make_augmentation(cfg: Any) -> tuple[InputAugment | None, BatchAugment | Non
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {name!r}.")
     if name == "none":
         return None, None
+    if name == "resized_crop":
+        from .basic import random_resized_crop_flip
+
+        def rrc(x: Tensor, g: torch.Generator) -> Tensor:
+            if x.ndim != 4:
+                raise ValueError(f"augment needs image batches (N, C, H, W), got inputs of shape {tuple(x.shape)}.")
+            return random_resized_crop_flip(x, g)
+
+        return rrc, None
     if name in ("flip_crop", "flowaug"):  # FlowAug's views are cropped and flipped (make_views)
         return _flip_crop, None
     if name == "autoaugment":

@@ -66,6 +66,28 @@ def _recorded_invocation(p: Path, data_dir: Optional[Path]) -> tuple[dict[str, A
     return recorded, invocation
 
 
+def _rerun_device(inv: Any, device: Optional[str], path: Path) -> None:
+    """The device of every training config in ``inv`` (flat, or composed under ``train``): the one
+    recorded, checked here before any work, or ``device`` in its place."""
+    from .._device import resolve_device
+
+    cfgs = [c for c in inv.configs.values() if isinstance(c, dict)]
+    cfgs += [c["train"] for c in cfgs if isinstance(c.get("train"), dict)]
+    if device is not None:
+        resolved = resolve_device(device)
+        for c in cfgs:
+            if "device" in c or "method" in c or "model" in c:
+                c["device"] = resolved
+        return
+    for c in cfgs:
+        if c.get("device") not in (None, "auto"):
+            try:
+                resolve_device(str(c["device"]))
+            except ValueError as e:
+                raise ValueError(f"{path} was made on {c['device']}: {e} To rerun it here, give --device cpu (or auto) "
+                                 "and a --tolerance: other hardware agrees to float rounding, not bit for bit.") from None
+
+
 @app.command()
 @clean_errors
 def rerun(
@@ -74,10 +96,13 @@ def rerun(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the new result as .json."),
     tolerance: float = typer.Option(1e-9, help="Largest difference of a result number still counted as reproduced."),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    device: Optional[str] = typer.Option(None, "--device", help="Run on this device instead of the recorded one (e.g. a GPU "
+                                         "result on a CPU: the numbers then agree to float rounding, so give a --tolerance)."),
 ) -> None:
     """Reproduce a result file: run the command it records (data set, options, seeds and configs)
     again and compare every number of its results with the recorded ones. Exit code 0 when all
-    agree within --tolerance, 1 when some differ.
+    agree within --tolerance, 1 when some differ. It runs on the device the result records, or on
+    --device.
 
     Example: `stratalab train --dataset u-digits --epochs 5 -o run.json && stratalab rerun run.json`
     """
@@ -90,6 +115,7 @@ def rerun(
     if not math.isfinite(tolerance) or tolerance < 0:
         raise ValueError(f"--tolerance must be a finite number >= 0, got {tolerance}.")
     recorded, inv = _recorded_invocation(p, data_dir)
+    _rerun_device(inv, device, p)
     exp = experiment(inv.command)
     # it runs here, with the torch threads (per task, for a grid) it recorded (Ray: 1)
     backend = make_backend("local", None, None, (inv.backend or {}).get("threads"))

@@ -133,7 +133,8 @@ def run_d3m_cmd(
     batch_size: int = typer.Option(128, help="Mini-batch size."),
     weight_decay: float = typer.Option(0.0, help="Weight decay."),
     proj_dim: int = typer.Option(512, help="TRAK projection dimension k."),
-    trak_params: Optional[str] = typer.Option(None, help="'head' to attribute through the last layer only (faster)."),
+    trak_params: Optional[str] = typer.Option(None, help="'head' to attribute through the last layer only (faster), or comma-separated "
+                                              "parameter-name prefixes (a backbone's last stage and head: head,body.encoder.stages.3)."),
     tune_baselines: bool = typer.Option(False, "--tune-baselines",
                                         help="Tune JTT (T, lambda_up) and Group DRO (C, weight decay, balanced sampling) on val worst-group accuracy, as their papers do."),
     trak_projector: str = typer.Option("gaussian", "--trak-projector",

@@ -69,6 +69,8 @@ def train(
     gdro_balanced_sampler: bool = typer.Option(False, "--gdro-balanced-sampler", help="Group DRO with group-balanced batches."),
     jtt_epochs: int = typer.Option(1, help="JTT: epochs T of the error-finding ERM model."),
     jtt_upsample: int = typer.Option(20, help="JTT: lambda_up, times each error appears per epoch."),
+    augment: str = typer.Option("none", "--augment", help="Training augmentation: none | flip_crop (CIFAR: pad 4, crop, flip) | resized_crop "
+                                "(Waterbirds/CelebA backbones: random resized crop 0.7-1 and flip) | autoaugment | cutout | mixup | cutmix."),
     init: Optional[Path] = typer.Option(None, "--init", help="Finetune from weights written by `stratalab pretrain` (same --model and --width)."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="A backbone's weights: a local Hugging Face folder (config.json + "
                                              "model.safetensors, and the tokenizer for text) or a Hub id in the local cache; nothing is downloaded."),
@@ -96,7 +98,7 @@ def train(
                mixture_ratio=mixture_ratio, gdro_eta=gdro_eta, gdro_adjustment=gdro_adjustment,
                gdro_balanced_sampler=gdro_balanced_sampler, jtt_epochs=jtt_epochs, jtt_upsample=jtt_upsample,
                init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune,
-               pretrained=_local_or_id(pretrained), max_length=max_length, workers=workers)
+               pretrained=_local_or_id(pretrained), max_length=max_length, workers=workers, augment=augment)
     name, ddir, opts = dataset_args(ctx, file_cfg, dataset, data_dir, option)
     merged = merge(ctx, file_cfg.get("config", {}), cli)
     merged.update(hardware(ctx, file_cfg.get("config", {}), device, precision))

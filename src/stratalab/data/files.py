@@ -195,7 +195,9 @@ class ImageLoader:
         shapes = {a.shape for a in out}
         if len(shapes) > 1:
             raise ValueError(f"images have different sizes {sorted(shapes)[:3]}; pass image_size to resize them.")
-        return np.stack(out).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+        arr = np.stack(out).transpose(0, 3, 1, 2).astype(np.float32)
+        arr /= np.float32(255.0)  # in place: one float copy of the batch, not two
+        return arr
 
     def __getstate__(self) -> dict[str, Any]:  # a worker process starts with an empty cache of its own
         return {"size": self.size, "crop": self.crop, "cache_mb": self.cache_mb}

@@ -18,7 +18,19 @@ import torch
 
 from .core import Split
 
-__all__ = ["iter_batches", "check_workers"]
+__all__ = ["iter_batches", "check_workers", "eval_batch_size"]
+
+EVAL_BATCH_BYTES = 64 * 2**20  # an evaluation batch of file-backed inputs decodes to at most this (float32)
+
+
+def eval_batch_size(split: Split, batch_size: int) -> int:
+    """``batch_size`` for evaluating ``split``, capped for file-backed inputs so that one decoded
+    batch stays under 64 MiB (512 images at 224x224 are 308 MiB, times the batches in flight);
+    in-memory inputs keep ``batch_size``, so their numbers never change."""
+    if not split.is_lazy or len(split) == 0:
+        return batch_size
+    per_example = 4 * int(np.prod(split.input_shape))
+    return max(1, min(batch_size, EVAL_BATCH_BYTES // max(per_example, 1)))
 
 
 def check_workers(workers: int) -> int:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from .._config import config_from_dict, config_to_dict
+from .._device import resolve_device
 from .._validation import check_fits_in_memory, check_unique
 from ..attribution import ensemble_scores, random_subsets
 from ..data.core import Dataset
@@ -50,6 +51,21 @@ REMOVALS = ("negative", "search")
 
 
 STRONG_L2 = {"sgd": 0.1, "adamw": 0.1, "adam": 1e-3}  # Group DRO's "strong L2" grid point, by optimiser (see tuning_grid)
+
+
+def trak_param_prefixes(spec: str) -> tuple[str, ...]:
+    """``"head, body.encoder.stages.3"`` -> ("head", "body.encoder.stages.3")."""
+    return tuple(p.strip() for p in str(spec).split(",") if p.strip())
+
+
+def trak_param_filter(spec: str | None) -> Callable[[str], bool] | None:
+    """The parameters TRAK attributes through: all (None), or those whose names start with one of
+    the prefixes of ``spec`` ("head": the last layer; D3M attributes a ResNet-50 through its last
+    layers)."""
+    if spec is None:
+        return None
+    prefixes = trak_param_prefixes(spec)
+    return lambda n: n.startswith(prefixes)
 
 
 def tuning_grid(method: str, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -125,8 +141,9 @@ class D3MConfig:
                              f"got {self.fraction!r}; 1 would leave the other pseudo-group empty.")
         if not 0 < self.alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}.")
-        if self.trak_params not in (None, "head"):
-            raise ValueError(f"trak_params must be None (all parameters) or 'head', got {self.trak_params!r}.")
+        if self.trak_params is not None and (not isinstance(self.trak_params, str) or not trak_param_prefixes(self.trak_params)):
+            raise ValueError(f"trak_params must be None (all parameters), 'head', or comma-separated parameter-name "
+                             f"prefixes (e.g. 'head,body.encoder.stages.3' for a ResNet-50's last stage), got {self.trak_params!r}.")
         if self.trak_projector not in ("gaussian", "kronecker"):
             raise ValueError(f"trak_projector must be 'gaussian' or 'kronecker', got {self.trak_projector!r}.")
         if self.weighting not in WEIGHTINGS:
@@ -369,9 +386,9 @@ def _align_task(data: "DataSpec", cfg: dict[str, Any], dcfg: dict[str, Any], wei
     for w in weights:
         model = build_model(c.model, ds.train.input_shape, ds.n_classes, width=c.width, seed=c.seed)
         model.load_state_dict(w)
-        models.append(model)
+        models.append(model.to(resolve_device(c.device)))  # TRAK's gradients run where the models trained
     backend.say(f"seed {c.seed}, TRAK: featurize {len(ds.train)} train, score {len(ds.val)} val ({len(models)} model(s), k = {d.proj_dim})")
-    params = (lambda n: n.startswith("head")) if d.trak_params == "head" else None
+    params = trak_param_filter(d.trak_params)
     tau = ensemble_scores(models, (ds.train.x, ds.train.y, ds.train.loader), (ds.val.x, ds.val.y, ds.val.loader),
                           proj_dim=d.proj_dim, params=params, seed=c.seed, out=scores_out, projector=d.trak_projector)
     loss, pred = np.asarray(val_loss, dtype=np.float64), np.asarray(val_pred)
@@ -668,7 +685,11 @@ def run_d3m_table(make_dataset: Callable[[int], Dataset] | Callable[[int], "Data
         from ..attribution.per_example import hooks_unsupported
 
         probe = build_model(cfg.model, first.train.input_shape, first.n_classes, width=cfg.width, seed=0)
-        chosen = [n for n, _ in probe.named_parameters() if dcfg.trak_params != "head" or n.startswith("head")]
+        keep = trak_param_filter(dcfg.trak_params)
+        chosen = [n for n, _ in probe.named_parameters() if keep is None or keep(n)]
+        if not chosen:
+            raise ValueError(f"trak_params={dcfg.trak_params!r} selects no parameter of {cfg.model}; its parameters begin "
+                             f"with {', '.join(sorted({n.split('.')[0] for n, _ in probe.named_parameters()}))}.")
         why = hooks_unsupported(probe, chosen)
         if why is not None:
             raise ValueError(f"trak_projector='kronecker' needs Linear and Conv2d layers only ({why}); use "

@@ -123,7 +123,7 @@ def iter_features(model: nn.Module, split: Split, batch_size: int = 512, precisi
     loader processes (:func:`stratalab.data.stream.iter_batches`). ``unpooled``: the unpooled last
     hidden state (``model.feature_map``: a CNN's map, a transformer's tokens) instead of the pooled
     features. The one feature-extraction path: :func:`embed` and :func:`write_features` read it."""
-    from ..data.stream import iter_batches
+    from ..data.stream import eval_batch_size, iter_batches
 
     if not hasattr(model, "features") or not hasattr(model, "head"):
         raise TypeError("embed needs a model with .features(x) and .head (every stratalab model has them).")
@@ -133,6 +133,7 @@ def iter_features(model: nn.Module, split: Split, batch_size: int = 512, precisi
     was_training = model.training
     model.eval()
     device = model_device(model)
+    batch_size = eval_batch_size(split, batch_size)
     batches = [np.arange(s, min(s + batch_size, len(split))) for s in range(0, len(split), batch_size)]
     try:
         for xb in iter_batches(split, batches, workers=workers, pin_memory=device.type == "cuda"):

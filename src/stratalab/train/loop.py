@@ -29,7 +29,7 @@ from .._device import autocast, check_device_spec, check_precision, grad_scaler,
 from .._io import write_atomic
 from .._validation import check_int, parse_structured
 from ..data.core import Split
-from ..data.stream import check_workers, iter_batches
+from ..data.stream import check_workers, eval_batch_size, iter_batches
 from ..metrics import GroupReport, group_report
 from ..models.build import MODELS
 from ..models.hf import BACKBONES, is_hf_model, loads_weights
@@ -322,6 +322,7 @@ def predict(model: nn.Module, split: Split, batch_size: int = 512, precision: st
     model.eval()
     device = model_device(model)
     out = []
+    batch_size = eval_batch_size(split, batch_size)
     batches = [np.arange(s, min(s + batch_size, len(split))) for s in range(0, len(split), batch_size)]
     for xb in iter_batches(split, batches, workers=workers, pin_memory=device.type == "cuda"):
         with autocast(device, precision):
