@@ -95,6 +95,25 @@ def check_precision(precision: str, device: str = "cpu") -> str:
     return p
 
 
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CPU with AVX-512 BF16 or AMX, a CUDA GPU of
+    compute capability 8.0 or newer."""
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return cpu_has_bf16()
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``precision`` checked for ``device`` (:func:`check_precision`); ``auto`` becomes bf16 where
+    the device computes it natively (:func:`native_bf16`), else fp32, so a result records which ran."""
+    if str(precision).strip().lower() == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return check_precision(precision, device)
+
+
 @lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo

@@ -125,3 +125,26 @@ def test_minority_and_majority_are_decided_within_the_class():
     assert by_cell.loc[1, "minority_group"] == 1 and by_cell.loc[1, "majority_group"] == 0
     assert by_total.loc[0, "minority_group"] == 1  # what totals over classes decide: the wrong group
 
+
+
+def test_spectral_reads_a_split_of_a_stratalab_embed_file_with_train_counts(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from stratalab.cli.main import app
+
+    r = CliRunner()
+    feats = tmp_path / "f.npz"
+    assert r.invoke(app, ["embed", "--dataset", "u-digits", "--model", "mlp", "--epochs", "1", "-o", str(feats)]).exit_code == 0
+    res = r.invoke(app, ["spectral", "--features", str(feats), "--split", "train", "--top-k", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["source"].endswith("(train)") and d["invocation"]["config"]["split"] == "train"
+    n_train = int(np.load(feats)["train"].shape[0])
+    assert sum(s["n"] for s in d["spectra"]) == n_train  # every train example in one (class, group) spectrum
+    assert all(s["count"] == s["n"] for s in d["spectra"])  # minority/majority by the train counts themselves
+    old = tmp_path / "old.npz"
+    np.savez(old, features=np.random.default_rng(0).random((20, 3)), y=np.arange(20) % 2, g=np.arange(20) % 4)
+    res = r.invoke(app, ["spectral", "--features", str(old), "--split", "train"])
+    assert res.exit_code == 2 and "files written by `stratalab embed`" in res.output

@@ -96,7 +96,7 @@ def _bad_cases(tmp):
         (["run", "d3m", *DIGITS, "--search-points", "3"], "--search-points has no effect with --removal negative"),
         (["run", "scaling", "--pretrain-epochs", "0", "--pretrain-option", "n_train=100"], "--pretrain-option has no effect"),
         (["run", "scaling", "--methods", "erm", "--mixture-ratio", "3"], "--mixture-ratio has no effect without mixture"),
-        (["spectral", "--features", str(a_file), "--epochs", "3", "--split", "val"], "--epochs, --split have no effect with --features"),
+        (["spectral", "--features", str(a_file), "--epochs", "3", "--split", "val"], "--epochs has no effect with --features"),
         (["run", "scaling", "--methods", "erm,erm"], "methods lists 'erm' twice"),
         (["run", "scaling", "--widths", "1,2,1"], "widths lists 1.0 twice"),
         (["run", "cifar-b", "--severities", "1,1"], "severities lists 1 twice"),

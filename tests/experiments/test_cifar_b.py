@@ -272,3 +272,14 @@ def test_flow_train_refuses_bad_settings_before_loading_the_data(tmp_path, monke
     for args, message in ((["--steps", "0"], "steps must be an integer >= 1"), (["--lr", "nan"], "lr must be a finite")):
         res = runner.invoke(app, ["flow", "train", "-o", str(tmp_path / "f.pt"), *args])
         assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_the_cifar_recipe_runs_in_bf16_where_the_hardware_has_it_and_old_files_read_fp32():
+    from stratalab._device import native_bf16
+    from stratalab.experiments.cifar_b import CifarBConfig
+
+    new = CifarBConfig.of(epochs=1, device="cpu", augmentations=("flip_crop",))
+    assert new.train.precision == ("bf16" if native_bf16("cpu") else "fp32")
+    old = CifarBConfig.from_dict({"epochs": 1, "model": "cifarnet", "augmentations": ["flip_crop"]})  # written before issue 20
+    assert old.train.precision == "fp32"
+    assert CifarBConfig.from_dict(new.to_dict()).train.precision == new.train.precision  # round trip

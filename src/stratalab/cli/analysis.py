@@ -20,6 +20,7 @@ from .common import (
     PrecisionOption,
     ThreadsOption,
     emit_report,
+    explicit,
     hardware,
     make_backend,
     not_an_input,
@@ -75,7 +76,8 @@ def spectral(
     model: str = typer.Option("mlp", "--model", help="With --dataset: mlp | lenet5 | resnet | linear."),
     width: float = typer.Option(1.0, help="With --dataset: width multiplier."),
     epochs: int = typer.Option(10, help="With --dataset: training epochs."),
-    split: str = typer.Option("test", help="With --dataset: the split whose features are analysed (train | val | test)."),
+    split: str = typer.Option("test", help="The split whose features are analysed (train | val | test): with --dataset, or "
+                              "with --features from `stratalab embed`."),
     init: Optional[Path] = typer.Option(None, "--init", help="With --dataset: finetune from these pretrained weights (`stratalab pretrain`)."),
     finetune: str = typer.Option("full", "--finetune", help="With --init: full | last_layer."),
     seed: int = typer.Option(0, help="With --dataset: seed of data and training."),
@@ -101,13 +103,15 @@ def spectral(
     if (features is None) == (dataset is None):
         raise ValueError("give exactly one of --features FILE.npz or --dataset NAME.")
     if features is not None:
-        refuse_unused(ctx, ["method", "model", "width", "epochs", "split", "init", "finetune", "seed", "data_dir", "option",
+        refuse_unused(ctx, ["method", "model", "width", "epochs", "init", "finetune", "seed", "data_dir", "option",
                             "threads", "device", "precision"],
                       "with --features (they set up the model that --dataset trains)")
     check_output_path(output, (".json",), "--output")
     check_output_path(plot, FIGURE_SUFFIXES, "--plot")
     not_an_input(output, "--output", features)
     cfg: dict[str, Any] = {"top_k": top_k}
+    if features is not None and explicit(ctx, "split"):  # a `stratalab embed` file: one of its splits
+        cfg["split"] = split
     if dataset is not None:
         cfg.update(method=method, model=model, width=width, epochs=epochs, split=split,
                    init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune,

@@ -224,12 +224,12 @@ def hardware(ctx: typer.Context, file_cfg: dict[str, Any], device: str, precisio
     """``--device`` and ``--precision`` (else the --config file's, else the defaults), checked at the
     door: the device resolved to the one that will run ("auto" -> "cuda:0" / "mps" / "cpu"), one that
     is not present refused in one line before any data is read."""
-    from .._device import check_precision, resolve_device
+    from .._device import resolve_device, resolve_precision
 
     dev = device if explicit(ctx, "device") or "device" not in file_cfg else str(file_cfg["device"])
     prec = precision if explicit(ctx, "precision") or "precision" not in file_cfg else str(file_cfg["precision"])
     resolved = resolve_device(dev)
-    return {"device": resolved, "precision": check_precision(prec, resolved)}
+    return {"device": resolved, "precision": resolve_precision(prec, resolved)}
 
 
 def make_backend(kind: str, address: Optional[str], work_dir: Optional[Path], threads: Optional[int] = None) -> Any:

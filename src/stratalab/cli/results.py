@@ -80,6 +80,8 @@ def _rerun_device(inv: Any, device: Optional[str], path: Path) -> None:
                 c["device"] = resolved
         return
     for c in cfgs:
+        if "device" not in c and ("method" in c or "model" in c):
+            c["device"] = "cpu"  # results from before devices were recorded all ran on the CPU
         if c.get("device") not in (None, "auto"):
             try:
                 resolve_device(str(c["device"]))

@@ -93,7 +93,7 @@ def train(
     """
     file_cfg = read_config_file(config, "train") if config is not None else {}
     not_an_input(output, "--output", config)
-    cli = dict(method=method, model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
+    cli = dict(method=method, model=_local_or_id(model), width=width, epochs=epochs, batch_size=batch_size, lr=lr,
                weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, select=select,
                mixture_ratio=mixture_ratio, gdro_eta=gdro_eta, gdro_adjustment=gdro_adjustment,
                gdro_balanced_sampler=gdro_balanced_sampler, jtt_epochs=jtt_epochs, jtt_upsample=jtt_upsample,
@@ -125,7 +125,7 @@ def _local_or_id(pretrained: Optional[str]) -> Optional[str]:
     if pretrained is None:
         return None
     p = Path(pretrained).expanduser()
-    return str(p.resolve()) if p.exists() else pretrained
+    return str(p.resolve()) if p.is_dir() and (p / "config.json").is_file() else pretrained
 
 
 def refuse_method_options(ctx: typer.Context, method: str) -> None:
@@ -257,7 +257,8 @@ def embed(
     workers: WorkersOption = 0,
 ) -> None:
     """Write a model's penultimate features of every split once (.npz, streamed batch by batch), for
-    `run george --features`, DFR, `spectral --features` and D3M's last-layer steps to reuse.
+    `run george --features` and `spectral --features F --split S` to read (and, in Python, DFR's
+    `fit_dfr`: arrays train, val, test, y_*, g_*).
 
     Example: `stratalab embed --dataset waterbirds -d DATA --model resnet50 --pretrained ./resnet-50 --workers 2 -o wb.npz`,
     then `stratalab run george --dataset waterbirds -d DATA --features wb.npz`.
@@ -272,7 +273,7 @@ def embed(
         raise ValueError(f"--epochs must be >= 0 (0: no training), got {epochs}.")
     if epochs == 0:
         refuse_unused(ctx, ["lr"], "with --epochs 0 (nothing is trained)")
-    cfg = TrainConfig(model=model, epochs=max(epochs, 1), lr=lr, batch_size=batch_size, seed=seed,
+    cfg = TrainConfig(model=str(_local_or_id(model)), epochs=max(epochs, 1), lr=lr, batch_size=batch_size, seed=seed,
                       pretrained=_local_or_id(pretrained), init=str(init.expanduser().resolve()) if init else None,
                       max_length=max_length, workers=workers, **hardware(ctx, {}, device, precision))
     not_an_input(output, "--output", dataset, cfg.init, cfg.pretrained)

@@ -67,7 +67,9 @@ def iter_batches(split: Split, batches: Sequence[np.ndarray], *, workers: int = 
     With ``workers > 0`` and a split whose inputs are files (``split.is_lazy``), a
     :class:`torch.utils.data.DataLoader` decodes them in that many processes, ``prefetch`` batches
     ahead per worker; otherwise they are read here, one batch at a time. ``pin_memory`` (for a CUDA
-    device) lets the copy to the GPU overlap the next batch.
+    device) lets the copy to the GPU overlap the next batch. Workers start for each pass over the
+    batches (each epoch, each evaluation), so a worker's decoded-image cache lasts one pass; the
+    training process's own cache (``workers=0``) lasts the run.
     """
     workers = check_workers(workers)
     if workers == 0 or not split.is_lazy or len(batches) <= 1:

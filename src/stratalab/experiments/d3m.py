@@ -27,8 +27,10 @@ from ..debias import alignment_by_cell, auto_d3m_groups, d3m_keep, group_alignme
 from ..debias.d3m import THRESHOLDS, WEIGHTINGS
 from ..metrics import GroupReport, group_report
 from ..models import build_model, embed
+from ..models.hf import tokenized
 from ..report.results import METRIC_ALIASES, GroupTable, Row, field_of, num, report_rows, report_table, seed_of
 from ..train import TrainConfig, fit, predict, run
+from ..train.methods import initial_model
 from ..train.registry import METHODS
 from ..train.sampling import examples_left_out
 from .registry import Experiment, Invocation, Outcome, register
@@ -344,12 +346,12 @@ def _train_task(data: "DataSpec", cfg: dict[str, Any], keep: list[int] | None = 
     r = run(ds, c, val_estimated_groups=est)
     out: dict[str, Any] = {"reports": _reports(r.reports)}
     if est is not None:
-        out["val_metric"] = group_report(ds.val.y, predict(r.model, ds.val).argmax(1), est).worst_group_accuracy
+        out["val_metric"] = group_report(ds.val.y, predict(r.model, ds.val, precision=c.precision).argmax(1), est).worst_group_accuracy
     else:
         out["val_metric"] = r.reports["val"].worst_group_accuracy
     if weights:
         out["weights"] = r.model.state_dict()
-        ev = embed(r.model, ds.val)
+        ev = embed(r.model, ds.val, precision=c.precision)
         out["val_loss"], out["val_pred"] = ev.loss.tolist(), ev.pred.tolist()
     if left_out:  # the examples a method never trains on (SUBG's subsampling), from its sampling rule
         out["n_removed"] = examples_left_out(c.method, ds.train.y, ds.train.g, mixture_ratio=c.mixture_ratio)
@@ -362,12 +364,12 @@ def _member_task(data: "DataSpec", cfg: dict[str, Any], member: int, n_models: i
     from . import backend
 
     t = time.perf_counter()
-    ds = data.load()
     c = TrainConfig.from_dict(cfg)
+    ds = tokenized(data.load(), c.model, c.pretrained, c.max_length)
     mask = random_subsets(len(ds.train), n_models, alpha, seed=c.seed)[member]
     backend.say(f"seed {c.seed}, TRAK ensemble: model {member + 1}/{n_models} on {int(mask.sum())} examples (alpha = {alpha:g})")
     sub_cfg = replace(c, method="erm", seed=c.seed * 1000 + member + 1)
-    model = build_model(c.model, ds.train.input_shape, ds.n_classes, width=c.width, seed=sub_cfg.seed)
+    model, _ = initial_model(ds, sub_cfg)  # as every run starts: pretrained backbone weights, a frozen body for last_layer
     model = fit(model, ds.train.subset(np.flatnonzero(mask)), sub_cfg).model
     return {"weights": model.state_dict(), "seconds": time.perf_counter() - t}
 
@@ -380,11 +382,11 @@ def _align_task(data: "DataSpec", cfg: dict[str, Any], dcfg: dict[str, Any], wei
     from . import backend
 
     t = time.perf_counter()
-    ds = data.load()
     c, d = TrainConfig.from_dict(cfg), D3MConfig.from_dict(dcfg)
+    ds = tokenized(data.load(), c.model, c.pretrained, c.max_length)
     models = []
     for w in weights:
-        model = build_model(c.model, ds.train.input_shape, ds.n_classes, width=c.width, seed=c.seed)
+        model, _ = initial_model(ds, c)  # the architecture every run trained (a backbone's own layout), then its weights
         model.load_state_dict(w)
         models.append(model.to(resolve_device(c.device)))  # TRAK's gradients run where the models trained
     backend.say(f"seed {c.seed}, TRAK: featurize {len(ds.train)} train, score {len(ds.val)} val ({len(models)} model(s), k = {d.proj_dim})")

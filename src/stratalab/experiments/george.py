@@ -240,20 +240,22 @@ def run_george(
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
     say(f"seed {seed}, step 1: ERM on class labels")
-    erm = run(ds, cfg.train_config("erm", seed, "val_avg"))
+    erm_cfg = cfg.train_config("erm", seed, "val_avg")
+    erm = run(ds, erm_cfg)
     secs["erm"] = time.perf_counter() - t0
     rows = {"ERM": _row(erm.reports["test"])}
     t1 = time.perf_counter()
     if features is None:
         say(f"seed {seed}, step 2: ERM features -> clusters")
-        emb = {s: embed(erm.model, ds.splits[s]) for s in ("train", "val", "test")}
+        emb = {s: embed(erm.model, ds.splits[s], precision=erm_cfg.precision, workers=erm_cfg.workers)
+               for s in ("train", "val", "test")}
         feats = {s: e.features for s, e in emb.items()}
         train_loss = emb["train"].loss
-        head = erm.model.head.weight.detach().numpy() if ds.n_classes == 2 else None
+        head = erm.model.head.weight.detach().cpu().numpy() if ds.n_classes == 2 else None
     else:
         feats = features
         say(f"seed {seed}, step 2: your features -> clusters")
-        train_loss = embed(erm.model, ds.train).loss
+        train_loss = embed(erm.model, ds.train, precision=erm_cfg.precision, workers=erm_cfg.workers).loss
         head = None
     geo = George(reducer=cfg.reducer if not (cfg.reducer == "hardness" and head is None) else "umap",
                  cluster_method=cfg.cluster_method, k_max=cfg.k_max, overcluster=cfg.overcluster,

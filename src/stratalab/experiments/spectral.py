@@ -54,9 +54,10 @@ class SpectralExperiment(Experiment):
         from .backend import local_record, torch_threads
 
         cfg = _settings(inv)
-        recorded = replace(inv, configs={"config": {"top_k": cfg["top_k"]}})
+        recorded = replace(inv, configs={"config": {k: v for k, v in inv.config.items() if k in ("top_k", "split")}
+                                         or {"top_k": cfg["top_k"]}})
         if inv.inputs.get("features") is not None:
-            z, y, g, pred, counts, names, who = self._user_features(str(inv.inputs["features"]))
+            z, y, g, pred, counts, names, who = self._user_features(str(inv.inputs["features"]), inv.config.get("split"))
         else:
             with torch_threads(self.threads_of(inv, backend)) as threads:
                 z, y, g, pred, counts, names, who = self._model_features(inv, cfg)
@@ -66,14 +67,33 @@ class SpectralExperiment(Experiment):
         return Outcome(payload, rep, {"names": names, "by_train_counts": counts is not None})
 
     @staticmethod
-    def _user_features(path: str) -> tuple[Any, ...]:
+    def _user_features(path: str, split: str | None) -> tuple[Any, ...]:
+        """An .npz of arrays ``features, y, g`` (and ``pred``), or the file of ``stratalab embed``
+        (``<split>``, ``y_<split>``, ``g_<split>`` per split; ``split`` picks one, test by default),
+        whose train labels then decide minority and majority within each class."""
         from .._io import check_input_file
         from ..data.files import read_npz
 
-        arr = read_npz(check_input_file(path, "features", (".npz",)), ("features", "y", "g"),
-                       what=" (features: arrays features, y, g and optionally pred)")
+        p = check_input_file(path, "features", (".npz",))
+        with np.load(p, allow_pickle=False) as f:
+            keys = set(f.files)
         who = {"source": path, "method": "features", "seed": None}
-        return arr["features"], arr["y"], arr["g"], arr.get("pred"), None, {}, who
+        if "features" in keys or not {"train", "y_train"} <= keys:
+            if split is not None:
+                raise ValueError(f"{path} holds one set of features (arrays features, y, g), not splits; --split reads "
+                                 "files written by `stratalab embed`.")
+            arr = read_npz(p, ("features", "y", "g"), what=" (features: arrays features, y, g and optionally pred)")
+            return arr["features"], arr["y"], arr["g"], arr.get("pred"), None, {}, who
+        split = split or "test"
+        arr = read_npz(p, (split, f"y_{split}", f"g_{split}"), what=f" (a `stratalab embed` file with the {split} split's groups)")
+        counts = None
+        if {"y_train", "g_train"} <= keys:  # minority / majority by the train counts of each (class, group) cell
+            tr = read_npz(p, ("y_train", "g_train"))
+            cells, n = np.unique(np.stack([tr["y_train"], tr["g_train"]], 1), axis=0, return_counts=True)
+            counts = {(int(c), int(g)): int(k) for (c, g), k in zip(cells, n)}
+        feats = np.asarray(arr[split])
+        return feats.reshape(len(feats), -1), arr[f"y_{split}"], arr[f"g_{split}"], None, counts, {}, \
+            {**who, "source": f"{path} ({split})"}
 
     @staticmethod
     def _model_features(inv: Invocation, cfg: dict[str, Any]) -> tuple[Any, ...]:

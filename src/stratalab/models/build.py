@@ -175,8 +175,8 @@ def write_features(model: nn.Module, splits: dict[str, Split], path: str | os.Pa
     """Write every split's features to the ``.npz`` at ``path`` once (``<split>`` arrays of shape
     (n, ...), float32, with ``y_<split>`` and, where known, ``g_<split>``), streamed batch by batch
     into the archive, so memory holds one batch, whatever the data set's size. The file is written
-    atomically; ``np.load(path)`` reads it, and GEORGE (``run george --features``), DFR, spectral
-    analysis and D3M's last-layer steps reuse it. ``progress(split, done, total)`` after each batch.
+    atomically; ``np.load(path)`` reads it, and GEORGE (``run george --features``), spectral
+    analysis (``spectral --features F --split S``) and DFR (:func:`stratalab.train.fit_dfr`) reuse it. ``progress(split, done, total)`` after each batch.
     """
     import zipfile
 
@@ -210,3 +210,5 @@ def _stream_array(zf: Any, name: str, n: int, batches: Iterator[tuple[torch.Tens
             done += len(arr)
             if progress is not None:
                 progress(name, done, n)
+    if done != n:  # a short write would leave a header that promises more rows than the file holds
+        raise RuntimeError(f"wrote {done} of the {n} rows of {name}; the features file is incomplete.")

@@ -68,7 +68,7 @@ def _transformers() -> Any:
 
 def is_hf_model(name: str) -> bool:
     """Whether ``name`` is a named backbone or a local Hugging Face model folder (with config.json)."""
-    return name in BACKBONES or (os.sep in name or "/" in name) and (Path(name).expanduser() / "config.json").is_file()
+    return name in BACKBONES or (Path(name).expanduser() / "config.json").is_file()
 
 
 def _folder(pretrained: str, name: str) -> Path:
@@ -146,7 +146,7 @@ def _load_body(folder: Path, cfg: Any) -> nn.Module:
     tr.utils.logging.disable_progress_bar()  # stratalab's own progress shows; a bar per load is noise
     try:
         body, info = tr.AutoModel.from_pretrained(str(folder), config=cfg, local_files_only=True, use_safetensors=has_st,
-                                                  output_loading_info=True)
+                                                  output_loading_info=True, **_body_kwargs(cfg))
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"the weights in {folder} cannot be loaded ({first[:200]}).") from None
@@ -161,6 +161,17 @@ def _load_body(folder: Path, cfg: Any) -> nn.Module:
         raise ValueError(f"the weights in {folder} do not fit its config.json ({what}; {len(missing)} missing, "
                          f"{len(bad)} of another shape).")
     return body
+
+
+def _body_kwargs(cfg: Any) -> dict[str, Any]:
+    """ViT without its tanh pooler: the image-classification checkpoints (google/vit-base-patch16-224)
+    have none, and the reference features are the [CLS] token of the last hidden state."""
+    return {"add_pooling_layer": False} if cfg.model_type == "vit" else {}
+
+
+def _is_text(cfg: Any) -> bool:
+    """A text encoder's config has a vocabulary and no image channels."""
+    return cfg.model_type in TEXT_TYPES or (hasattr(cfg, "vocab_size") and not hasattr(cfg, "num_channels"))
 
 
 class HFClassifier(nn.Module):
@@ -183,8 +194,9 @@ class HFClassifier(nn.Module):
         self.feature_dim = int(dim)
         self.head = nn.Linear(self.feature_dim, n_classes)
         if not text:
-            self.register_buffer("mean", torch.tensor(mean or IMAGENET_MEAN).view(1, -1, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(std or IMAGENET_STD).view(1, -1, 1, 1), persistent=False)
+            # saved with the weights, so a model rebuilt elsewhere (TRAK's ensemble) normalises as it trained
+            self.register_buffer("mean", torch.tensor(mean or IMAGENET_MEAN).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(std or IMAGENET_STD).view(1, -1, 1, 1))
 
     def _outputs(self, x: torch.Tensor) -> Any:
         if self.text:
@@ -230,7 +242,7 @@ def build_hf(name: str, input_shape: tuple[int, ...], n_classes: int, *, pretrai
     text = BACKBONES[name].text if name in BACKBONES else False
     tr = _transformers()
     cfg = _config(name, folder, input_shape[-1] if len(input_shape) == 3 else None)
-    text = text or cfg.model_type in TEXT_TYPES
+    text = text or _is_text(cfg)
     if not text and (len(input_shape) != 3 or input_shape[0] != 3):
         raise ValueError(f"{name} is an image backbone: it needs RGB images (3, H, W), got inputs of shape {input_shape}.")
     if text and (len(input_shape) != 2 or input_shape[0] != 2):
@@ -242,7 +254,7 @@ def build_hf(name: str, input_shape: tuple[int, ...], n_classes: int, *, pretrai
         body = _load_body(folder, cfg)
         mean, std = _normalisation(folder)
     else:
-        body = tr.AutoModel.from_config(cfg)
+        body = tr.AutoModel.from_config(cfg, **_body_kwargs(cfg))
     torch.manual_seed(seed)
     return HFClassifier(body, n_classes, text=text, mean=mean, std=std)
 
@@ -269,8 +281,8 @@ def tokenize_texts(texts: Any, tokenizer: str, *, max_length: int = 256, cache_d
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2 (room for [CLS] and [SEP]), got {max_length}.")
     h = hashlib.sha256(f"{max_length}|{len(texts)}|".encode())
-    for f in sorted(folder.glob("*token*")) + sorted(folder.glob("vocab*")) + sorted(folder.glob("*.model")):
-        h.update(f.name.encode() + f.read_bytes())
+    for f in sorted(p for p in folder.iterdir() if p.suffix in (".json", ".txt", ".model") and p.is_file()):
+        h.update(f.name.encode() + f.read_bytes())  # the tokenizer's files, its config and special tokens
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass") + b"\0")
     path = Path(cache_dir) / f"tokens-{h.hexdigest()[:24]}.npy" if cache_dir is not None else None
@@ -311,7 +323,8 @@ def tokenized(ds: Any, model: str, pretrained: str | None, max_length: int = 256
 
     if not any(is_text_split(sp) for sp in ds.splits.values()):
         return ds
-    text_model = (model in BACKBONES and BACKBONES[model].text) or (model not in BACKBONES and is_hf_model(model))
+    text_model = (model in BACKBONES and BACKBONES[model].text) or (model not in BACKBONES and is_hf_model(model) and _is_text(
+        _transformers().AutoConfig.from_pretrained(str(Path(model).expanduser()), local_files_only=True)))
     if not text_model:
         raise ValueError(f"{ds.name} has text inputs; train a text encoder on it (--model bert-base-uncased or "
                          "distilbert-base-uncased with --pretrained FOLDER, or a local model folder).")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .._config import config_from_dict, config_to_dict
-from .._device import autocast, check_device_spec, check_precision, grad_scaler, model_device, resolve_device, to_device
+from .._device import autocast, check_device_spec, grad_scaler, model_device, resolve_device, resolve_precision, to_device
 from .._io import write_atomic
 from .._validation import check_int, parse_structured
 from ..data.core import Split
@@ -40,6 +40,7 @@ from .sampling import make_plan
 from .selection import CRITERIA, check_criterion, selection_scores
 
 SCHEDULES = ("constant", "multistep", "cosine", "linear")
+TTA = ("none", "flip", "flip_shift")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
@@ -84,9 +85,14 @@ class TrainConfig:
     ``flowaug_pairs`` Algorithm 2's partners ("same_class" or "any").
     Hardware (:mod:`stratalab._device`): ``device`` ("auto" is resolved when the config is made, so a
     result records the device that ran it: "cpu", "cuda:0", "mps") and ``precision`` ("fp32", "bf16"
-    or "fp16" autocast; fp32 on the CPU gives exactly the numbers of earlier versions) and
+    or "fp16" autocast; fp32 on the CPU gives exactly the numbers of earlier versions; "auto" becomes
+    bf16 where the device computes it natively, else fp32) and
     ``workers``, the processes that decode file-backed inputs (images in folders) ahead of the
     training step (:mod:`stratalab.data.stream`; the numbers do not depend on it).
+    From airbench's CIFAR recipe: ``whiten`` initialises cifarnet's stem as a whitening of the
+    training images' 2x2 patches, and ``tta`` evaluates (val selection, val and test reports) on
+    the mean logits of each image and its mirror ("flip"), and of its one-pixel shifts too
+    ("flip_shift", airbench's multi-crop evaluation).
     """
 
     method: str = "erm"
@@ -129,6 +135,8 @@ class TrainConfig:
     precision: str = "fp32"
     max_length: int = 256
     workers: int = 0
+    whiten: bool = False
+    tta: str = "none"
 
     def __post_init__(self) -> None:
         """Check every field before any work starts (the method's needs come from its MethodSpec)."""
@@ -153,12 +161,21 @@ class TrainConfig:
     def _check_hardware(self) -> None:
         """The device kind (its presence is checked when a run starts) and the precision it can run."""
         self.workers = check_workers(self.workers)
+        if self.tta not in TTA:
+            raise ValueError(f"tta must be 'none', 'flip' (mean logits of an image and its mirror) or 'flip_shift' (and of "
+                             f"the image shifted by one pixel), got {self.tta!r}.")
+        if not isinstance(self.whiten, bool):
+            raise ValueError(f"whiten must be true or false, got {self.whiten!r}.")
+        if self.whiten and self.model != "cifarnet":
+            raise ValueError(f"whiten initialises cifarnet's 2x2 stem; model {self.model!r} has none (use model='cifarnet').")
+        if self.whiten and self.init is not None:
+            raise ValueError("whiten initialises a fresh stem, and init (--init) would overwrite it; give one of them.")
         self.device = check_device_spec(self.device)
         if self.device == "auto":
             self.device = resolve_device("auto")
         elif self.device == "cuda":
             self.device = "cuda:0"
-        self.precision = check_precision(self.precision, "cuda" if self.device.startswith("cuda") else self.device)
+        self.precision = resolve_precision(self.precision, self.device)
 
     def _check_counts(self) -> None:
         """Epochs, batch size, evaluation period, JTT's T, DFR's retrains and the seed: integers in range."""
@@ -315,9 +332,11 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32", *, workers: int = 0) -> np.ndarray:
+def predict(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32", *, workers: int = 0,
+            tta: str = "none") -> np.ndarray:
     """Class probabilities ``(n, C)`` for every example of ``split`` (eval mode, batched, on the
-    model's device, autocast to ``precision``, file inputs decoded by ``workers`` processes)."""
+    model's device, autocast to ``precision``, file inputs decoded by ``workers`` processes);
+    ``tta``: "flip" or "flip_shift", airbench's test-time augmentation (:func:`_tta_logits`)."""
     was_training = model.training
     model.eval()
     device = model_device(model)
@@ -325,11 +344,30 @@ def predict(model: nn.Module, split: Split, batch_size: int = 512, precision: st
     batch_size = eval_batch_size(split, batch_size)
     batches = [np.arange(s, min(s + batch_size, len(split))) for s in range(0, len(split), batch_size)]
     for xb in iter_batches(split, batches, workers=workers, pin_memory=device.type == "cuda"):
+        xb = to_device(xb, device)
         with autocast(device, precision):
-            logits = model(to_device(xb, device))
-        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            logits = model(xb).float() if tta == "none" else _tta_logits(model, xb, tta)
+        out.append(torch.softmax(logits, dim=1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out).astype(np.float64)
+
+
+def _tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Test-time augmentation as airbench evaluates: ``flip``, the mean logits of each image and its
+    mirror; ``flip_shift``, that mean weighted 1/2 plus, weighted 1/4 each, the flip-averaged logits
+    of the image shifted by one pixel up-left and down-right (reflection-padded)."""
+    if x.ndim != 4:
+        raise ValueError(f"tta={tta!r} mirrors images (N, C, H, W); these inputs have shape {tuple(x.shape)}.")
+
+    def flip_mean(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(v).float() + model(v.flip(-1)).float())
+
+    logits = flip_mean(x)
+    if tta == "flip_shift":
+        h, w = x.shape[-2:]
+        pad = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        logits = 0.5 * logits + 0.25 * flip_mean(pad[..., :h, :w]) + 0.25 * flip_mean(pad[..., 2:h + 2, 2:w + 2])
+    return logits
 
 
 def split_report(split: Split, proba: np.ndarray, class_names: list[str] | None = None,
@@ -474,7 +512,8 @@ def _resume(run: _Run, ckpt: Path, fingerprint: str) -> None:
         return
     cfg = run.cfg
     state = load_checkpoint(ckpt)
-    if state["config"] != cfg.to_dict():
+    runtime = ("workers",)  # settings that do not change the numbers: a resume may change them
+    if {k: v for k, v in state["config"].items() if k not in runtime} != {k: v for k, v in cfg.to_dict().items() if k not in runtime}:
         raise ValueError(f"{ckpt} was written by a run with another config; use a fresh checkpoint_dir.")
     if state.get("data") != fingerprint:
         raise ValueError(f"{ckpt} was written by a run on other data (labels, groups or splits differ); "
@@ -589,7 +628,7 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: Split | None, test: Spl
                     val_bias_pred: np.ndarray | None, val_estimated_groups: np.ndarray | None) -> None:
     """Val (and the selection criteria; the best epoch's weights kept) and test summaries into ``row``."""
     if val is not None:
-        vp = predict(run.model, val, precision=run.cfg.precision, workers=run.cfg.workers)
+        vp = predict(run.model, val, precision=run.cfg.precision, workers=run.cfg.workers, tta=run.cfg.tta)
         row["val"] = split_report(val, vp).summary()
         row["selection"] = selection_scores(val.y, vp.argmax(1), val.g, bias_pred=val_bias_pred,
                                             estimated_groups=val_estimated_groups)
@@ -598,7 +637,8 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: Split | None, test: Spl
             run.best_score, run.best_epoch = score, row["epoch"]
             run.best_state = copy.deepcopy(run.model.state_dict())
     if test is not None:
-        row["test"] = split_report(test, predict(run.model, test, precision=run.cfg.precision, workers=run.cfg.workers)).summary()
+        row["test"] = split_report(test, predict(run.model, test, precision=run.cfg.precision, workers=run.cfg.workers,
+                                                 tta=run.cfg.tta)).summary()
 
 
 def fit(

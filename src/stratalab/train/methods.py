@@ -153,12 +153,12 @@ class RunResult:
 
 
 def _reports(model_or_proba: Any, ds: Dataset, splits: tuple[str, ...] = ("val", "test"),
-             precision: str = "fp32", workers: int = 0) -> dict[str, GroupReport]:
+             precision: str = "fp32", workers: int = 0, tta: str = "none") -> dict[str, GroupReport]:
     """Group reports of a model (or of given probabilities per split) on val and test."""
     out = {}
     for s in splits:
         sp = ds.splits[s]
-        proba = model_or_proba[s] if isinstance(model_or_proba, dict) else predict(model_or_proba, sp, precision=precision, workers=workers)
+        proba = model_or_proba[s] if isinstance(model_or_proba, dict) else predict(model_or_proba, sp, precision=precision, workers=workers, tta=tta)
         out[s] = split_report(sp, proba, ds.class_names, ds.group_names)
     return out
 
@@ -169,10 +169,17 @@ def initial_model(ds: Dataset, cfg: TrainConfig) -> tuple[nn.Module, dict[str, A
     file's (``init``); ``finetune="last_layer"`` freezes all but the head. Returns the model and,
     for ``init``, what was loaded."""
     input_shape = ds.train.input_shape
+    if cfg.tta != "none" and len(input_shape) != 3:
+        raise ValueError(f"tta={cfg.tta!r} mirrors images; {ds.name} has inputs of shape {input_shape}. Use tta='none'.")
     model = build_model(cfg.model, input_shape, ds.n_classes, width=cfg.width, seed=cfg.seed, pretrained=cfg.pretrained)
     if loads_weights(cfg.model, cfg.pretrained) and cfg.finetune == "last_layer":  # a frozen backbone: only the head trains
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("head."))
+    if cfg.whiten:  # airbench's whitening init of the stem, from up to 5,000 train images drawn from the seed
+        import torch
+
+        pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(ds.train))[:5000])
+        model.whiten_(torch.as_tensor(np.asarray(ds.train.load_x(pick)), dtype=torch.float32))  # type: ignore[operator]
     loaded = None
     if cfg.init is not None:  # finetune: the body from the pretrained file, the head fresh unless it fits
         loaded = load_pretrained(model, cfg.init, model_name=cfg.model, width=cfg.width, input_shape=input_shape,
@@ -183,12 +190,15 @@ def initial_model(ds: Dataset, cfg: TrainConfig) -> tuple[nn.Module, dict[str, A
 def embed_dataset(ds: Dataset, cfg: TrainConfig, path: str, *, train: bool = False, unpooled: bool = False,
                   batch_size: int = 256, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Write the penultimate features of every split of ``ds`` to the ``.npz`` at ``path`` once
-    (:func:`stratalab.models.build.write_features`), for GEORGE, DFR, spectral analysis and D3M's
-    last-layer steps to reuse: from the model as loaded (a pretrained backbone, as GEORGE's
-    pretrained-feature variant) or, with ``train``, after training ``cfg`` on ``ds`` (ERM's features,
-    the checkpoint ``cfg.select`` picks). Returns what was written."""
-    from ..models.build import write_features
+    (:func:`stratalab.models.build.write_features`), for GEORGE, spectral analysis and DFR to reuse:
+    from the model as loaded (a pretrained backbone, as GEORGE's pretrained-feature variant) or,
+    with ``train``, after training ``cfg`` on ``ds`` (ERM's features, the checkpoint ``cfg.select``
+    picks). Returns what was written."""
+    from ..models.build import MODELS, write_features
 
+    if unpooled and cfg.model in MODELS:  # refused before any training
+        raise ValueError(f"unpooled features are the last hidden state of a Hugging Face backbone; {cfg.model!r} has only "
+                         "its pooled features. Leave out --unpooled, or use a backbone (--model resnet50 ...).")
     ds = tokenized(ds, cfg.model, cfg.pretrained, cfg.max_length)
     if train:
         res = run(ds, cfg)
@@ -244,7 +254,7 @@ def run(
         model.load_state_dict(init_state)  # retrain from the same initialisation
         res = fit(model, ds.train, cfg, repeats=jtt_repeats(errors, cfg.jtt_upsample), checkpoint_dir=checkpoint_dir,
                   progress=cb("jtt: retrain", cfg.epochs), **common)
-        reports = _reports(res.model, ds, precision=cfg.precision, workers=cfg.workers)
+        reports = _reports(res.model, ds, precision=cfg.precision, workers=cfg.workers, tta=cfg.tta)
     elif spec.stages == ("train", "last_layer"):
         erm_cfg = replace(cfg, method="erm")
         res = fit(model, ds.train, erm_cfg, checkpoint_dir=checkpoint_dir, progress=cb("dfr: base ERM", cfg.epochs), **common)
@@ -259,7 +269,7 @@ def run(
     else:
         res = fit(model, ds.train, cfg, train_groups=train_groups, checkpoint_dir=checkpoint_dir,
                   progress=cb(cfg.method, cfg.epochs), **common)
-        reports = _reports(res.model, ds, precision=cfg.precision, workers=cfg.workers)
+        reports = _reports(res.model, ds, precision=cfg.precision, workers=cfg.workers, tta=cfg.tta)
     if pretrained is not None:
         extra["pretrained"] = pretrained
     return RunResult(config=cfg, dataset={"name": ds.name, **ds.options}, history=res.history,
