@@ -52,13 +52,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--backend", default="local", choices=("local", "ray"))
     ap.add_argument("--cpus", type=int, default=None, help="with --backend ray: CPUs of the local Ray cluster")
+    ap.add_argument("--methods", default="", help="comma-separated Table 1 rows to run (e.g. jtt); default all")
     ap.add_argument("--name", default="d3m_spurious_mnist")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     m_values = sorted({int(m) for m in args.m_values.split(",") if m.strip()} - {args.trak_models})
     cfg = TrainConfig(model="lenet5", epochs=args.epochs, batch_size=128, lr=1e-3)
     dcfg = D3MConfig(proj_dim=args.proj_dim, n_models=args.trak_models, trak_projector=args.trak_projector,
-                     tune_baselines=args.tune_baselines, sweep_points=args.sweep_points)
+                     tune_baselines=args.tune_baselines, sweep_points=args.sweep_points,
+                     **({"methods": tuple(m.strip() for m in args.methods.split(",") if m.strip())} if args.methods else {}))
     backend = Backend(args.backend, work_dir=args.work_dir, threads=args.threads, num_cpus=args.cpus)
     t0 = time.perf_counter()
 

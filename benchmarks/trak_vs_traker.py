@@ -66,7 +66,7 @@ def worker(tool: str, work: Path, n_models: int, proj_dim: int) -> None:
     if tool.startswith("ours"):
         from stratalab.attribution import ensemble_scores
     else:
-        from trak import TRAKer
+        import trak  # noqa: F401  (imported before the clock starts)
     if tool == "traker":  # traker reloads what an earlier run left in its save_dir and skips that work
         import shutil
 
@@ -82,26 +82,34 @@ def worker(tool: str, work: Path, n_models: int, proj_dim: int) -> None:
         kw = {"ours": {}, "ours-vmap": {"grads": "vmap"}, "ours-kronecker": {"projector": "kronecker"}}[tool]
         scores = np.asarray(ensemble_scores(models, (x, y), (xt, yt), proj_dim=proj_dim, batch_size=BATCH, seed=0, **kw))
     else:
-        traker = TRAKer(model=_model(), task="image_classification", train_set_size=len(y),
-                        save_dir=str(work / "traker"), device="cpu", proj_dim=proj_dim, use_half_precision=False,
-                        projector_seed=0)
-        xs, ys = torch.as_tensor(x), torch.as_tensor(y)
-        xts, yts = torch.as_tensor(xt), torch.as_tensor(yt)
-        for mid, c in enumerate(ckpts):
-            traker.load_checkpoint(c, model_id=mid)
-            for s in range(0, len(y), BATCH):
-                traker.featurize(batch=(xs[s:s + BATCH], ys[s:s + BATCH]), num_samples=len(ys[s:s + BATCH]))
-        traker.finalize_features()
-        for mid, c in enumerate(ckpts):
-            traker.start_scoring_checkpoint(exp_name="bench", checkpoint=c, model_id=mid, num_targets=len(yt))
-            for s in range(0, len(yt), BATCH):
-                traker.score(batch=(xts[s:s + BATCH], yts[s:s + BATCH]), num_samples=len(yts[s:s + BATCH]))
-        scores = np.asarray(traker.finalize_scores(exp_name="bench"), dtype=np.float32)
+        scores = traker_scores(ckpts, x, y, xt, yt, save_dir=work / "traker", proj_dim=proj_dim, projector_seed=0)
     seconds = time.perf_counter() - t0
     np.save(work / f"scores_{tool}.npy", scores)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     (work / f"timing_{tool}.json").write_text(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb,
                                                           "added_mb": peak_mb - base_mb, "shape": list(scores.shape)}))
+
+
+def traker_scores(ckpts: list, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, save_dir: Path,
+                  **traker_kwargs) -> np.ndarray:
+    """traker's TRAKer as its docs run it: featurize every checkpoint, finalize, score every
+    checkpoint, finalize_scores; fp32 on the CPU, batches of BATCH. Returns (n_train, n_targets)."""
+    import torch
+    from trak import TRAKer
+
+    traker = TRAKer(model=_model(), task="image_classification", train_set_size=len(y), save_dir=str(save_dir),
+                    device="cpu", use_half_precision=False, **traker_kwargs)
+    xs, ys, xts, yts = (torch.as_tensor(a) for a in (x, y, xt, yt))
+    for mid, c in enumerate(ckpts):
+        traker.load_checkpoint(c, model_id=mid)
+        for s in range(0, len(y), BATCH):
+            traker.featurize(batch=(xs[s:s + BATCH], ys[s:s + BATCH]), num_samples=len(ys[s:s + BATCH]))
+    traker.finalize_features()
+    for mid, c in enumerate(ckpts):
+        traker.start_scoring_checkpoint(exp_name="bench", checkpoint=c, model_id=mid, num_targets=len(yt))
+        for s in range(0, len(yt), BATCH):
+            traker.score(batch=(xts[s:s + BATCH], yts[s:s + BATCH]), num_samples=len(yts[s:s + BATCH]))
+    return np.asarray(traker.finalize_scores(exp_name="bench"), dtype=np.float32)
 
 
 def _rss_mb() -> float:
@@ -147,6 +155,35 @@ def lds_margins(sub, masks: np.ndarray, xt: np.ndarray, yt: np.ndarray, epochs: 
     return np.array(out)
 
 
+def prepare(work: Path, setting: dict, n_ckpts: int) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmark's data, ``n_ckpts`` checkpoints (each on a random 50% subset, seeds 100, 101, ...)
+    and the LDS margins of ``setting["lds_models"]`` retrained models, in ``work``: trained once and
+    reused while ``setting`` (n_train, n_targets, epochs, lds_models and the checkpoint count) is the
+    same. Returns the LDS subset masks and margins."""
+    import torch
+
+    from stratalab.attribution import random_subsets
+
+    meta = work / "setting.json"
+    sub, x, y, xt, yt = bench_data(setting["n_train"], setting["n_targets"])
+    masks = random_subsets(len(y), setting["lds_models"], 0.5, seed=200)
+    if meta.exists() and json.loads(meta.read_text()) == setting:
+        print(f"reusing the checkpoints and LDS margins in {work}", flush=True)
+        return masks, np.load(work / "lds_margins.npy")
+    meta.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    for name, arr in (("x_train", x), ("y_train", y), ("x_target", xt), ("y_target", yt)):
+        np.save(work / f"{name}.npy", arr)
+    for m, mask in enumerate(random_subsets(len(y), n_ckpts, 0.5, seed=100)):
+        torch.save(_train(sub, np.flatnonzero(mask), setting["epochs"], seed=100 + m).state_dict(), work / f"ckpt{m}.pt")
+    print(f"trained {n_ckpts} checkpoints ({time.perf_counter() - t0:.0f} s)", flush=True)
+    margins = lds_margins(sub, masks, xt, yt, setting["epochs"])
+    np.save(work / "lds_margins.npy", margins)
+    meta.write_text(json.dumps(setting))
+    print(f"trained {setting['lds_models']} LDS models ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return masks, margins
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-train", type=int, default=4000)
@@ -175,33 +212,16 @@ def main() -> None:
             sys.exit(f"{t} needs its own environment at {pythons[t]}; run `make bench-trak` (it builds .venv-{t}).")
     import torch
 
-    from stratalab.attribution import linear_datamodeling_score, random_subsets
+    from stratalab.attribution import linear_datamodeling_score
 
     os.environ["TRAK_BENCH_THREADS"] = str(args.threads)  # every worker runs with this many torch threads
     torch.set_num_threads(args.threads)
-    sub, x, y, xt, yt = bench_data(args.n_train, args.n_targets)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         setting = {k: getattr(args, k) for k in ("n_train", "n_targets", "models", "epochs", "lds_models")}
-        meta = work / "setting.json"
-        reuse = meta.exists() and json.loads(meta.read_text()) == setting
-        masks = random_subsets(len(y), args.lds_models, 0.5, seed=200)
-        if reuse:
-            margins = np.load(work / "lds_margins.npy")
-            print(f"reusing the checkpoints and LDS margins in {work}", flush=True)
-        else:
-            meta.unlink(missing_ok=True)
-            for name, arr in (("x_train", x), ("y_train", y), ("x_target", xt), ("y_target", yt)):
-                np.save(work / f"{name}.npy", arr)
-            for m, mask in enumerate(random_subsets(len(y), args.models, 0.5, seed=100)):
-                torch.save(_train(sub, np.flatnonzero(mask), args.epochs, seed=100 + m).state_dict(), work / f"ckpt{m}.pt")
-            print(f"trained {args.models} checkpoints ({time.perf_counter() - t0:.0f} s)", flush=True)
-            margins = lds_margins(sub, masks, xt, yt, args.epochs)
-            np.save(work / "lds_margins.npy", margins)
-            meta.write_text(json.dumps(setting))
-            print(f"trained {args.lds_models} LDS models ({time.perf_counter() - t0:.0f} s)", flush=True)
+        masks, margins = prepare(work, setting, args.models)
         res = {}
         versions = {}
         for tool in tools:
@@ -219,7 +239,7 @@ def main() -> None:
                                                 capture_output=True, text=True).stdout.strip() or mod
             timing = json.loads((work / f"timing_{tool}.json").read_text())
             scores = np.load(work / f"scores_{tool}.npy")
-            assert scores.shape == (len(y), len(yt)), scores.shape
+            assert scores.shape == (args.n_train, args.n_targets), scores.shape
             lds = linear_datamodeling_score(scores, masks, margins)[0]
             timing["lds"] = float(lds)
             res[tool] = (timing, scores)
@@ -227,7 +247,7 @@ def main() -> None:
         from scipy.stats import spearmanr
 
         def agree(a: str, b: str) -> float:
-            return float(np.mean([spearmanr(res[a][1][:, t], res[b][1][:, t]).statistic for t in range(len(yt))]))
+            return float(np.mean([spearmanr(res[a][1][:, t], res[b][1][:, t]).statistic for t in range(args.n_targets)]))
 
         agreement = {f"{a} vs {b}": agree(a, b) for i, a in enumerate(tools) for b in tools[i + 1:]}
     names = {"ours": "stratalab TRAK (dense Gaussian, hooks)", "ours-vmap": "stratalab TRAK (dense Gaussian, vmap)",
