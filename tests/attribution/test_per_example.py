@@ -127,7 +127,7 @@ def test_trak_scores_agree_across_gradient_paths_and_kronecker_is_deterministic(
     model = build_model("lenet5", (1, 32, 32), 2, seed=0).eval()
     x = rng.normal(size=(40, 1, 32, 32)).astype(np.float32)
     y = rng.integers(0, 2, 40)
-    a = TRAK(model, proj_dim=32, grads="hooks").featurize(x, y).score(x[:5], y[:5])
+    a = TRAK(model, proj_dim=32, grads="hooks", projector="gaussian").featurize(x, y).score(x[:5], y[:5])
     b = TRAK(model, proj_dim=32, grads="vmap").featurize(x, y).score(x[:5], y[:5])
     assert np.allclose(a, b, rtol=1e-3, atol=1e-5 * np.abs(b).max())
     k1 = TRAK(model, proj_dim=32, projector="kronecker").featurize(x, y).score(x[:5], y[:5])
@@ -145,13 +145,20 @@ def test_inplace_ops_and_shared_weights_are_caught_not_silently_wrong():
 
     with pytest.raises(HooksUnsafe, match="modified in place"):
         per_example_grads(inplace, x, names, lambda o: margin(o, y))
-    # TRAK in auto mode falls back to vmap (with a warning) and gives vmap's scores
+    # TRAK in auto mode falls back to vmap (with a warning) and gives vmap's scores: with the Gaussian
+    # projection asked for, and with the default projector="auto", which had chosen Kronecker
     rng = np.random.default_rng(0)
     xs, ys = rng.normal(size=(30, 1, 6, 6)).astype(np.float32), rng.integers(0, 2, 30)
-    with pytest.warns(UserWarning, match="falls back to vmap"):
-        auto = TRAK(inplace, proj_dim=8).featurize(xs, ys).score(xs[:3], ys[:3])
     ref = TRAK(inplace, proj_dim=8, grads="vmap").featurize(xs, ys).score(xs[:3], ys[:3])
-    assert np.allclose(auto, ref, rtol=1e-4, atol=1e-6)
+    with pytest.warns(UserWarning, match="falls back to vmap"):
+        gauss = TRAK(inplace, proj_dim=8, projector="gaussian").featurize(xs, ys).score(xs[:3], ys[:3])
+    assert np.allclose(gauss, ref, rtol=1e-4, atol=1e-6)
+    auto = TRAK(inplace, proj_dim=8)
+    assert auto.projector == "kronecker"  # what the layers allow, before the forward pass shows the in-place op
+    with pytest.warns(UserWarning, match="takes projector='gaussian' with vmap"):
+        got = auto.featurize(xs, ys).score(xs[:3], ys[:3])
+    assert auto.projector == "gaussian" and auto.grads == "vmap"
+    assert np.allclose(got, ref, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="needs the hooks path"):
         TRAK(inplace, proj_dim=8, projector="kronecker").featurize(xs, ys)
     lin, tied = nn.Linear(4, 4), nn.Linear(4, 4)

@@ -185,13 +185,13 @@ def test_streamed_projection_equals_cached_projection():
     model = MLP(20, 3, (16,))
     x = np.random.default_rng(0).standard_normal((10, 20)).astype(np.float32)
     y = np.arange(10) % 3
-    cached = TRAK(model, proj_dim=8, seed=3)
-    streamed = TRAK(model, proj_dim=8, seed=3, max_projection_bytes=0)
+    cached = TRAK(model, proj_dim=8, seed=3, projector="gaussian")
+    streamed = TRAK(model, proj_dim=8, seed=3, max_projection_bytes=0, projector="gaussian")
     streamed.CHUNK_ROWS = cached.CHUNK_ROWS = 50  # several chunks per weight matrix
     cached._proj = cached._projection()
     assert cached.cached and not streamed.cached and streamed._proj is None
     np.testing.assert_allclose(cached._featurize(x, y)[0], streamed._featurize(x, y)[0], rtol=1e-5, atol=1e-6)
-    assert TRAK(model, proj_dim=8, seed=4).projection_matrix().shape == (cached.n_params, 8)
+    assert TRAK(model, proj_dim=8, seed=4, projector="gaussian").projection_matrix().shape == (cached.n_params, 8)
 
 
 def test_large_matrix_spill_leaves_no_temporary_file(tmp_path, monkeypatch):
@@ -207,3 +207,25 @@ def test_large_matrix_spill_leaves_no_temporary_file(tmp_path, monkeypatch):
     m[:] = 1.0
     assert float(m.sum()) == 5000.0  # the mapping works
     assert list(tmp_path.iterdir()) == []  # and nothing is left in the temporary folder
+
+
+def test_default_mode_is_kronecker_with_a_ridge_of_half_the_mean_eigenvalue():
+    """The defaults chosen from benchmarks/trak_seeds.py: projector "auto" (Kronecker where whole
+    Linear / Conv2d layers are attributed, else Gaussian) and lam = 0.5, the ridge relative to the
+    mean diagonal of G^T G; the kernel is G (G^T G + lam * mean(diag) I)^{-1}, checked by hand."""
+    torch.manual_seed(0)
+    model = MLP(20, 3, (16,))
+    x = np.random.default_rng(0).standard_normal((40, 20)).astype(np.float32)
+    y = np.arange(40) % 3
+    trak = TRAK(model, proj_dim=8).featurize(x, y).finalize()
+    assert trak.projector == "kronecker" and trak.lam == 0.5
+    g = torch.as_tensor(trak._features, dtype=torch.float64)
+    xtx = g.T @ g
+    want = g @ torch.linalg.inv(xtx + 0.5 * torch.diagonal(xtx).mean() * torch.eye(xtx.shape[0], dtype=torch.float64))
+    np.testing.assert_allclose(trak._kernel.numpy(), want.numpy(), rtol=1e-4, atol=1e-6 * float(want.abs().max()))
+    first = next(n for n, _ in model.named_parameters())
+    assert TRAK(model, proj_dim=8, params=[first]).projector == "gaussian"  # a weight without its bias: not a whole layer
+    assert TRAK(model, proj_dim=8, grads="vmap").projector == "gaussian"
+    for bad in (-1.0, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match="lam"):
+            TRAK(model, proj_dim=8, lam=bad)

@@ -24,6 +24,7 @@ redrawn from their own seeds as needed, identically, and memory stays bounded.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import warnings
@@ -65,31 +66,42 @@ class TRAK:
     batch_size : int
         Examples per vectorised gradient batch.
     lam : float
-        Ridge added to ``G^T G`` (relative to its mean diagonal) for numerical stability.
+        Ridge added to ``G^T G``, relative to its mean diagonal: ``(G^T G + lam * mean(diag) I)^{-1}``.
+        The TRAK paper and its library use none (traker's ``lambda_reg=0``); a ridge of half the
+        mean eigenvalue raised the LDS from 0.110 to 0.162 (M = 2) and from 0.174 to 0.216 (M = 10)
+        on the benchmark below, so 0.5 is the default; ``lam=1e-6`` gives the paper's scores
+        (a ridge for numerical stability only).
     seed : int
         Seed of the projection matrix.
     grads : {"auto", "hooks", "vmap"}
         How per-example gradients are computed: one batched backward with layer hooks (Linear and
         Conv2d parameters only), or ``vmap(grad)`` over single examples (any model); "auto" takes
         hooks where they apply. Both give the same gradients up to float rounding.
-    projector : {"gaussian", "kronecker"}
+    projector : {"auto", "gaussian", "kronecker"}
         The dense Gaussian projection of the TRAK paper (the reference mode), or a per-layer
         Kronecker-factored Gaussian one (LoGra; needs hooks; its dimension :attr:`dim` is close to
-        ``proj_dim``): much faster and with no p x k matrix in memory.
+        ``proj_dim``): much faster and with no p x k matrix in memory. "auto" (the default) takes
+        the Kronecker projection where every attributed parameter is a whole Linear or Conv2d layer
+        the hooks can read, else the Gaussian one (:attr:`projector` says which was taken).
+
+    Modes, measured (``benchmarks/trak_seeds.py``, BENCHMARKS.md "TRAK over projection seeds"):
+    TRAK_TABLE
     """
 
     CHUNK_ROWS = 65536  # rows of the projection drawn at a time
     TARGET_BLOCK = 4096  # targets scored at a time
 
     def __init__(self, model: nn.Module, *, proj_dim: int = 512, params: Sequence[str] | Callable[[str], bool] | None = None,
-                 batch_size: int = 64, lam: float = 1e-6, seed: int = 0, max_projection_bytes: int = 1 << 30,
-                 grads: str = "auto", projector: str = "gaussian") -> None:
+                 batch_size: int = 64, lam: float = 0.5, seed: int = 0, max_projection_bytes: int = 1 << 30,
+                 grads: str = "auto", projector: str = "auto") -> None:
         if proj_dim < 1:
             raise ValueError(f"proj_dim must be >= 1, got {proj_dim}.")
         if grads not in ("auto", "hooks", "vmap"):
             raise ValueError(f"grads must be 'auto', 'hooks' or 'vmap', got {grads!r}.")
-        if projector not in ("gaussian", "kronecker"):
-            raise ValueError(f"projector must be 'gaussian' or 'kronecker', got {projector!r}.")
+        if projector not in ("auto", "gaussian", "kronecker"):
+            raise ValueError(f"projector must be 'auto', 'gaussian' or 'kronecker', got {projector!r}.")
+        if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
+            raise ValueError(f"lam (the ridge on G^T G, relative to its mean diagonal) must be a finite number >= 0, got {lam!r}.")
         if projector == "kronecker" and grads == "vmap":
             raise ValueError("projector='kronecker' works on the layer inputs and output gradients of grads='hooks'; "
                              "use grads='auto' or 'hooks' with it, or projector='gaussian' with vmap.")
@@ -122,8 +134,16 @@ class TRAK:
                              "Use grads='vmap' with projector='gaussian'.")
         self.grads = "hooks" if why is None and grads != "vmap" else "vmap"
         self._auto = grads == "auto"
+        self._auto_projector = projector == "auto"
+        if projector == "auto":
+            projector = "kronecker" if self.grads == "hooks" and _whole_layers(model, chosen) else "gaussian"
         self.projector = projector
         self._kron = KroneckerProjector(model, chosen, self.proj_dim, seed) if projector == "kronecker" else None
+        self._kron_batches = 0  # batches projected by the Kronecker projector (a fallback is allowed only before the first)
+        self._set_projection(max_projection_bytes)
+
+    def _set_projection(self, max_projection_bytes: int) -> None:
+        self._max_projection_bytes = max_projection_bytes
         self.dim = self._kron.dim if self._kron is not None else self.proj_dim
         # The projection is kept in memory when it fits the budget (the usual case for CPU models);
         # otherwise its chunks are redrawn from their own seeds as they are needed, so memory stays bounded.
@@ -175,10 +195,18 @@ class TRAK:
             try:
                 if self._kron is not None:
                     proj, out = self._kron.project(self.model, x, lambda o: margin(o, y))
+                    self._kron_batches += 1
                 else:
                     g, out = per_example_grads(self.model, x, self.param_names, lambda o: margin(o, y))
                     proj = self._project([g[n] for n in self.param_names])
             except HooksUnsafe as e:
+                if self._kron is not None and self._auto_projector and self._auto and self._kron_batches == 0:
+                    # "auto" chose Kronecker, but this model's forward defeats the hooks: take the
+                    # Gaussian projection with vmap instead, before any feature has been kept
+                    warnings.warn(f"{e} TRAK takes projector='gaussian' with vmap(grad) for this model.", stacklevel=3)
+                    self.projector, self._kron, self.grads = "gaussian", None, "vmap"
+                    self._set_projection(self._max_projection_bytes)
+                    return self._grads(x, y)
                 if not self._auto or self._kron is not None:
                     raise ValueError(f"{e} (projector='kronecker' needs the hooks path; use projector='gaussian').") from None
                 warnings.warn(f"{e} TRAK falls back to vmap(grad) for this model.", stacklevel=3)
@@ -292,6 +320,18 @@ class TRAK:
         scale_rows(res, self.q)
         return res
 
+
+
+def _whole_layers(model: nn.Module, names: Sequence[str]) -> bool:
+    """Whether ``names`` attributes every parameter of each layer it touches (what the Kronecker
+    projection needs)."""
+    chosen = set(names)
+    for mod in model.modules():
+        own = {id(p) for p in mod.parameters(recurse=False)}
+        hit = {id(p) for n, p in model.named_parameters() if n in chosen and id(p) in own}
+        if hit and hit != own:
+            return False
+    return True
 
 
 def _n_examples(x: Any, y: Any) -> int:

@@ -112,7 +112,10 @@ class D3MConfig:
     over ``search_points`` values of k from 0 to twice the heuristic's (or the sweep's range), plus
     the heuristic's. ``sweep_points`` > 0 draws Fig. 2 with that many values of k per curve.
     ``trak_projector``: "gaussian" (the TRAK paper's dense projection) or "kronecker" (per-layer
-    Kronecker-factored, much faster; :class:`stratalab.attribution.TRAK`). ``tune_baselines``:
+    Kronecker-factored, much faster; :class:`stratalab.attribution.TRAK`). ``trak_lam``: TRAK's
+    ridge on ``G^T G`` relative to its mean diagonal; D3M keeps the paper's unregularised TRAK
+    (1e-6, numerical only) although ``TRAK``'s own default is 0.5, which raises the LDS (issue 22):
+    whether it also helps D3M's worst-group accuracy is not measured yet. ``tune_baselines``:
     JTT and Group DRO are each trained over :func:`tuning_grid` and the run with the best val
     worst-group accuracy is reported (the choice and the whole grid are in the result).
     """
@@ -121,6 +124,7 @@ class D3MConfig:
     proj_dim: int = 512
     trak_params: str | None = None
     trak_projector: str = "gaussian"
+    trak_lam: float = 1e-6
     tune_baselines: bool = False
     n_models: int = 1
     alpha: float = 0.5
@@ -153,6 +157,9 @@ class D3MConfig:
                              f"prefixes (e.g. 'head,body.encoder.stages.3' for a ResNet-50's last stage), got {self.trak_params!r}.")
         if self.trak_projector not in ("gaussian", "kronecker"):
             raise ValueError(f"trak_projector must be 'gaussian' or 'kronecker', got {self.trak_projector!r}.")
+        if not (isinstance(self.trak_lam, (int, float)) and math.isfinite(self.trak_lam) and self.trak_lam >= 0):
+            raise ValueError(f"trak_lam (TRAK's ridge, relative to the mean diagonal of G^T G) must be a finite number >= 0, "
+                             f"got {self.trak_lam!r}.")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}; got {self.weighting!r}.")
         if self.threshold not in THRESHOLDS:
@@ -397,7 +404,8 @@ def _align_task(data: "DataSpec", cfg: dict[str, Any], dcfg: dict[str, Any], wei
     backend.say(f"seed {c.seed}, TRAK: featurize {len(ds.train)} train, score {len(ds.val)} val ({len(models)} model(s), k = {d.proj_dim})")
     params = trak_param_filter(d.trak_params)
     tau = ensemble_scores(models, (ds.train.x, ds.train.y, ds.train.loader), (ds.val.x, ds.val.y, ds.val.loader),
-                          proj_dim=d.proj_dim, params=params, seed=c.seed, out=scores_out, projector=d.trak_projector)
+                          proj_dim=d.proj_dim, params=params, seed=c.seed, out=scores_out, projector=d.trak_projector,
+                          lam=d.trak_lam)
     loss, pred = np.asarray(val_loss, dtype=np.float64), np.asarray(val_pred)
     out: dict[str, Any] = {"alignment": {}, "val_groups": {}}
     for mode in modes:
