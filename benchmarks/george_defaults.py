@@ -66,7 +66,7 @@ def main() -> None:
 
         rule = GeorgeConfig.for_data(spec(seeds[0]).load())
         variants = {"size rule": rule}
-        paper = GeorgeConfig.of(model=rule.model)  # the class defaults: the paper's U-MNIST settings
+        paper = GeorgeConfig.of(model=rule.train.model)  # the class defaults: the paper's U-MNIST settings
         if paper != rule and not args.no_paper:
             variants["paper defaults"] = paper
         for vname, cfg in variants.items():
