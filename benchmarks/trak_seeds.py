@@ -14,8 +14,8 @@ A tool is a name with options, ``name[:key=value...]``:
   traker                       traker's TRAKer (BasicProjector on the CPU), fp32; ``lambda_reg=``
   dense                        stratalab TRAK, dense Gaussian projection (``projector="gaussian"``)
   kron                         stratalab TRAK, per-layer Kronecker projection (``projector="kronecker"``)
-  ``dense`` / ``kron`` take any ``stratalab.attribution.TRAK`` keyword: ``lam=0.01``,
-  ``proj_dim=2048`` ...
+  ``dense`` / ``kron`` take any ``stratalab.attribution.TRAK`` keyword: ``lam=1e-06`` (the TRAK
+  paper's unregularised scores; the default is stratalab's lam = 0.5), ``proj_dim=1024`` ...
 Every run is its own subprocess (traker in its own environment, ``--traker-python``); the time is
 featurize + score end to end, model loading excluded; memory is the subprocess's peak RSS.
 
