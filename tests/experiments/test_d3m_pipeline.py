@@ -177,6 +177,11 @@ def test_tuned_baselines_report_the_grid_point_with_the_best_val_wga():
     for opt, strong in (("sgd", 0.1), ("adamw", 0.1), ("adam", 1e-3)):
         wds = {p["weight_decay"] for p in tuning_grid("gdro", TrainConfig(optimizer=opt, weight_decay=1e-5))}
         assert wds == {1e-5, strong}
+    # JTT: T in {1, E/4, E/2} x lambda_up in {5, 20, 50, 100, 200} (widened past 50, which was the
+    # grid's edge and the choice on every seed of the spurious-mnist table; issue 22)
+    jtt = tuning_grid("jtt", TrainConfig(epochs=10))
+    assert sorted({p["jtt_epochs"] for p in jtt}) == [1, 2, 5]
+    assert sorted({p["jtt_upsample"] for p in jtt}) == [5, 20, 50, 100, 200] and len(jtt) == 15
     ds = load("synthetic-gmm", seed=0)
     cfg = dataclasses.replace(LINEAR, epochs=8)
     tuned = run_d3m_table(lambda s: ds, cfg, D3MConfig(methods=("erm", "jtt", "gdro"), tune_baselines=True), seeds=[0])
