@@ -57,6 +57,8 @@ def main() -> None:
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     m_values = sorted({int(m) for m in args.m_values.split(",") if m.strip()} - {args.trak_models})
+    if m_values and args.methods and not {"d3m", "auto-d3m"} <= {m.strip() for m in args.methods.split(",")}:
+        sys.exit("--m-values compares D3M and AUTO-D3M over M: keep d3m and auto-d3m in --methods.")
     cfg = TrainConfig(model="lenet5", epochs=args.epochs, batch_size=128, lr=1e-3)
     dcfg = D3MConfig(proj_dim=args.proj_dim, n_models=args.trak_models, trak_projector=args.trak_projector,
                      tune_baselines=args.tune_baselines, sweep_points=args.sweep_points,

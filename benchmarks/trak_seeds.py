@@ -53,10 +53,14 @@ def parse_tool(spec: str) -> tuple[str, dict]:
     if base not in BASES:
         raise SystemExit(f"unknown tool {base!r} in {spec!r}; tools are {', '.join(BASES)} with :key=value options.")
     opts: dict = {}
+    fixed = {"seed", "projector_seed", "proj_dim"} if base == "traker" else {"seed", "batch_size", "projector"}
     for kv in rest:
         key, sep, val = kv.partition("=")
         if not sep:
             raise SystemExit(f"option {kv!r} of {spec!r} is not key=value.")
+        if key in fixed:
+            raise SystemExit(f"option {key!r} of {spec!r} is set by the benchmark ({', '.join(sorted(fixed))}: use --seeds, "
+                             f"--proj-dim or the tool name).")
         try:
             opts[key] = json.loads(val)
         except json.JSONDecodeError:
@@ -96,6 +100,8 @@ def worker(spec: str, work: Path, m: int, seed: int, proj_dim: int, out: Path) -
         scores = np.asarray(ensemble_scores(models, (x, y), (xt, yt), batch_size=BATCH, seed=seed, **kw))
     seconds = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if base == "traker":
+        shutil.rmtree(save, ignore_errors=True)  # its stores (~100 MB at M = 10) are not needed after scoring
     np.save(out.with_suffix(".npy"), scores)
     out.write_text(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "added_mb": peak_mb - base_mb}))
 
@@ -172,6 +178,11 @@ def main() -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         setting = {k: getattr(args, k) for k in ("n_train", "n_targets", "max_models", "epochs", "lds_models")}
+        meta = work / "setting.json"
+        if not (meta.exists() and json.loads(meta.read_text()) == setting):
+            import shutil
+
+            shutil.rmtree(work / "runs", ignore_errors=True)  # scores of other checkpoints are not reused
         masks, margins = prepare(work, setting, args.max_models)
         n_t = args.n_targets
         runs = []

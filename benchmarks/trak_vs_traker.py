@@ -79,7 +79,10 @@ def worker(tool: str, work: Path, n_models: int, proj_dim: int) -> None:
             m = _model()
             m.load_state_dict(c)
             models.append(m)
-        kw = {"ours": {}, "ours-vmap": {"grads": "vmap"}, "ours-kronecker": {"projector": "kronecker"}}[tool]
+        # pinned to the settings of the recorded tables (the paper's unregularised TRAK), not the library's
+        # defaults, which changed in issue 22 (lam 0.5, projector "auto"): benchmarks/trak_seeds.py measures those
+        kw = {"ours": {"projector": "gaussian", "lam": 1e-6}, "ours-vmap": {"grads": "vmap", "projector": "gaussian", "lam": 1e-6},
+              "ours-kronecker": {"projector": "kronecker", "lam": 1e-6}}[tool]
         scores = np.asarray(ensemble_scores(models, (x, y), (xt, yt), proj_dim=proj_dim, batch_size=BATCH, seed=0, **kw))
     else:
         scores = traker_scores(ckpts, x, y, xt, yt, save_dir=work / "traker", proj_dim=proj_dim, projector_seed=0)
