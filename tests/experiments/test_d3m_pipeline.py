@@ -232,3 +232,27 @@ def test_trak_params_name_parameter_prefixes_as_the_d3m_paper_attributes_a_resne
     assert D3MConfig(trak_params="head,body.encoder.stages.3").trak_params == "head,body.encoder.stages.3"
     with pytest.raises(ValueError, match="comma-separated parameter-name prefixes"):
         D3MConfig(trak_params=" , ")
+
+
+def test_d3m_keeps_the_papers_unregularised_trak_and_passes_trak_lam(monkeypatch):
+    """D3M's TRAK ridge is D3MConfig.trak_lam (default 1e-6, the paper's TRAK, although TRAK's own
+    default became 0.5 in issue 22), passed to ensemble_scores; a bad value is refused up front."""
+    import stratalab.experiments.d3m as d3m_mod
+
+    seen = []
+    real = d3m_mod.ensemble_scores
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["lam"], kwargs["projector"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(d3m_mod, "ensemble_scores", spy)
+    ds = load("synthetic-gmm", seed=0, n_train=400)
+    cfg = dataclasses.replace(LINEAR, epochs=3)
+    run_d3m_table(lambda s: ds, cfg, D3MConfig(methods=("erm", "d3m"), proj_dim=8), seeds=[0])
+    run_d3m_table(lambda s: ds, cfg, D3MConfig(methods=("erm", "d3m"), proj_dim=8, trak_lam=0.5), seeds=[0])
+    assert seen == [(1e-6, "gaussian"), (0.5, "gaussian")]
+    assert D3MConfig.from_dict({"methods": ["erm", "d3m"]}).trak_lam == 1e-6  # files written before the field
+    for bad in (-0.1, float("inf"), "x"):
+        with pytest.raises(ValueError, match="trak_lam"):
+            D3MConfig(trak_lam=bad)
