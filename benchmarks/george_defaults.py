@@ -4,9 +4,9 @@ beside the paper's class defaults (floors of 25, GMM, 20 epochs at lr 2e-3), on 
 hidden-stratification data set of the registry, each marked by its role:
 
 - **tuned on** (the defaults were chosen looking at them): u-digits with its rare 8s (the small-data
-  settings) and U-MNIST (the paper's large-data settings; its rows are read from
-  ``george_umnist_resize_erm20.json`` / ``george_umnist.json`` after checking that their settings
-  are the rule's);
+  settings) and U-MNIST (the large-data settings and LeNet-5's feature layer; with ``--umnist``
+  its paper-default rows are also read from ``george_umnist_resize_erm20.json`` /
+  ``george_umnist.json`` after checking that their settings are the paper's);
 - **held out** (never used to choose a default): u-digits with a rare 3, spurious-mnist,
   u-mnist-2rare (rare 3s and 9s, one per class) and cifar10-super (vehicles vs animals, rare birds).
 
@@ -40,6 +40,7 @@ CASES = [  # (label, data set, options, uses the shared data folder, role: "tune
     ("spurious-mnist", "spurious-mnist", {}, True, "held out"),
     ("u-mnist-2rare (rare 3 and 9)", "u-mnist-2rare", {}, True, "held out"),
     ("cifar10-super (rare birds)", "cifar10-super", {}, True, "held out"),
+    ("u-mnist (rare 8)", "u-mnist", {}, True, "tuned on"),
 ]
 
 
@@ -58,9 +59,7 @@ def main() -> None:
     chosen = [CASES[int(i)] for i in args.cases.split(",")] if args.cases else CASES
     t0 = time.perf_counter()
     rows, configs = [], {}
-    roles = {}
     for label, name, opts, shared, role in chosen:
-        roles[label] = role
         def spec(s: int, name: str = name, opts: dict = opts, shared: bool = shared) -> DataSpec:
             return DataSpec(name, s, str(data_dir()) if shared else None, opts)
 
@@ -74,7 +73,7 @@ def main() -> None:
             runs = run_george_grid(spec, cfg, seeds, backend=backend,
                                    progress=lambda m: print(f"[{time.perf_counter() - t0:.0f} s] {m}", flush=True))
             configs[f"{label} / {vname}"] = cfg.to_dict()
-            rows.append((label, vname, summarise(runs), runs))
+            rows.append((label, role, vname, summarise(runs), runs))
     for fname, label in (("george_umnist_resize_erm20.json", "u-mnist (rare 8, resized)"),
                          ("george_umnist.json", "u-mnist (rare 8, zero-padded)")):
         f = RESULTS / fname  # U-MNIST's rows are read from their own benchmark (george_umnist.py), settings checked
@@ -84,13 +83,12 @@ def main() -> None:
         a = d.get("args", {})
         padded = a.get("pad", not a.get("resize", False))  # files before 2026-11-30 were padded
         if GeorgeConfig.from_dict(d["config"]) == GeorgeConfig.of(model="lenet5") and padded == ("padded" in label):
-            roles[label] = "tuned on"  # the large-data settings are the paper's U-MNIST ones
-            rows.append((f"{label} ({fname}, {d['date']})", "size rule", summarise(d["runs"]), d["runs"]))
+            rows.append((f"{label} ({fname}, {d['date']})", "tuned on", "paper defaults", summarise(d["runs"]), d["runs"]))
         else:
             print(f"{fname} was made with other settings; its row is left out", flush=True)
     lines = ["| data set | defaults | settings | ERM | GEORGE | oracle (GDRO, true groups) | GEORGE - oracle | gap closed | seeds |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for label, vname, table, _ in rows:
+    for label, role, vname, table, _ in rows:
         t = table.set_index("method")
 
         def cell(m: str, t: Any = t) -> str:
@@ -98,16 +96,15 @@ def main() -> None:
 
         erm, geo, orc = (t.loc[m, "robust_mean"] for m in ("ERM", "GEORGE", "GDRO (true subclasses)"))
         gap = f"{100 * (geo - erm) / (orc - erm):.0f}%" if orc - erm > 1e-9 else "n/a"
-        role = next((r for key, r in roles.items() if label.startswith(key)), "?")
         lines.append(f"| {label} | {role} | {vname} | {cell('ERM')} | {cell('GEORGE')} | {cell('GDRO (true subclasses)')} | "
                      f"{100 * (geo - orc):+.1f} | {gap} | {int(t.loc['GEORGE', 'seeds'])} |")
     md = "\n".join(lines) + (f"\n\nRobust accuracy = worst test subgroup (%), mean ± std over seeds {args.seeds}; gap closed = "
                             f"(GEORGE - ERM) / (oracle - ERM). Total {time.perf_counter() - t0:.0f} s "
                             f"({args.threads or 'all'} torch thread(s)).")
     print(md)
-    write(args.name, {"args": vars(args), "configs": configs, "roles": roles,
-                      "rows": [{"data": a, "settings": b, "table": t.to_dict(orient="records"), "runs": r}
-                               for a, b, t, r in rows]}, md)
+    write(args.name, {"args": vars(args), "configs": configs, "roles": {a: role for a, role, *_ in rows},
+                      "rows": [{"data": a, "role": role, "settings": b, "table": t.to_dict(orient="records"), "runs": r}
+                               for a, role, b, t, r in rows]}, md)
 
 
 if __name__ == "__main__":

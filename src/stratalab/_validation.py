@@ -189,6 +189,26 @@ def check_int(value: Any, name: str, *, low: int | None = None, hint: str = "") 
     return int(value)
 
 
+def check_finite(value: Any, name: str, *, low: float | None = None, low_open: bool = False,
+                 high: float | None = None, hint: str = "") -> float:
+    """``value`` as a float: anything ``float()`` reads (a numpy float, a YAML string such as
+    ``"1e-6"``), finite and within [low, high] (``low_open``: > low); otherwise one clear sentence."""
+    import math
+
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}.{(' ' + hint) if hint else ''}") from None
+    ok = math.isfinite(v) and (low is None or (v > low if low_open else v >= low)) and (high is None or v <= high)
+    if not ok:
+        rng = (f" > {low:g}" if low_open else f" >= {low:g}") if low is not None else ""
+        rng += f" and <= {high:g}" if high is not None else ""
+        raise ValueError(f"{name} must be a finite number{rng}, got {value!r}.{(' ' + hint) if hint else ''}")
+    return v
+
+
 def check_unique(values: Any, name: str) -> None:
     """Refuse a list setting that names one value twice (``methods=("erm", "erm")`` used to report
     two runs where one ran; ``severities=(1, 1)`` ran and averaged the same audit twice)."""

@@ -226,6 +226,9 @@ def test_default_mode_is_kronecker_with_a_ridge_of_half_the_mean_eigenvalue():
     first = next(n for n, _ in model.named_parameters())
     assert TRAK(model, proj_dim=8, params=[first]).projector == "gaussian"  # a weight without its bias: not a whole layer
     assert TRAK(model, proj_dim=8, grads="vmap").projector == "gaussian"
-    for bad in (-1.0, float("nan"), "0.5"):
+    for bad in (-1.0, float("nan"), "half", True):
         with pytest.raises(ValueError, match="lam"):
             TRAK(model, proj_dim=8, lam=bad)
+    for ok, want in (("1e-6", 1e-6), (np.float32(0.25), 0.25), (0, 0.0)):  # what YAML and numpy give, read as floats
+        lam = TRAK(model, proj_dim=8, lam=ok).lam
+        assert type(lam) is float and lam == want

@@ -116,10 +116,12 @@ def test_size_rule_defaults_for_data_without_a_recipe():
         return Dataset(name="fake", splits={"train": tr, "val": tr, "test": tr}, class_names=["a", "b"])
 
     big = GeorgeConfig.for_data(fake(3000, 20000, (1, 32, 32)))
-    assert big == GeorgeConfig()  # the paper's U-MNIST settings
+    assert big == GeorgeConfig(feature_layer="previous")  # the paper's U-MNIST settings, LeNet-5 read one block earlier
+    assert GeorgeConfig().feature_layer == "penultimate"  # the class default stays the paper's
     assert GeorgeConfig.for_data(fake(3000, 20000, (5,))) == GeorgeConfig.of(model="mlp")
     mid = size_rule(fake(700, 20000, (3, 32, 32)))  # 2% of 700 = 14; small data; conv net kept at width 1
-    assert (mid["min_cluster_size"], mid["cluster_method"], mid["model"], mid["width"], mid["epochs"]) == (14, "kmeans", "lenet5", 1.0, 10)
+    assert (mid["min_cluster_size"], mid["cluster_method"], mid["model"], mid["width"], mid["epochs"], mid["feature_layer"]) == \
+        (14, "kmeans", "lenet5", 1.0, 10, "previous")
     assert size_rule(fake(100, 200, (5,)))["min_cluster_size"] == 5  # the lower clip
     assert size_rule(fake(1999, 5000, (5,)))["cluster_method"] == "kmeans"
     assert size_rule(fake(2000, 5000, (5,))).get("cluster_method", "gmm") == "gmm"

@@ -24,7 +24,6 @@ redrawn from their own seeds as needed, identically, and memory stays bounded.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import warnings
@@ -38,7 +37,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from .._device import model_device, to_device
-from .._validation import as_label_array
+from .._validation import as_label_array, check_finite
 
 DEFAULT_MAX_SCORE_BYTES = 2 << 30  # 2 GiB: larger TRAK matrices are memory-mapped to disk
 
@@ -84,6 +83,9 @@ class TRAK:
         ``proj_dim``): much faster and with no p x k matrix in memory. "auto" (the default) takes
         the Kronecker projection where every attributed parameter is a whole Linear or Conv2d layer
         the hooks can read, else the Gaussian one (:attr:`projector` says which was taken).
+        With "auto", :attr:`projector`, :attr:`grads` and :attr:`dim` are final only after the
+        first batch: a model whose forward defeats the hooks there switches to the Gaussian
+        projection with ``vmap`` (with a warning) before any feature is kept.
 
     Modes, measured (``benchmarks/trak_seeds.py``, BENCHMARKS.md "TRAK over projection seeds"):
     LeNet-5 on 4,000 U-MNIST examples, 500 targets, k = 512, LDS against 50 retrained models, mean
@@ -117,8 +119,7 @@ class TRAK:
             raise ValueError(f"grads must be 'auto', 'hooks' or 'vmap', got {grads!r}.")
         if projector not in ("auto", "gaussian", "kronecker"):
             raise ValueError(f"projector must be 'auto', 'gaussian' or 'kronecker', got {projector!r}.")
-        if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
-            raise ValueError(f"lam (the ridge on G^T G, relative to its mean diagonal) must be a finite number >= 0, got {lam!r}.")
+        lam = check_finite(lam, "lam (the ridge on G^T G, relative to its mean diagonal)", low=0)
         if projector == "kronecker" and grads == "vmap":
             raise ValueError("projector='kronecker' works on the layer inputs and output gradients of grads='hooks'; "
                              "use grads='auto' or 'hooks' with it, or projector='gaussian' with vmap.")
@@ -126,7 +127,7 @@ class TRAK:
         self.device = model_device(model)  # gradients and projections live there; features come back to the CPU
         self.proj_dim = int(proj_dim)
         self.batch_size = int(batch_size)
-        self.lam = float(lam)
+        self.lam = lam
         self.seed = int(seed)
         named = dict(model.named_parameters())
         if params is None:
@@ -225,7 +226,8 @@ class TRAK:
                     self._set_projection(self._max_projection_bytes)
                     return self._grads(x, y)
                 if not self._auto or self._kron is not None:
-                    raise ValueError(f"{e} (projector='kronecker' needs the hooks path; use projector='gaussian').") from None
+                    chose = "the Kronecker projection (projector='auto' chose it)" if self._auto_projector else "projector='kronecker'"
+                    raise ValueError(f"{e} ({chose} needs the hooks path; pass projector='gaussian').") from None
                 warnings.warn(f"{e} TRAK falls back to vmap(grad) for this model.", stacklevel=3)
                 self.grads = "vmap"
                 return self._grads(x, y)
@@ -342,10 +344,10 @@ class TRAK:
 def _whole_layers(model: nn.Module, names: Sequence[str]) -> bool:
     """Whether ``names`` attributes every parameter of each layer it touches (what the Kronecker
     projection needs)."""
-    chosen = set(names)
+    chosen = {id(p) for n, p in model.named_parameters() if n in set(names)}
     for mod in model.modules():
         own = {id(p) for p in mod.parameters(recurse=False)}
-        hit = {id(p) for n, p in model.named_parameters() if n in chosen and id(p) in own}
+        hit = own & chosen
         if hit and hit != own:
             return False
     return True

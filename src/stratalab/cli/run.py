@@ -66,6 +66,7 @@ def run_george_cmd(
     k_max: Optional[int] = typer.Option(None, help="Largest number of clusters tried per class (10)."),
     no_overcluster: bool = typer.Option(False, "--no-overcluster", help="Skip GEORGE's overclustering step."),
     min_cluster_size: Optional[int] = typer.Option(None, help="Overclustering: least train and val points of a kept sub-cluster (the paper: 25; u-digits recipe: 10)."),
+    feature_layer: Optional[str] = typer.Option(None, "--feature-layer", help="Which ERM layer is clustered: penultimate (the paper) | previous (one block earlier, where coarse-class training has not merged the subclasses; the default for convnets on data without a recipe)."),
     features: Optional[Path] = typer.Option(None, "--features", help="Your own embeddings: .npz with train, val, test arrays (skips step 1's features)."),
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
@@ -89,7 +90,7 @@ def run_george_cmd(
     overrides = dict(model=model, width=width, epochs=epochs, erm_epochs=erm_epochs, augment=augment, lr=lr,
                      batch_size=batch_size, reducer=reducer, cluster_method=cluster_method, k_max=k_max,
                      overcluster=False if no_overcluster else None, min_cluster_size=min_cluster_size,
-                     min_val_size=min_cluster_size)
+                     min_val_size=min_cluster_size, feature_layer=feature_layer)
     settings = {**flat_config(file_cfg.get("config")), **{k: v for k, v in overrides.items() if v is not None}}
     settings.update(hardware(ctx, settings, device, precision))
     feats = features if features is not None else (Path(file_cfg["features"]) if file_cfg.get("features") else None)

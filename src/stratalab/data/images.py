@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._indices import balance_groups
+from .._validation import check_finite, check_int
 from ._split import drop_fraction, take_per_label
 from .core import Dataset, Split, groups_from_pairs, pair_group_names, uint8_to_float
 from .files import read_npz
@@ -86,8 +87,7 @@ def u_digits(*, seed: int = 0, val_fraction: float = 0.2, test_fraction: float =
     superclass (about 26 of ~100) yet enough to form a cluster. Images are 1x8x8, values 0..16
     scaled to [0, 1].
     """
-    if not 0 <= rare_digit <= 9:
-        raise ValueError(f"rare_digit must be a digit 0..9, got {rare_digit}.")
+    rare_digit = _one_digit(rare_digit)
     if not 0 < rare_keep <= 1:
         raise ValueError(f"rare_keep must be in (0, 1], got {rare_keep}.")
     images, digit, train, val, test, rng = _sklearn_digit_splits(seed, val_fraction, test_fraction)
@@ -126,41 +126,57 @@ def u_mnist(*, data_dir: Path | None = None, seed: int = 0, val_fraction: float 
     lower that way, BENCHMARKS.md). With seed 0 this gives 43,554 train images (235 eights) and
     12,000 val.
     """
-    return _mnist_superclass("u-mnist", data_dir, seed, val_fraction, (rare_digit,), remove_fraction, resize)
+    return _mnist_superclass("u-mnist", data_dir, seed, val_fraction, (_one_digit(rare_digit),), remove_fraction, resize)
 
 
 @register("u-mnist-2rare", "MNIST < 5 vs >= 5 with two rare subclasses, one per class: 95% of train 3s and 9s removed, 32x32",
           "mnist.npz")
-def u_mnist_2rare(*, data_dir: Path | None = None, seed: int = 0, val_fraction: float = 0.2, rare_digits: str = "3,9",
+def u_mnist_2rare(*, data_dir: Path | None = None, seed: int = 0, val_fraction: float = 0.2, rare_digits: tuple[int, ...] | str = (3, 9),
                   remove_fraction: float = 0.95, resize: bool = True) -> Dataset:
     """U-MNIST with two rare subclasses in different classes (issue 22: a hidden-stratification data
     set GEORGE's defaults were not tuned on). Built as :func:`u_mnist`, with ``remove_fraction`` of
-    the train examples of each digit in ``rare_digits`` removed (comma-separated; default 3 in
+    the train examples of each digit in ``rare_digits`` removed (a tuple or a comma-separated string such
+    as ``"2,7"``; default 3 in
     class ``< 5`` and 9 in ``>= 5``, each the digit of its class most often written like a digit of
     the other class: 3 like 5 and 8, 9 like 4). Val and test keep every digit."""
     digits = _digit_list(rare_digits)
     return _mnist_superclass("u-mnist-2rare", data_dir, seed, val_fraction, digits, remove_fraction, resize)
 
 
-def _digit_list(spec: Any) -> tuple[int, ...]:
+def _digit_list(spec: Any, name: str = "rare_digits") -> tuple[int, ...]:
+    """Distinct digits 0..9 from a tuple, a list, one integer or a comma-separated string."""
     parts = [p.strip() for p in str(spec).split(",") if p.strip()] if not isinstance(spec, (list, tuple)) else list(spec)
     try:
-        digits = tuple(int(p) for p in parts)
+        digits = tuple(check_int(p, name) if not isinstance(p, str) else int(p) for p in parts)
     except (TypeError, ValueError):
         digits = ()
     if not digits or any(not 0 <= d <= 9 for d in digits) or len(set(digits)) != len(digits):
-        raise ValueError(f"rare_digits must be distinct digits 0..9, comma-separated (e.g. '3,9'), got {spec!r}.")
+        raise ValueError(f"{name} must be distinct digits 0..9, comma-separated (e.g. '3,9'), got {spec!r}.")
     return digits
+
+
+def _one_digit(spec: Any) -> int:
+    """One digit 0..9 (u-digits' and u-mnist's ``rare_digit``)."""
+    digits = _digit_list(spec, "rare_digit")
+    if len(digits) != 1:
+        raise ValueError(f"rare_digit must be one digit 0..9, got {spec!r}; u-mnist-2rare takes several (rare_digits).")
+    return digits[0]
+
+
+def _check_remove_fraction(remove_fraction: Any) -> float:
+    """The share of the rare subclass's train examples removed: a number in [0, 1)."""
+    v = check_finite(remove_fraction, "remove_fraction", low=0)
+    if v >= 1:
+        raise ValueError(f"remove_fraction must be in [0, 1), got {remove_fraction!r}; 1 would leave no rare example.")
+    return v
 
 
 def _mnist_superclass(name: str, data_dir: Path | None, seed: int, val_fraction: float, rare: tuple[int, ...],
                       remove_fraction: float, resize: bool) -> Dataset:
     """MNIST as ``digit >= 5`` with subclass = digit; ``remove_fraction`` of the train examples of
-    every digit in ``rare`` removed (after val is drawn per digit); test = the official 10k."""
-    if any(not 0 <= d <= 9 for d in rare):
-        raise ValueError(f"rare digits must be 0..9, got {rare}.")
-    if not 0 <= remove_fraction < 1:
-        raise ValueError(f"remove_fraction must be in [0, 1), got {remove_fraction!r}; 1 would leave no rare example.")
+    every digit in ``rare`` (checked by :func:`_digit_list`) removed (after val is drawn per digit);
+    test = the official 10k."""
+    remove_fraction = _check_remove_fraction(remove_fraction)
     m = _read_mnist(data_dir, name)
     rng = np.random.default_rng(seed)
     digit = m["y_train"].astype(np.int64)
@@ -395,8 +411,7 @@ def cifar10_super(*, data_dir: Path | None = None, seed: int = 0, val_fraction: 
     (after the removal) for quick runs. Images 3x32x32 from the JPEG copy (lossy, see the data README).
     """
     _check_max_train(max_train)
-    if not 0 <= remove_fraction < 1:
-        raise ValueError(f"remove_fraction must be in [0, 1), got {remove_fraction!r}; 1 would leave no rare example.")
+    remove_fraction = _check_remove_fraction(remove_fraction)
     npz = require_file(data_dir, "cifar10_jpeg.npz", "cifar10-super")
     need = ["classes", "train_jpeg", "train_offsets", "train_labels", "test_jpeg", "test_offsets", "test_labels"]
     d = read_npz(npz, need, what=" (see shared/data/README.md for the format)")

@@ -10,7 +10,6 @@ the majority group).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from .._config import config_from_dict, config_to_dict
 from .._device import resolve_device
-from .._validation import check_fits_in_memory, check_unique
+from .._validation import check_finite, check_fits_in_memory, check_unique
 from ..attribution import ensemble_scores, random_subsets
 from ..data.core import Dataset
 from ..debias import alignment_by_cell, auto_d3m_groups, d3m_keep, group_alignment
@@ -145,8 +144,7 @@ class D3MConfig:
         check_unique(self.methods, "methods")
         if self.proj_dim < 1 or self.n_models < 1:
             raise ValueError("proj_dim and n_models must be >= 1.")
-        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
-            raise ValueError(f"beta (the soft maximum's temperature, eq. 3) must be a finite number > 0, got {self.beta!r}.")
+        self.beta = check_finite(self.beta, "beta (the soft maximum's temperature, eq. 3)", low=0, low_open=True)
         if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction < 1):
             raise ValueError(f"fraction (AUTO-D3M's share of each class in the lower pseudo-group) must be in (0, 1), "
                              f"got {self.fraction!r}; 1 would leave the other pseudo-group empty.")
@@ -157,9 +155,7 @@ class D3MConfig:
                              f"prefixes (e.g. 'head,body.encoder.stages.3' for a ResNet-50's last stage), got {self.trak_params!r}.")
         if self.trak_projector not in ("gaussian", "kronecker"):
             raise ValueError(f"trak_projector must be 'gaussian' or 'kronecker', got {self.trak_projector!r}.")
-        if not (isinstance(self.trak_lam, (int, float)) and math.isfinite(self.trak_lam) and self.trak_lam >= 0):
-            raise ValueError(f"trak_lam (TRAK's ridge, relative to the mean diagonal of G^T G) must be a finite number >= 0, "
-                             f"got {self.trak_lam!r}.")
+        self.trak_lam = check_finite(self.trak_lam, "trak_lam (TRAK's ridge, relative to the mean diagonal of G^T G)", low=0)
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}; got {self.weighting!r}.")
         if self.threshold not in THRESHOLDS:

@@ -19,6 +19,7 @@ from .convnets import CifarNet, CifarResNet, LeNet5, LinearHead
 from .mlp import MLP
 
 MODELS = ("mlp", "lenet5", "resnet", "cifarnet", "linear")
+FEATURE_LAYERS = ("penultimate", "previous")  # what embed reads: model.features or model.previous_features
 
 
 TRAIN_BYTES_PER_PARAM = 16  # float32 weights, gradients and Adam's two moments
@@ -117,14 +118,19 @@ class Embedding:
 
 @torch.no_grad()
 def iter_features(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32", *, workers: int = 0,
-                  unpooled: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                  unpooled: bool = False, layer: str = "penultimate") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(features, logits)`` of each batch of ``split`` in order, float32 on the CPU: eval mode, no
     augmentation, on the model's device, autocast to ``precision``, inputs decoded by ``workers``
     loader processes (:func:`stratalab.data.stream.iter_batches`). ``unpooled``: the unpooled last
     hidden state (``model.feature_map``: a CNN's map, a transformer's tokens) instead of the pooled
-    features. The one feature-extraction path: :func:`embed` and :func:`write_features` read it."""
+    features. ``layer="previous"``: the activations one block before the penultimate layer
+    (``model.previous_features``, see :func:`check_feature_layer`); the logits are the model's
+    own either way. The one feature-extraction path: :func:`embed` and :func:`write_features` read it."""
     from ..data.stream import eval_batch_size, iter_batches
 
+    check_feature_layer(model, layer)
+    if unpooled and layer != "penultimate":
+        raise ValueError("unpooled features are the last hidden state's; they cannot be combined with layer='previous'.")
     if not hasattr(model, "features") or not hasattr(model, "head"):
         raise TypeError("embed needs a model with .features(x) and .head (every stratalab model has them).")
     if unpooled and not hasattr(model, "feature_map"):
@@ -143,20 +149,34 @@ def iter_features(model: nn.Module, split: Split, batch_size: int = 512, precisi
                 logits = model.head(f)  # type: ignore[operator]
                 if unpooled:
                     f = model.feature_map(xb)  # type: ignore[operator]
+                elif layer == "previous":
+                    f = model.previous_features(xb)  # type: ignore[operator]
             yield f.float().cpu(), logits.float().cpu()
     finally:
         model.train(was_training)
 
 
-def embed(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32", *, workers: int = 0) -> Embedding:
-    """Penultimate activations (``model.features``), probabilities, cross-entropy loss and
-    prediction for every example of ``split``: batched, eval mode, no augmentation, on the model's
-    device (autocast to ``precision``; features come back as float32). This is the one
-    feature-extraction path used by clustering (GEORGE), DFR, spectral analysis and TRAK
-    (:func:`iter_features`).
+def check_feature_layer(model: nn.Module, layer: str) -> None:
+    """Refuse a feature ``layer`` (one of :data:`FEATURE_LAYERS`) the model does not have, before any
+    work: ``"previous"`` needs ``model.previous_features`` (LeNet-5, the MLP, the CIFAR ResNet and
+    CifarNet have it; a linear head and the Hugging Face backbones do not)."""
+    if layer not in FEATURE_LAYERS:
+        raise ValueError(f"feature layer must be one of {', '.join(FEATURE_LAYERS)}; got {layer!r}.")
+    if layer == "previous" and not hasattr(model, "previous_features"):
+        raise ValueError(f"{type(model).__name__} has no layer before its penultimate one to read; use the "
+                         "'penultimate' feature layer.")
+
+
+def embed(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32", *, workers: int = 0,
+          layer: str = "penultimate") -> Embedding:
+    """Penultimate activations (``model.features``; ``layer="previous"``: one block earlier, see
+    :func:`iter_features`), probabilities, cross-entropy loss and prediction for every example of
+    ``split``: batched, eval mode, no augmentation, on the model's device (autocast to
+    ``precision``; features come back as float32). This is the one feature-extraction path used by
+    clustering (GEORGE), DFR, spectral analysis and TRAK (:func:`iter_features`).
     """
     feats, probs = [], []
-    for f, logits in iter_features(model, split, batch_size, precision, workers=workers):
+    for f, logits in iter_features(model, split, batch_size, precision, workers=workers, layer=layer):
         feats.append(f.numpy())
         probs.append(torch.softmax(logits, dim=1).numpy())
     proba = np.concatenate(probs).astype(np.float64)

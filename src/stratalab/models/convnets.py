@@ -1,7 +1,10 @@
 """Convolutional models for CPU-scale experiments.
 
 Every model has ``features(x)`` (penultimate activations), a linear ``head`` and ``feature_dim``,
-so one feature-extraction path (:func:`stratalab.models.embed`) serves all of them.
+so one feature-extraction path (:func:`stratalab.models.embed`) serves all of them. The trained
+convnets also have ``previous_features(x)``: the activations one block before the penultimate
+layer, where a classifier trained on coarse classes has not yet merged the subclasses within a class
+(GEORGE's ``feature_layer="previous"``).
 """
 
 from __future__ import annotations
@@ -29,10 +32,19 @@ class LeNet5(nn.Module):
         self.head = nn.Linear(c3, n_classes)
         self.feature_dim = c3
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _check(x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (32, 32):
             raise ValueError(f"LeNet5 expects 32x32 inputs, got {tuple(x.shape[-2:])}; resize or pad the images (u-mnist resizes).")
-        return self.body(x)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self._check(x))
+
+    def previous_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the last convolution (after the second max-pool), flattened: 16 x 5 x 5 =
+        400 values at width 1."""
+        return self.body[:6](self._check(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -80,9 +92,14 @@ class CifarResNet(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(cin, n_classes)
         self.feature_dim = cin
+        self._last_stage = len(layers) - 2 - blocks[-1]  # index of the last stage's first block
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+    def previous_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the last stage, globally average-pooled (as the model pools its last one)."""
+        return self.body[:self._last_stage](x).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -128,6 +145,12 @@ class CifarNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         return self.body(x)
+
+    def previous_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The output of the second block (the last block's input), globally max-pooled as the
+        model pools its last one."""
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.body[:5](x).amax(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

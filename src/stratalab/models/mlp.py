@@ -33,5 +33,11 @@ class MLP(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    def previous_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the last hidden layer: the flattened inputs for one hidden layer, else the
+        activations of the hidden layer before it."""
+        linears = [i for i, m in enumerate(self.body) if isinstance(m, nn.Linear)]
+        return self.body[:linears[-1]](x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -27,7 +27,7 @@ from torch import nn
 from .._config import config_from_dict, config_to_dict
 from .._device import autocast, check_device_spec, grad_scaler, model_device, resolve_device, resolve_precision, to_device
 from .._io import write_atomic
-from .._validation import check_int, parse_structured
+from .._validation import check_finite, check_int, parse_structured
 from ..data.core import Split
 from ..data.stream import check_workers, eval_batch_size, iter_batches
 from ..metrics import GroupReport, group_report
@@ -47,16 +47,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 def _finite(name: str, value: float, *, low: float | None = None, low_open: bool = False,
             high: float | None = None, hint: str = "") -> None:
     """Reject non-numbers, NaN/inf and values outside [low, high] (``low_open``: > low) with one
-    clear sentence."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}.") from None
-    ok = np.isfinite(v) and (low is None or (v > low if low_open else v >= low)) and (high is None or v <= high)
-    if not ok:
-        rng = (f" > {low:g}" if low_open else f" >= {low:g}") if low is not None else ""
-        rng += f" and <= {high:g}" if high is not None else ""
-        raise ValueError(f"{name} must be a finite number{rng}, got {value!r}.{(' ' + hint) if hint else ''}")
+    clear sentence (:func:`stratalab._validation.check_finite`)."""
+    check_finite(value, name, low=low, low_open=low_open, high=high, hint=hint)
 
 
 @dataclass
