@@ -65,12 +65,32 @@ def test_u_mnist_2rare_makes_one_rare_digit_in_each_class(tmp_path):
     np.testing.assert_array_equal(one.val.g, um.val.g)
 
 
-@pytest.mark.parametrize("opts, match", [({"rare_digits": "3,3"}, "distinct digits"), ({"rare_digits": "3,x"}, "distinct digits"),
-                                         ({"rare_digits": "10"}, "distinct digits"), ({"remove_fraction": 1.0}, "remove_fraction")])
-def test_u_mnist_2rare_refuses_bad_options(tmp_path, opts, match):
+def test_rare_digits_given_on_the_command_line_as_a_tuple_or_a_string(tmp_path):
+    """The CLI reads ``--option rare_digits=2,7`` as the tuple (2, 7); it was refused while the
+    default was the string '3,9'. Both forms now pick the same digits."""
+    from typer.testing import CliRunner
+
+    from stratalab.cli.main import app
+
+    _mnist_fixture(tmp_path / "mnist.npz", per_digit=100)
+    a = load("u-mnist-2rare", data_dir=tmp_path, seed=0, rare_digits=(2, 7))
+    b = load("u-mnist-2rare", data_dir=tmp_path, seed=0, rare_digits="2,7")
+    np.testing.assert_array_equal(a.train.g, b.train.g)
+    assert np.bincount(a.train.g, minlength=10)[[2, 7, 3, 9]].tolist() == [4, 4, 80, 80]
+    for form in ("rare_digits=2,7", "rare_digits='2,7'"):
+        res = CliRunner().invoke(app, ["datasets", "show", "u-mnist-2rare", "--data-dir", str(tmp_path), "--option", form])
+        assert res.exit_code == 0 and "95% of train 2s and 7s removed" in res.output, (form, res.output)
+
+
+@pytest.mark.parametrize("name, opts, match", [
+    ("u-mnist-2rare", {"rare_digits": "3,3"}, "distinct digits"), ("u-mnist-2rare", {"rare_digits": "3,x"}, "distinct digits"),
+    ("u-mnist-2rare", {"rare_digits": "10"}, "distinct digits"), ("u-mnist-2rare", {"rare_digits": (3, 2.5)}, "distinct digits"),
+    ("u-mnist-2rare", {"remove_fraction": 1.0}, "remove_fraction"), ("u-mnist", {"remove_fraction": float("nan")}, "remove_fraction"),
+    ("u-mnist", {"rare_digit": 12}, "rare_digit")])
+def test_mnist_superclass_sets_refuse_bad_options(tmp_path, name, opts, match):
     _mnist_fixture(tmp_path / "mnist.npz", per_digit=10)
     with pytest.raises(ValueError, match=match):
-        load("u-mnist-2rare", data_dir=tmp_path, **opts)
+        load(name, data_dir=tmp_path, **opts)
 
 
 def test_cifar10_super_superclasses_and_rare_birds(tmp_path):

@@ -165,3 +165,44 @@ def test_every_step_trains_with_the_thread_count_the_run_asked_for(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert seen == [1, 1, 1]  # ERM, Group DRO on clusters, Group DRO on true subclasses
+
+
+def test_feature_layer_is_checked_recorded_and_used():
+    """GEORGE's feature_layer: refused before any training where it cannot work; the run clusters
+    that layer's activations (for the one-hidden-layer MLP, the flattened 8x8 input); a result file
+    written before the field existed reruns with the penultimate layer it used, not the size rule's."""
+    import pytest
+
+    from stratalab.experiments.george import resolve_config
+
+    with pytest.raises(ValueError, match="feature_layer must be one of penultimate, previous"):
+        GeorgeConfig.of(feature_layer="last")
+    with pytest.raises(ValueError, match="'linear' has not"):
+        GeorgeConfig.of(model="linear", feature_layer="previous")
+    with pytest.raises(ValueError, match="hardness"):
+        GeorgeConfig.of(reducer="hardness", feature_layer="previous")
+    ds = load("u-digits", seed=0)
+    cfg = GeorgeConfig.for_dataset("u-digits", epochs=1, oracle=False, reducer="pca", feature_layer="previous")
+    res = run_george(ds, cfg, seed=0)
+    assert res.features["train"].shape[1] == 64  # the raw 8x8 digits, not the 256 hidden units
+    np.testing.assert_allclose(res.features["train"], ds.train.load_x(np.arange(len(ds.train))).reshape(len(ds.train), -1), rtol=1e-6)
+    assert GeorgeConfig.from_dict(cfg.to_dict()) == cfg
+    from stratalab.data import Dataset, Split
+
+    y = np.r_[np.zeros(3000, int), np.ones(3000, int)]
+    tr = Split(x=np.zeros((y.size, 1, 32, 32), np.float32), y=y)
+    images = Dataset(name="fake", splits={"train": tr, "val": tr, "test": tr}, class_names=["a", "b"])
+    assert resolve_config("my-data", images, {}).feature_layer == "previous"  # the size rule, for LeNet-5
+    old = {k: v for k, v in GeorgeConfig().to_dict().items() if k != "feature_layer"}  # a file from before the field
+    assert resolve_config("my-data", images, old) == GeorgeConfig()
+
+
+def test_feature_layer_flag_reaches_the_config_and_a_typo_costs_no_training():
+    res = CliRunner().invoke(app, ["run", "george", "--dataset", "u-digits", "--epochs", "1", "--reducer", "pca",
+                                   "--feature-layer", "prev", "--json"])
+    assert res.exit_code != 0 and "feature_layer must be one of penultimate, previous" in res.output, res.output
+    assert "step 1" not in res.output
+    res = CliRunner().invoke(app, ["run", "george", "--dataset", "u-digits", "--epochs", "1", "--reducer", "pca",
+                                   "--k-max", "3", "--feature-layer", "previous", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["config"]["feature_layer"] == "previous"
