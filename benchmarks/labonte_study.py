@@ -5,7 +5,8 @@
    spurious-mnist (class 0 : class 1 = 5 : 1, 6k train, val/test 2k group-balanced) with no
    balancing, subsetting, upsampling, upweighting and mixture (r = 2), 3 seeds, 8 epochs; test WGA
    at the epoch chosen on val WGA and at the last epoch; WGA over epochs (collapse).
-2. Spectral imbalance of the finetuned features (width 2, each balancing method, seed 0).
+2. Spectral imbalance of the finetuned features (width 2, each balancing method, seed 0): rho(y) on
+   the train split as the reference code takes it, beside the test split used before.
 3. Mixture ablation: class-imbalance ratio sweep (1, 3, 10) at width 1 for subsetting, upsampling
    and mixture (mixture without its subsetting step is upsampling).
 4. Collapse: WGA over 30 finetuning epochs at width 1 for every balancing method, 3 seeds (does
@@ -26,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from _common import RESULTS, data_dir, write  # noqa: E402
 
-from stratalab.analysis import plot_group_spectra, spectral_imbalance  # noqa: E402
+from stratalab.analysis import cell_counts, plot_group_spectra, spectral_imbalance  # noqa: E402
 from stratalab.data import load  # noqa: E402
 from stratalab.experiments import ScalingConfig, plot_collapse, plot_scaling, run_scaling  # noqa: E402
-from stratalab.models import embed  # noqa: E402
+from stratalab.models import embed, save_pretrained  # noqa: E402
 from stratalab.train import run  # noqa: E402
 
 TARGET = {"class_imbalance": 5, "n_train": 6000, "n_eval": 2000}
@@ -71,32 +72,56 @@ def part_scaling(seeds: tuple[int, ...], weights: Path) -> None:
 
 
 def part_spectral(weights: Path) -> None:
+    """rho(y) as the reference code takes it (tmlabonte/revisiting-finetuning, exps/postprocess.py):
+    the train split without augmentation, the unpooled last hidden state (LeNet-5's is 120 x 1 x 1,
+    so it equals the penultimate features), minority and majority within each class by its train
+    counts. Beside it, the test-split features this study used before (issue 21)."""
     cfg = study((0,))
     ds = load("spurious-mnist", data_dir=data_dir(), seed=0, **TARGET)
-    counts = {int(k): int(v) for k, v in zip(*np.unique(ds.train.g, return_counts=True))}
+    counts = cell_counts(ds.train.y, ds.train.g)
     w = max(cfg.widths)
     init = weights / f"lenet5-w{w:g}.pt"
-    lines = ["| balancing | class | minority / majority group | lambda_1 minority | lambda_1 majority | rho | accuracy gap (points) |",
-             "|---|---|---|---|---|---|---|"]
-    out = {}
+    if not init.is_file():  # pretrained as part 1 does (and reused by it), so the part runs alone too
+        src = load("mnist-digits", data_dir=data_dir(), seed=0, **SOURCE)
+        pcfg = cfg.pretrain_config(w)
+        init.parent.mkdir(parents=True, exist_ok=True)
+        save_pretrained(run(src, pcfg).model, init, model_name="lenet5", width=w, input_shape=tuple(src.train.input_shape),
+                        n_classes=src.n_classes, source="mnist-digits",
+                        config={"train": pcfg.to_dict(), "source_options": dict(SOURCE)})
+    head = ["| balancing | class | minority / majority group (train n) | lambda_1 minority | lambda_1 majority | rho | accuracy gap (points) |",
+            "|---|---|---|---|---|---|---|"]
+    tables: dict[str, list[str]] = {"train": list(head), "test": list(head)}
+    out: dict[str, dict] = {"train": {}, "test": {}}
     t0 = time.perf_counter()
     for m in cfg.methods:
-        r = run(ds, cfg.train_config(m, 0, w, str(init) if init.is_file() else None))
-        e = embed(r.model, ds.test)
-        rep = spectral_imbalance(e.features, ds.test.y, ds.test.g, pred=e.pred, group_counts=counts,
-                                 class_names=ds.class_names, group_names=ds.group_names)
-        out[m] = rep.to_dict()
-        if m == "mixture":
-            plot_group_spectra(rep, RESULTS / "labonte_spectra.png", title="spurious-mnist test features, LeNet-5 x2, mixture")
-        for q in rep.ratios.itertuples(index=False):
-            lines.append(f"| {'none' if m == 'erm' else m} | {q.class_name} | {ds.group_names[q.minority_group]} / "
-                         f"{ds.group_names[q.majority_group]} | {q.lambda1_minority:.3g} | {q.lambda1_majority:.3g} | "
-                         f"{q.rho:.2f} | {100 * q.accuracy_gap:.1f} |")
-    n = sum(1 for v in out.values() for q in v["ratios"])
-    ge = sum(1 for v in out.values() for q in v["ratios"] if q["rho"] >= 1)
-    md = "\n".join(lines) + f"\n\nrho >= 1 in {ge} of {n} (method, class) pairs; {time.perf_counter() - t0:.0f} s."
+        r = run(ds, cfg.train_config(m, 0, w, str(init)))
+        for split in ("train", "test"):
+            sp = ds.splits[split]
+            e = embed(r.model, sp, unpooled=True)  # eval mode: no augmentation
+            rep = spectral_imbalance(e.features, sp.y, sp.g, pred=e.pred, group_counts=counts,
+                                     class_names=ds.class_names, group_names=ds.group_names)
+            out[split][m] = rep.to_dict()
+            if m == "mixture" and split == "train":
+                plot_group_spectra(rep, RESULTS / "labonte_spectra.png",
+                                   title="spurious-mnist train features (the reference's), LeNet-5 x2, mixture")
+            for q in rep.ratios.itertuples(index=False):
+                tables[split].append(
+                    f"| {'none' if m == 'erm' else m} | {q.class_name} | {ds.group_names[q.minority_group]} "
+                    f"({counts[(q[0], q.minority_group)]}) / {ds.group_names[q.majority_group]} "
+                    f"({counts[(q[0], q.majority_group)]}) | {q.lambda1_minority:.3g} | {q.lambda1_majority:.3g} | "
+                    f"{q.rho:.2f} | {100 * q.accuracy_gap:.1f} |")
+
+    def tally(split: str) -> str:
+        rhos = [q["rho"] for v in out[split].values() for q in v["ratios"]]
+        return f"rho >= 1 in {sum(r >= 1 for r in rhos)} of {len(rhos)} (method, class) pairs (median {np.median(rhos):.2f})"
+
+    md = ("rho(y) as the reference computes it: train split, no augmentation, unpooled features, minority within "
+          "each class by its train counts\n\n" + "\n".join(tables["train"]) + f"\n\n{tally('train')}.\n\n"
+          "The same models on the group-balanced test split (this study's choice before issue 21; same train counts)\n\n"
+          + "\n".join(tables["test"]) + f"\n\n{tally('test')}; {time.perf_counter() - t0:.0f} s.")
     print(md)
-    write("labonte_spectral", {"config": cfg.to_dict(), "group_counts_train": counts, "reports": out}, md)
+    write("labonte_spectral", {"config": cfg.to_dict(), "group_counts_train": {f"{c},{g}": n for (c, g), n in counts.items()},
+                               "reports": out["train"], "reports_test_split": out["test"]}, md)
 
 
 def part_ablation(seeds: tuple[int, ...], weights: Path) -> None:

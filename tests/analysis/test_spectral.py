@@ -117,13 +117,18 @@ def test_minority_and_majority_are_decided_within_the_class():
     y = np.repeat([0, 0, 1, 1], 30)
     g = np.tile(np.repeat([0, 1], 30), 2)
     z = rng.normal(size=(120, 4)) * np.where(g == 0, 2.0, 1.0)[:, None]
-    within = {(0, 0): 5, (0, 1): 50, (1, 0): 500, (1, 1): 50}
-    totals = {0: 505, 1: 100}
+    from stratalab.analysis import cell_counts
+
+    train_y = np.repeat([0, 0, 1, 1], [5, 50, 500, 50])
+    train_g = np.repeat([0, 1, 0, 1], [5, 50, 500, 50])
+    within = cell_counts(train_y, train_g)
+    assert within == {(0, 0): 5, (0, 1): 50, (1, 0): 500, (1, 1): 50}
     by_cell = spectral_imbalance(z, y, g, group_counts=within).ratios.set_index("class")
-    by_total = spectral_imbalance(z, y, g, group_counts=totals).ratios.set_index("class")
     assert by_cell.loc[0, "minority_group"] == 0 and by_cell.loc[0, "majority_group"] == 1
     assert by_cell.loc[1, "minority_group"] == 1 and by_cell.loc[1, "majority_group"] == 0
-    assert by_total.loc[0, "minority_group"] == 1  # what totals over classes decide: the wrong group
+    assert by_cell.loc[0, "rho"] == pytest.approx(4.0, rel=0.5) and by_cell.loc[1, "rho"] == pytest.approx(0.25, rel=0.5)
+    with pytest.raises(ValueError, match=r"group 0 occurs in several classes.*key them by \(class, group\)"):
+        spectral_imbalance(z, y, g, group_counts={0: 505, 1: 100})  # totals over classes would pick group 1 in class 0
 
 
 
@@ -148,3 +153,49 @@ def test_spectral_reads_a_split_of_a_stratalab_embed_file_with_train_counts(tmp_
     np.savez(old, features=np.random.default_rng(0).random((20, 3)), y=np.arange(20) % 2, g=np.arange(20) % 4)
     res = r.invoke(app, ["spectral", "--features", str(old), "--split", "train"])
     assert res.exit_code == 2 and "files written by `stratalab embed`" in res.output
+
+
+def test_spectral_on_a_data_set_follows_the_reference_train_split_unpooled_within_class(tmp_path):
+    """`stratalab spectral --dataset` by default does what tmlabonte/revisiting-finetuning does: the
+    train split without augmentation, the unpooled last hidden state flattened per example (CifarNet:
+    128 x 3 x 3), minority and majority by each class's train counts. Checked against the same model
+    trained here and its feature map computed by hand."""
+    import json
+
+    import torch
+    from typer.testing import CliRunner
+
+    from stratalab.analysis import cell_counts
+    from stratalab.cli.main import app
+    from stratalab.data import load
+    from stratalab.train import TrainConfig, run
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 48), ("val", 16), ("test", 16)):
+        y = np.arange(n) % 2
+        g = np.where(np.arange(n) % 8 < 2, 1 - y, y) if split == "train" else (np.arange(n) // 2) % 2  # colour groups shared by both classes
+        arrays.update({f"x_{split}": rng.random((n, 3, 32, 32)).astype(np.float32), f"y_{split}": y, f"g_{split}": g})
+    path = tmp_path / "tiny.npz"
+    np.savez(path, **arrays)
+    res = CliRunner().invoke(app, ["spectral", "--dataset", str(path), "--model", "cifarnet", "--epochs", "1", "--top-k", "3",
+                                   "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert " train unpooled features of erm" in d["source"]
+    ds = load(str(path), seed=0)
+    model = run(ds, TrainConfig(model="cifarnet", epochs=1, seed=0, device="cpu")).model.eval()
+    with torch.no_grad():
+        fmap = model.feature_map(torch.as_tensor(ds.train.load_x(np.arange(len(ds.train)))))
+    assert fmap.shape == (48, 128, 3, 3)
+    want = spectral_imbalance(fmap.flatten(1).numpy(), ds.train.y, ds.train.g, top_k=3,
+                              group_counts=cell_counts(ds.train.y, ds.train.g)).ratios
+    got = {r["class"]: r for r in d["ratios"]}
+    for r in want.itertuples(index=False):
+        assert got[r[0]]["minority_group"] == r.minority_group and got[r[0]]["rho"] == pytest.approx(r.rho, rel=1e-4)
+    assert {(r["class"], r["minority_group"]) for r in d["ratios"]} == {(0, 1), (1, 0)}  # 6 of 24 per class: within-class
+    pooled = CliRunner().invoke(app, ["spectral", "--dataset", str(path), "--model", "cifarnet", "--epochs", "1",
+                                      "--layer", "pooled", "--json", "--device", "cpu"])
+    assert pooled.exit_code == 0 and " train pooled features" in json.loads(pooled.stdout)["source"], pooled.output
+    bad = CliRunner().invoke(app, ["spectral", "--dataset", "u-digits", "--layer", "unpooled"])
+    assert bad.exit_code != 0 and "'mlp' has no unpooled last hidden state" in bad.output, bad.output

@@ -56,7 +56,7 @@ def test_gaussian_z_adds_exactly_the_truncated_draw():
 def test_mix_partners_are_other_images_of_the_same_class():
     y = torch.tensor([0, 1, 0, 2, 1, 0, 1])
     for seed in range(20):
-        p = mix_partners(y, torch.Generator().manual_seed(seed))
+        p = mix_partners(y, torch.Generator().manual_seed(seed), same_class=True)
         for i, j in enumerate(p.tolist()):
             if i == 3:
                 assert j == 3  # alone in its class: left as it is
@@ -65,7 +65,7 @@ def test_mix_partners_are_other_images_of_the_same_class():
         q = mix_partners(y, torch.Generator().manual_seed(seed), same_class=False)
         assert all(j != i for i, j in enumerate(q.tolist()))
     # every same-class partner is drawn
-    seen = {int(mix_partners(y, torch.Generator().manual_seed(s))[0]) for s in range(40)}
+    seen = {int(mix_partners(y, torch.Generator().manual_seed(s), same_class=True)[0]) for s in range(40)}
     assert seen == {2, 5}
 
 
@@ -138,7 +138,7 @@ def test_partners_come_from_the_whole_class():
     idx = torch.tensor([0, 3, 4, 7])
     seen = {0: set(), 4: set(), 7: set()}
     for s in range(60):
-        j = draw_partners(idx, train_y, torch.Generator().manual_seed(s))
+        j = draw_partners(idx, train_y, torch.Generator().manual_seed(s), same_class=True)
         assert int(j[1]) == 3  # class 2 has one example
         for pos, i in ((0, 0), (2, 4), (3, 7)):
             assert int(j[pos]) != i and train_y[j[pos]] == train_y[i]
@@ -222,3 +222,20 @@ def test_a_view_whose_inverse_blows_up_is_replaced_by_its_clean_image():
         assert torch.equal(v[1], x[1]) and torch.equal(v[2], x[2])
         assert not torch.equal(v[0], x[0])
     assert (aug.failed, aug.decoded) == (4, 8)
+
+
+def test_algorithm_2_draws_partners_from_any_class_by_default():
+    """The paper's Alg. 2 mixes x1, x2 ~ X: by default a partner may be of any class (issue 21).
+    In a batch whose four images are each alone in their class, a same-class partner is the image
+    itself (its z unchanged), while the default mixes in another image's z."""
+    from stratalab.train import TrainConfig
+
+    assert TrainConfig().flowaug_pairs == "any" and FlowAugmenter(_flow()).pairs == "any"
+    flow = _flow()
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([0, 1, 2, 3])
+    (own, _), = FlowAugmenter(flow, objective="mix", pairs="same_class").views(x, y, None, torch.Generator().manual_seed(1))
+    (mixed, _), = FlowAugmenter(flow, objective="mix").views(x, y, None, torch.Generator().manual_seed(1))
+    z, nu = flow.encode(x)
+    assert torch.allclose(own, flow.decode(z, nu).clamp(0, 1), atol=1e-5)
+    assert (mixed - own).abs().flatten(1).mean(1).min() > 1e-4  # every image got another's z

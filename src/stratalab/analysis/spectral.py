@@ -8,10 +8,18 @@ spectral-norm ratio
 
     rho(y) = lambda_1(Sigma_{minority group of y}) / lambda_1(Sigma_{majority group of y}),
 
-where the minority (majority) group of ``y`` is its group with the fewest (most) examples (ties: the
-lower id is the minority, the next one the majority), counted in
-``group_counts`` (e.g. the training set) or else in the data given. The paper finds ``rho(y) >= 1``
-for almost every class: minority groups have the larger spectral norm.
+where the minority (majority) group of ``y`` is its group with the fewest (most) examples *of class
+y* (ties: the lower id is the minority, the next one the majority), counted in ``group_counts`` (the
+training set's (class, group) cells, :func:`cell_counts`) or else in the data given. The paper finds
+``rho(y) >= 1`` for almost every class: minority groups have the larger spectral norm.
+
+The reference code (tmlabonte/revisiting-finetuning, ``exps/postprocess.py``) takes these covariances
+on the **training split without augmentation**, from the backbone's unpooled ``last_hidden_state``
+flattened per example (C x H x W for a CNN, every token for BERT), centred by the group mean and
+divided by ``n_g``; it keeps the top 50 eigenvalues from ``torch.lobpcg``, where we compute them
+exactly (``eigvalsh``). Its released code stops at the eigenvalues: which group is the minority is
+the paper's definition above. ``stratalab spectral`` follows this by default (train split, unpooled
+features where the model has them, minority within each class by train counts).
 """
 
 from __future__ import annotations
@@ -79,11 +87,36 @@ def _spectra(z: np.ndarray, yy: np.ndarray, gg: np.ndarray, top_k: int) -> dict[
     return out
 
 
+def cell_counts(y: Any, groups: Any) -> dict[tuple[int, int], int]:
+    """Examples per (class, group) cell, e.g. of the training set: the ``group_counts`` that decide
+    each class's minority and majority group within the class."""
+    yy = as_label_array(y, "y")
+    gg = as_label_array(groups, "groups", n=yy.shape[0])
+    cells, n = np.unique(np.stack([yy, gg], 1), axis=0, return_counts=True)
+    return {(int(c), int(g)): int(k) for (c, g), k in zip(cells, n)}
+
+
 def _count(group_counts: dict[Any, int] | None, c: int, g: int, here: int) -> int:
     """A cell's count for choosing minority and majority: by (class, group), else by group, else ``here``."""
     if group_counts is None:
         return here
     return int(group_counts.get((c, g), group_counts.get(g, here)))
+
+
+def _check_counts(group_counts: dict[Any, int] | None, yy: np.ndarray, gg: np.ndarray) -> None:
+    """Counts keyed by group id are totals over classes: refuse them where a group spans classes
+    (CIFAR-B's colours), since the minority of a class must be decided by that class's counts."""
+    if group_counts is None:
+        return
+    if any(not isinstance(k, tuple) for k in group_counts):
+        classes_of: dict[int, set[int]] = {}
+        for c, g in set(zip(yy.tolist(), gg.tolist())):
+            classes_of.setdefault(int(g), set()).add(int(c))
+        shared = sorted(g for g, cs in classes_of.items() if len(cs) > 1 and g in group_counts)
+        if shared:
+            raise ValueError(f"group {shared[0]} occurs in several classes, so group_counts keyed by group id are totals "
+                             "over classes and cannot decide a class's minority group; key them by (class, group), "
+                             "e.g. cell_counts(train_y, train_groups).")
 
 
 def spectral_imbalance(features: Any, y: Any, groups: Any, *, top_k: int = 10, pred: Any = None,
@@ -100,14 +133,15 @@ def spectral_imbalance(features: Any, y: Any, groups: Any, *, top_k: int = 10, p
     pred : (n,) int array, optional
         Predictions, for each class's accuracy gap between its majority and minority group.
     group_counts : dict, optional
-        Examples defining minority and majority (e.g. train counts), keyed by ``(class, group)`` (the
-        reference's rule: within the class) or by group id (totals over classes, the same thing
-        where no group spans two classes); default: the counts here.
+        Examples defining minority and majority (e.g. the train counts, :func:`cell_counts`), keyed
+        by ``(class, group)``: the minority is decided within the class. Keys by group id are read
+        only where no group spans two classes (refused otherwise); default: the counts here.
     """
     if int(top_k) != top_k or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}.")
     z, yy, gg = _check(features, y, groups)
     top_k = min(int(top_k), z.shape[1])  # a d-dimensional covariance has d eigenvalues (top_k 1e9 used to hang)
+    _check_counts(group_counts, yy, gg)
     spectra = _spectra(z, yy, gg, top_k)  # the features are checked and converted once
     pv = None if pred is None else as_label_array(pred, "pred", n=yy.shape[0])
     rows, ratios = [], []

@@ -12,8 +12,8 @@ Classification" (ICCV 2023), Sec. 3.3, on the flow of :mod:`stratalab.models.flo
 * **Algorithm 2** (T2, :func:`mix_z`): ``m ~ Beta(alpha, alpha)``, ``m <- 1 - m`` when
   ``m < tr`` (so the image keeps most of its own style), ``x' = F_dec(m z_i + (1 - m) z_j, nu_i)``;
   ``alpha = 1``, ``tr = 0.5``. The partner ``j`` is drawn from the whole training set: another
-  image of the same class (``pairs="same_class"``, this project's default, as issue #12 asks) or
-  any other image (``pairs="any"``: Algorithm 2 as printed, "x1, x2 ~ X"). The label stays
+  image (``pairs="any"``, the default: Algorithm 2 as printed, "x1, x2 ~ X") or another image of
+  the same class (``pairs="same_class"``, this project's default before issue 21, as issue #12 asked). The label stays
   ``y_i``: ``nu_i``, the content, is kept.
 * **Objectives** (:data:`OBJECTIVES`): which views of a batch the classifier is trained on, and
   their weights, eq. (2) ``L(f(t(x)), y)``; eq. (3) ``L(f(t(x)), y) + lambda L(f(x), y)``;
@@ -75,7 +75,7 @@ def gaussian_z(z: Tensor, generator: torch.Generator, *, mu: float = 0.0, sigma:
     return z + truncated_normal(tuple(z.shape), generator, mu=mu, sigma=sigma, bound=bound, dtype=z.dtype)
 
 
-def mix_partners(y: Tensor, generator: torch.Generator, *, same_class: bool = True) -> Tensor:
+def mix_partners(y: Tensor, generator: torch.Generator, *, same_class: bool) -> Tensor:
     """For each example ``i`` a partner ``j != i`` drawn uniformly (from ``generator``): among the
     batch's examples of the same class when ``same_class`` (an example alone in its class is its own
     partner, so it is left as it is), else among all others."""
@@ -90,7 +90,7 @@ def mix_partners(y: Tensor, generator: torch.Generator, *, same_class: bool = Tr
     return torch.where(allowed.any(dim=1), best, torch.arange(n))
 
 
-def draw_partners(idx: Tensor, train_y: Tensor, generator: torch.Generator, *, same_class: bool = True) -> Tensor:
+def draw_partners(idx: Tensor, train_y: Tensor, generator: torch.Generator, *, same_class: bool) -> Tensor:
     """For training examples ``idx``, a partner ``j != i`` drawn uniformly from the whole training
     set (labels ``train_y``): among the other examples of ``i``'s class when ``same_class`` (an
     example alone in its class is its own partner), else among all others. One uniform per example."""
@@ -147,7 +147,7 @@ class FlowAugmenter:
     bound: float = 4.0
     alpha: float = 1.0
     threshold: float = 0.5
-    pairs: str = "same_class"
+    pairs: str = "any"
     train_x: "Callable[[Any], Tensor] | None" = None
     train_y: Tensor | None = None
     chunk: int = 500

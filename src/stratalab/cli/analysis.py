@@ -71,13 +71,16 @@ def audit(
 def spectral(
     ctx: typer.Context,
     features: Optional[Path] = typer.Option(None, "--features", help="An .npz with arrays features (n, d), y, g and optionally pred."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Or: a data set with groups; an ERM model is trained and its penultimate test features used."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Or: a data set with groups; a model is trained and the features of its train split used (the reference code's choice)."),
     method: str = typer.Option("erm", "--method", help="With --dataset: the training method of the model (e.g. upsampling)."),
-    model: str = typer.Option("mlp", "--model", help="With --dataset: mlp | lenet5 | resnet | linear."),
+    model: str = typer.Option("mlp", "--model", help="With --dataset: mlp | lenet5 | resnet | cifarnet | linear."),
+    layer: str = typer.Option("auto", "--layer", help="With --dataset: auto (the unpooled last hidden state where the model has "
+                              "one, as the reference code: lenet5, resnet, cifarnet) | unpooled | pooled (the penultimate features)."),
     width: float = typer.Option(1.0, help="With --dataset: width multiplier."),
     epochs: int = typer.Option(10, help="With --dataset: training epochs."),
-    split: str = typer.Option("test", help="The split whose features are analysed (train | val | test): with --dataset, or "
-                              "with --features from `stratalab embed`."),
+    split: str = typer.Option("train", help="The split whose features are analysed (train | val | test): with --dataset, or "
+                              "with --features from `stratalab embed`. Train, as the reference code; minority and majority "
+                              "groups are always decided within each class by its train counts."),
     init: Optional[Path] = typer.Option(None, "--init", help="With --dataset: finetune from these pretrained weights (`stratalab pretrain`)."),
     finetune: str = typer.Option("full", "--finetune", help="With --init: full | last_layer."),
     seed: int = typer.Option(0, help="With --dataset: seed of data and training."),
@@ -103,7 +106,7 @@ def spectral(
     if (features is None) == (dataset is None):
         raise ValueError("give exactly one of --features FILE.npz or --dataset NAME.")
     if features is not None:
-        refuse_unused(ctx, ["method", "model", "width", "epochs", "init", "finetune", "seed", "data_dir", "option",
+        refuse_unused(ctx, ["method", "model", "layer", "width", "epochs", "init", "finetune", "seed", "data_dir", "option",
                             "threads", "device", "precision"],
                       "with --features (they set up the model that --dataset trains)")
     check_output_path(output, (".json",), "--output")
@@ -113,7 +116,7 @@ def spectral(
     if features is not None and explicit(ctx, "split"):  # a `stratalab embed` file: one of its splits
         cfg["split"] = split
     if dataset is not None:
-        cfg.update(method=method, model=model, width=width, epochs=epochs, split=split,
+        cfg.update(method=method, model=model, width=width, epochs=epochs, split=split, features=layer,
                    init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune,
                    **hardware(ctx, {}, device, precision))
     inv = Invocation("spectral", dataset=dataset, dataset_options=parse_options(option),

@@ -245,7 +245,7 @@ def embed(
     lr: float = typer.Option(1e-3, help="With --epochs: Adam learning rate."),
     batch_size: int = typer.Option(128, help="Mini-batch size (training and feature extraction)."),
     unpooled: bool = typer.Option(False, "--unpooled", help="The unpooled last hidden state (a CNN's feature map, every token) "
-                                  "instead of the pooled features (Hugging Face backbones)."),
+                                  "instead of the pooled features (lenet5, resnet, cifarnet and the Hugging Face backbones)."),
     max_length: int = typer.Option(256, "--max-length", help="Text encoders: tokens per text."),
     seed: int = typer.Option(0, help="Seed of data, head initialisation and training."),
     data_dir: DataDirOption = None,

@@ -11,15 +11,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..analysis.spectral import cell_counts
 from ..report.results import GroupTable, Row, field_of, num
 from .registry import Experiment, Invocation, Outcome, register
 
 __all__ = ["SpectralExperiment", "SPECTRAL_DEFAULTS"]
 
-# the settings of a spectral analysis; all but top_k set up the model trained on a data set
-SPECTRAL_DEFAULTS: dict[str, Any] = {"method": "erm", "model": "mlp", "width": 1.0, "epochs": 10, "split": "test",
-                                     "init": None, "finetune": "full", "top_k": 10, "device": "cpu", "precision": "fp32"}
+# the settings of a spectral analysis; all but top_k set up the model trained on a data set. The split,
+# the features and the minority rule follow LaBonte et al.'s reference code (stratalab.analysis.spectral):
+# the train split without augmentation, the unpooled last hidden state where the model has one ("auto";
+# "pooled" for the penultimate features), minority and majority within each class by its train counts.
+SPECTRAL_DEFAULTS: dict[str, Any] = {"method": "erm", "model": "mlp", "width": 1.0, "epochs": 10, "split": "train",
+                                     "features": "auto", "init": None, "finetune": "full", "top_k": 10, "device": "cpu",
+                                     "precision": "fp32"}
+FEATURE_KINDS = ("auto", "unpooled", "pooled")
 _MODEL_KEYS = ("method", "model", "width", "epochs", "split", "init", "finetune", "device", "precision")
+# what a result file written before a setting existed ran with (split and features were test / pooled then)
+_BEFORE = {"features": "pooled"}
 _OLD_SOURCE = re.compile(r"features of (?P<method>[\w-]+) \(.*seed (?P<seed>\d+)")  # files before method/seed fields
 
 
@@ -27,11 +35,14 @@ def _settings(inv: Invocation) -> dict[str, Any]:
     unknown = sorted(set(inv.config) - set(SPECTRAL_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown spectral setting {unknown[0]!r}; known: {', '.join(SPECTRAL_DEFAULTS)}.")
-    cfg = {**SPECTRAL_DEFAULTS, **inv.config}
+    recorded_before = set(_MODEL_KEYS) <= set(inv.config) and not set(_BEFORE) & set(inv.config)
+    cfg = {**SPECTRAL_DEFAULTS, **(_BEFORE if recorded_before else {}), **inv.config}
     if (inv.inputs.get("features") is None) == (inv.dataset is None):
         raise ValueError("give exactly one of features (an .npz file) or a data set.")
     if cfg["split"] not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {cfg['split']!r}.")
+    if cfg["features"] not in FEATURE_KINDS:
+        raise ValueError(f"features must be one of {', '.join(FEATURE_KINDS)}, got {cfg['features']!r}.")
     if int(cfg["top_k"]) < 1:
         raise ValueError(f"top_k must be >= 1, got {cfg['top_k']}.")
     return cfg
@@ -39,8 +50,9 @@ def _settings(inv: Invocation) -> dict[str, Any]:
 
 class SpectralExperiment(Experiment):
     """``stratalab spectral``. Invocation: either ``features`` (an .npz with features, y, g and
-    optionally pred) or a data set (an ERM-or-other model is trained and its penultimate features of
-    ``split`` analysed), ``config`` (:data:`SPECTRAL_DEFAULTS` keys) and ``seeds`` (one: data and training)."""
+    optionally pred) or a data set (an ERM-or-other model is trained and the features of ``split``
+    analysed: by default the train split and the unpooled last hidden state, as the reference code),
+    ``config`` (:data:`SPECTRAL_DEFAULTS` keys) and ``seeds`` (one: data and training)."""
 
     command = "spectral"
     result_keys = ("spectra", "ratios")
@@ -69,8 +81,8 @@ class SpectralExperiment(Experiment):
     @staticmethod
     def _user_features(path: str, split: str | None) -> tuple[Any, ...]:
         """An .npz of arrays ``features, y, g`` (and ``pred``), or the file of ``stratalab embed``
-        (``<split>``, ``y_<split>``, ``g_<split>`` per split; ``split`` picks one, test by default),
-        whose train labels then decide minority and majority within each class."""
+        (``<split>``, ``y_<split>``, ``g_<split>`` per split; ``split`` picks one, train by default as
+        the reference code), whose train labels then decide minority and majority within each class."""
         from .._io import check_input_file
         from ..data.files import read_npz
 
@@ -84,13 +96,12 @@ class SpectralExperiment(Experiment):
                                  "files written by `stratalab embed`.")
             arr = read_npz(p, ("features", "y", "g"), what=" (features: arrays features, y, g and optionally pred)")
             return arr["features"], arr["y"], arr["g"], arr.get("pred"), None, {}, who
-        split = split or "test"
+        split = split or "train"
         arr = read_npz(p, (split, f"y_{split}", f"g_{split}"), what=f" (a `stratalab embed` file with the {split} split's groups)")
         counts = None
         if {"y_train", "g_train"} <= keys:  # minority / majority by the train counts of each (class, group) cell
             tr = read_npz(p, ("y_train", "g_train"))
-            cells, n = np.unique(np.stack([tr["y_train"], tr["g_train"]], 1), axis=0, return_counts=True)
-            counts = {(int(c), int(g)): int(k) for (c, g), k in zip(cells, n)}
+            counts = cell_counts(tr["y_train"], tr["g_train"])
         feats = np.asarray(arr[split])
         return feats.reshape(len(feats), -1), arr[f"y_{split}"], arr[f"g_{split}"], None, counts, {}, \
             {**who, "source": f"{path} ({split})"}
@@ -107,16 +118,22 @@ class SpectralExperiment(Experiment):
                            precision=cfg["precision"])
         if tcfg.init is not None:
             read_pretrained(tcfg.init)
+        from ..models.build import MODELS, UNPOOLED_MODELS
+
+        if cfg["features"] == "unpooled" and cfg["model"] in MODELS and cfg["model"] not in UNPOOLED_MODELS:
+            raise ValueError(f"{cfg['model']!r} has no unpooled last hidden state (only {', '.join(UNPOOLED_MODELS)} and the "
+                             "Hugging Face backbones have one); use the pooled or auto layer.")
         ds = load(str(inv.dataset), data_dir=inv.data_dir, seed=seed, **inv.dataset_options)
         sp = ds.splits[cfg["split"]]
         if sp.g is None:
             raise ValueError(f"the {cfg['split']} split of {ds.name!r} has no group labels; choose a split that has them.")
-        emb = embed(run(ds, tcfg, progress=None).model, sp, precision=tcfg.precision)
-        counts = None
-        if ds.train.g is not None:
-            counts = {int(k): int(v) for k, v in zip(*np.unique(ds.train.g, return_counts=True))}
+        model = run(ds, tcfg, progress=None).model
+        unpooled = cfg["features"] == "unpooled" or (cfg["features"] == "auto" and hasattr(model, "feature_map"))
+        emb = embed(model, sp, precision=tcfg.precision, unpooled=unpooled)  # eval mode: no augmentation
+        counts = cell_counts(ds.train.y, ds.train.g) if ds.train.g is not None else None  # within each class
         init = f", finetuned from {Path(cfg['init']).name}" if cfg["init"] else ""
-        source = (f"{ds.name} {cfg['split']} features of {cfg['method']} ({cfg['model']} x{cfg['width']:g}, "
+        source = (f"{ds.name} {cfg['split']} {'unpooled' if unpooled else 'pooled'} features of {cfg['method']} "
+                  f"({cfg['model']} x{cfg['width']:g}, "
                   f"{cfg['epochs']} epochs, seed {seed}{init})")
         who = {"source": source, "method": cfg["method"], "seed": seed}
         names = {"class_names": ds.class_names, "group_names": ds.group_names}

@@ -20,6 +20,7 @@ from .mlp import MLP
 
 MODELS = ("mlp", "lenet5", "resnet", "cifarnet", "linear")
 FEATURE_LAYERS = ("penultimate", "previous")  # what embed reads: model.features or model.previous_features
+UNPOOLED_MODELS = ("lenet5", "resnet", "cifarnet")  # built-in models with an unpooled last hidden state (feature_map)
 
 
 TRAIN_BYTES_PER_PARAM = 16  # float32 weights, gradients and Adam's two moments
@@ -134,8 +135,8 @@ def iter_features(model: nn.Module, split: Split, batch_size: int = 512, precisi
     if not hasattr(model, "features") or not hasattr(model, "head"):
         raise TypeError("embed needs a model with .features(x) and .head (every stratalab model has them).")
     if unpooled and not hasattr(model, "feature_map"):
-        raise ValueError(f"{type(model).__name__} has no unpooled feature map; unpooled features come from the Hugging Face "
-                         "backbones (stratalab.models.hf).")
+        raise ValueError(f"{type(model).__name__} has no unpooled feature map; unpooled features come from the convnets "
+                         f"({', '.join(UNPOOLED_MODELS)}) and the Hugging Face backbones (stratalab.models.hf).")
     was_training = model.training
     model.eval()
     device = model_device(model)
@@ -168,16 +169,17 @@ def check_feature_layer(model: nn.Module, layer: str) -> None:
 
 
 def embed(model: nn.Module, split: Split, batch_size: int = 512, precision: str = "fp32", *, workers: int = 0,
-          layer: str = "penultimate") -> Embedding:
-    """Penultimate activations (``model.features``; ``layer="previous"``: one block earlier, see
+          layer: str = "penultimate", unpooled: bool = False) -> Embedding:
+    """Penultimate activations (``model.features``; ``layer="previous"``: one block earlier;
+    ``unpooled``: the last hidden state before pooling, flattened per example, see
     :func:`iter_features`), probabilities, cross-entropy loss and prediction for every example of
     ``split``: batched, eval mode, no augmentation, on the model's device (autocast to
     ``precision``; features come back as float32). This is the one feature-extraction path used by
     clustering (GEORGE), DFR, spectral analysis and TRAK (:func:`iter_features`).
     """
     feats, probs = [], []
-    for f, logits in iter_features(model, split, batch_size, precision, workers=workers, layer=layer):
-        feats.append(f.numpy())
+    for f, logits in iter_features(model, split, batch_size, precision, workers=workers, layer=layer, unpooled=unpooled):
+        feats.append(f.flatten(1).numpy())
         probs.append(torch.softmax(logits, dim=1).numpy())
     proba = np.concatenate(probs).astype(np.float64)
     p_true = proba[np.arange(len(split)), split.y]

@@ -2,9 +2,10 @@
 
 Every model has ``features(x)`` (penultimate activations), a linear ``head`` and ``feature_dim``,
 so one feature-extraction path (:func:`stratalab.models.embed`) serves all of them. The trained
-convnets also have ``previous_features(x)``: the activations one block before the penultimate
-layer, where a classifier trained on coarse classes has not yet merged the subclasses within a class
-(GEORGE's ``feature_layer="previous"``).
+convnets also have ``feature_map(x)``, the unpooled last hidden state (as the Hugging Face
+backbones; LaBonte et al.'s spectral features), and ``previous_features(x)``: the activations one
+block before the penultimate layer, where a classifier trained on coarse classes has not yet merged
+the subclasses within a class (GEORGE's ``feature_layer="previous"``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ class LeNet5(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self._check(x))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The unpooled last hidden state (LaBonte et al.'s spectral features): the last
+        convolution's output, (n, 120, 1, 1) at width 1; flattened, it equals :meth:`features`."""
+        return self.body[:-1](self._check(x))
 
     def previous_features(self, x: torch.Tensor) -> torch.Tensor:
         """The input of the last convolution (after the second max-pool), flattened: 16 x 5 x 5 =
@@ -97,6 +103,10 @@ class CifarResNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The unpooled last hidden state: the last stage's output before global average pooling."""
+        return self.body[:-2](x)
+
     def previous_features(self, x: torch.Tensor) -> torch.Tensor:
         """The input of the last stage, globally average-pooled (as the model pools its last one)."""
         return self.body[:self._last_stage](x).mean(dim=(2, 3))
@@ -145,6 +155,11 @@ class CifarNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         return self.body(x)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The unpooled last hidden state: the last block's output before global max-pooling."""
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.body[:-2](x)
 
     def previous_features(self, x: torch.Tensor) -> torch.Tensor:
         """The output of the second block (the last block's input), globally max-pooled as the

@@ -74,7 +74,7 @@ class TrainConfig:
     file of ``stratalab flow train``), each then cropped and flipped: ``flowaug_objective`` names
     the views (eqs. 2-4), ``flowaug_std_weight`` is lambda (eq. 3) / lambda2 (eq. 4),
     ``flowaug_mix_weight`` lambda1 (eq. 4), ``flowaug_sigma`` Algorithm 1's sigma and
-    ``flowaug_pairs`` Algorithm 2's partners ("same_class" or "any").
+    ``flowaug_pairs`` Algorithm 2's partners: "any" (the paper's x1, x2 ~ X, the default) or "same_class".
     Hardware (:mod:`stratalab._device`): ``device`` ("auto" is resolved when the config is made, so a
     result records the device that ran it: "cpu", "cuda:0", "mps") and ``precision`` ("fp32", "bf16"
     or "fp16" autocast; fp32 on the CPU gives exactly the numbers of earlier versions; "auto" becomes
@@ -122,7 +122,7 @@ class TrainConfig:
     flowaug_std_weight: float = 0.1
     flowaug_mix_weight: float = 1.0
     flowaug_sigma: float = 0.1
-    flowaug_pairs: str = "same_class"
+    flowaug_pairs: str = "any"
     device: str = "auto"
     precision: str = "fp32"
     max_length: int = 256

@@ -194,11 +194,12 @@ def embed_dataset(ds: Dataset, cfg: TrainConfig, path: str, *, train: bool = Fal
     from the model as loaded (a pretrained backbone, as GEORGE's pretrained-feature variant) or,
     with ``train``, after training ``cfg`` on ``ds`` (ERM's features, the checkpoint ``cfg.select``
     picks). Returns what was written."""
-    from ..models.build import MODELS, write_features
+    from ..models.build import MODELS, UNPOOLED_MODELS, write_features
 
-    if unpooled and cfg.model in MODELS:  # refused before any training
-        raise ValueError(f"unpooled features are the last hidden state of a Hugging Face backbone; {cfg.model!r} has only "
-                         "its pooled features. Leave out --unpooled, or use a backbone (--model resnet50 ...).")
+    if unpooled and cfg.model in MODELS and cfg.model not in UNPOOLED_MODELS:  # refused before any training
+        raise ValueError(f"unpooled features are the last hidden state of a convnet ({', '.join(UNPOOLED_MODELS)}) or a "
+                         f"Hugging Face backbone; {cfg.model!r} has only its pooled features. Leave out --unpooled, or use one "
+                         "of those models.")
     ds = tokenized(ds, cfg.model, cfg.pretrained, cfg.max_length)
     if train:
         res = run(ds, cfg)
