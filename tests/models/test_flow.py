@@ -39,8 +39,9 @@ def test_squeeze_is_a_permutation_with_an_inverse():
     assert s[0, :4, 0, 0].tolist() == [x[0, 0, 0, 0], x[0, 0, 0, 1], x[0, 0, 1, 0], x[0, 0, 1, 1]]
 
 
-def test_decode_inverts_encode_and_the_flow_inverts_for_any_z():
-    flow = _perturbed()
+@pytest.mark.parametrize("z_affine", [False, True])
+def test_decode_inverts_encode_and_the_flow_inverts_for_any_z(z_affine):
+    flow = _perturbed(z_affine=z_affine)
     x = torch.randint(0, 256, (6, 3, 8, 8), generator=torch.Generator().manual_seed(1)) / 255.0
     z, nu = flow.encode(x)
     assert z.shape == (6, 4) and nu.shape == (6, 48, 2, 2)
@@ -54,8 +55,9 @@ def test_decode_inverts_encode_and_the_flow_inverts_for_any_z():
     assert (flow.flow_inverse(nu, z2) - x).abs().max() > 1e-3
 
 
-def test_log_determinant_equals_the_jacobians():
-    flow = _perturbed()
+@pytest.mark.parametrize("z_affine", [False, True])
+def test_log_determinant_equals_the_jacobians(z_affine):
+    flow = _perturbed(z_affine=z_affine)
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     z = torch.randn(1, 4, generator=torch.Generator().manual_seed(4))
     _, logdet = flow.flow_forward(x, z)
@@ -109,6 +111,11 @@ def test_training_lowers_bits_per_dim_and_is_deterministic():
     assert all(torch.equal(a, b) for a, b in zip(flow.state_dict().values(), again.state_dict().values()))
     other, _ = train_flow(x, FlowConfig(**{**cfg.to_dict(), "seed": 1}))
     assert not torch.equal(flow.encoder.head.weight, other.encoder.head.weight)
+    # a KL warm-up changes what is learnt; the z-affine flow trains too
+    warm, _ = train_flow(x, FlowConfig(**{**cfg.to_dict(), "kl_warmup": 1000}))
+    assert not torch.equal(flow.encoder.head.weight, warm.encoder.head.weight)
+    aff, _ = train_flow(x, FlowConfig(**{**cfg.to_dict(), "z_affine": True}))
+    assert bits_per_dim(aff, x) < before - 1.0
 
 
 def test_building_a_flow_leaves_the_callers_random_state_alone():
@@ -181,3 +188,25 @@ def test_wrong_inputs_are_named():
         bits_per_dim(flow, np.full((2, 3, 8, 8), 2.0, dtype=np.float32))
     with pytest.raises(ValueError, match="must have shape"):
         train_flow(np.zeros((4, 3, 16, 16), np.float32), FlowConfig(**SMALL))
+
+
+def test_z_affine_lets_z_set_the_colour_and_kl_warmup_is_checked():
+    """With z_affine, z's per-channel shift moves every decoded pixel of a channel by the same amount
+    (the affine map is the first step of f, so its inverse is the last of the decoder)."""
+    flow = _perturbed(z_affine=True)
+    assert flow.z_affine is not None and DecoupledFlow(FlowConfig(**SMALL)).z_affine is None  # off by default
+    x = torch.randint(0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(5)) / 255.0
+    z, nu = flow.encode(x)
+    with torch.no_grad():
+        h = flow.flow_inverse(nu, z)
+        shift, log_scale = flow._z_affine(z)
+        base = (h - 0.5 - shift) * torch.exp(-log_scale)  # what the levels' inverse gave
+        flow.z_affine.bias[0] += 0.1  # raise the red channel's shift
+        moved = flow.flow_inverse(nu, z)
+    assert torch.allclose(moved[:, 0] - h[:, 0], torch.full_like(h[:, 0], 0.1), atol=1e-5)
+    assert torch.allclose(moved[:, 1:], h[:, 1:], atol=1e-6) and base.shape == x.shape
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="kl_warmup"):
+            FlowConfig(**SMALL, kl_warmup=bad)
+    with pytest.raises(ValueError, match="z_affine"):
+        FlowConfig(**SMALL, z_affine=1)

@@ -55,6 +55,12 @@ class FlowConfig:
     of the global latent; ``free_bits`` nats per ``z`` dimension below which the KL is not pushed.
     Training: Adam at ``lr`` with ``warmup`` steps of linear warm-up, ``epochs`` over the images in
     batches of ``batch_size``, gradient norm clipped at ``clip``; ``seed`` fixes everything.
+
+    Two levers that push the global look into ``z`` (issue 21; off by default, the flow as before):
+    ``z_affine`` puts a per-channel affine map of the pixels, its shift and log-scale linear in
+    ``z`` (zero-initialised), before the first level, so ``nu`` is the image with a ``z``-given
+    colour and contrast taken out; ``kl_warmup`` raises the KL term's weight linearly from 0 to 1
+    over that many steps, so the decoder learns to read ``z`` before ``z`` is made to pay for itself.
     """
 
     image_shape: tuple[int, int, int] = (3, 32, 32)
@@ -69,6 +75,8 @@ class FlowConfig:
     warmup: int = 200
     clip: float = 50.0
     seed: int = 0
+    z_affine: bool = False
+    kl_warmup: int = 0
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(v) for v in self.image_shape)  # type: ignore[assignment]
@@ -87,8 +95,12 @@ class FlowConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < min_value or (name != "free_bits" and v == 0):
                 raise ValueError(f"{name} must be a finite number {'>= 0' if name == 'free_bits' else '> 0'}, got {v!r}.")
-        if int(self.warmup) != self.warmup or self.warmup < 0:
-            raise ValueError(f"warmup must be an integer >= 0, got {self.warmup!r}.")
+        for name in ("warmup", "kl_warmup"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}.")
+        if not isinstance(self.z_affine, bool):
+            raise ValueError(f"z_affine must be True or False, got {self.z_affine!r}.")
         if int(self.seed) != self.seed or not 0 <= self.seed < 2 ** 32:
             raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}.")
 
@@ -256,6 +268,11 @@ class DecoupledFlow(nn.Module):
         with torch.random.fork_rng(devices=[]):  # initialised from the flow's seed; the caller's RNG is left as it was
             torch.manual_seed(cfg.seed)
             self.encoder = Encoder(c, cfg.z_dim)
+            self.z_affine = None
+            if cfg.z_affine:  # per-channel shift and log-scale of the pixels from z, starting at the identity
+                self.z_affine = nn.Linear(cfg.z_dim, 2 * c)
+                nn.init.zeros_(self.z_affine.weight)
+                nn.init.zeros_(self.z_affine.bias)
             self.levels = nn.ModuleList()
             for level in range(cfg.levels):
                 channels = c * 4 ** (level + 1)
@@ -265,6 +282,10 @@ class DecoupledFlow(nn.Module):
     def flow_forward(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         h = x - 0.5
         logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        if self.z_affine is not None:
+            shift, log_scale = self._z_affine(z)
+            h = (h - shift) * torch.exp(-log_scale)
+            logdet = logdet - log_scale.flatten(1).sum(1) * (h.shape[2] * h.shape[3])
         for steps in self.levels:
             assert isinstance(steps, nn.ModuleList)  # one ModuleList of FlowSteps per level
             h = squeeze(h)
@@ -281,7 +302,16 @@ class DecoupledFlow(nn.Module):
                 assert isinstance(step, FlowStep)
                 h = step.inverse(h, z)
             h = unsqueeze(h)
+        if self.z_affine is not None:
+            shift, log_scale = self._z_affine(z)
+            h = h * torch.exp(log_scale) + shift
         return h + 0.5
+
+    def _z_affine(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``z``-given per-channel shift and log-scale (N, C, 1, 1); log-scale kept in [-3, 3]."""
+        assert self.z_affine is not None
+        shift, raw = self.z_affine(z)[:, :, None, None].chunk(2, dim=1)
+        return shift, 3.0 * torch.tanh(raw / 3.0)
 
     def _check(self, x: Tensor) -> None:
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.config.image_shape):
@@ -405,7 +435,8 @@ def train_flow(images: np.ndarray, config: FlowConfig | None = None, *, val_imag
             with autocast(dev, precision):
                 t = flow.loss_terms(to_device(xb, dev), g)
             t = {k: v.float() for k, v in t.items()}
-            loss = (t["nll"] + t["kl_free"]).mean() / dims
+            beta = min(1.0, (step + 1) / cfg.kl_warmup) if cfg.kl_warmup else 1.0
+            loss = (t["nll"] + beta * t["kl_free"]).mean() / dims
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the flow's loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; "
                                          "lower lr or raise warmup.")
