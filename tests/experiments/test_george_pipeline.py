@@ -116,12 +116,11 @@ def test_size_rule_defaults_for_data_without_a_recipe():
         return Dataset(name="fake", splits={"train": tr, "val": tr, "test": tr}, class_names=["a", "b"])
 
     big = GeorgeConfig.for_data(fake(3000, 20000, (1, 32, 32)))
-    assert big == GeorgeConfig(feature_layer="previous")  # the paper's U-MNIST settings, LeNet-5 read one block earlier
-    assert GeorgeConfig().feature_layer == "penultimate"  # the class default stays the paper's
+    assert big == GeorgeConfig()  # the paper's U-MNIST settings, its penultimate layer included
+    assert big.feature_layer == "penultimate"
     assert GeorgeConfig.for_data(fake(3000, 20000, (5,))) == GeorgeConfig.of(model="mlp")
     mid = size_rule(fake(700, 20000, (3, 32, 32)))  # 2% of 700 = 14; small data; conv net kept at width 1
-    assert (mid["min_cluster_size"], mid["cluster_method"], mid["model"], mid["width"], mid["epochs"], mid["feature_layer"]) == \
-        (14, "kmeans", "lenet5", 1.0, 10, "previous")
+    assert (mid["min_cluster_size"], mid["cluster_method"], mid["model"], mid["width"], mid["epochs"]) == (14, "kmeans", "lenet5", 1.0, 10)
     assert size_rule(fake(100, 200, (5,)))["min_cluster_size"] == 5  # the lower clip
     assert size_rule(fake(1999, 5000, (5,)))["cluster_method"] == "kmeans"
     assert size_rule(fake(2000, 5000, (5,))).get("cluster_method", "gmm") == "gmm"
@@ -192,9 +191,9 @@ def test_feature_layer_is_checked_recorded_and_used():
     y = np.r_[np.zeros(3000, int), np.ones(3000, int)]
     tr = Split(x=np.zeros((y.size, 1, 32, 32), np.float32), y=y)
     images = Dataset(name="fake", splits={"train": tr, "val": tr, "test": tr}, class_names=["a", "b"])
-    assert resolve_config("my-data", images, {}).feature_layer == "previous"  # the size rule, for LeNet-5
-    old = {k: v for k, v in GeorgeConfig().to_dict().items() if k != "feature_layer"}  # a file from before the field
-    assert resolve_config("my-data", images, old) == GeorgeConfig()
+    assert resolve_config("my-data", images, {"feature_layer": "previous"}).feature_layer == "previous"
+    old = {k: v for k, v in GeorgeConfig(k_max=7).to_dict().items() if k != "feature_layer"}  # a file from before the field
+    assert resolve_config("my-data", images, old) == GeorgeConfig(k_max=7)  # complete: taken as it is, not over the rule
 
 
 def test_feature_layer_flag_reaches_the_config_and_a_typo_costs_no_training():

@@ -66,7 +66,7 @@ def run_george_cmd(
     k_max: Optional[int] = typer.Option(None, help="Largest number of clusters tried per class (10)."),
     no_overcluster: bool = typer.Option(False, "--no-overcluster", help="Skip GEORGE's overclustering step."),
     min_cluster_size: Optional[int] = typer.Option(None, help="Overclustering: least train and val points of a kept sub-cluster (the paper: 25; u-digits recipe: 10)."),
-    feature_layer: Optional[str] = typer.Option(None, "--feature-layer", help="Which ERM layer is clustered: penultimate (the paper) | previous (one block earlier, where coarse-class training has not merged the subclasses; the default for convnets on data without a recipe)."),
+    feature_layer: Optional[str] = typer.Option(None, "--feature-layer", help="Which ERM layer is clustered: penultimate (the paper, the default) | previous (one block earlier, where coarse-class training has not merged a class's subclasses: better clusters on U-MNIST, not better robust accuracy)."),
     features: Optional[Path] = typer.Option(None, "--features", help="Your own embeddings: .npz with train, val, test arrays (skips step 1's features)."),
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
