@@ -39,9 +39,9 @@ def test_squeeze_is_a_permutation_with_an_inverse():
     assert s[0, :4, 0, 0].tolist() == [x[0, 0, 0, 0], x[0, 0, 0, 1], x[0, 0, 1, 0], x[0, 0, 1, 1]]
 
 
-@pytest.mark.parametrize("z_affine", [False, True])
-def test_decode_inverts_encode_and_the_flow_inverts_for_any_z(z_affine):
-    flow = _perturbed(z_affine=z_affine)
+@pytest.mark.parametrize("kw", [{}, {"z_affine": True}, {"coupling_kernel": 1}])
+def test_decode_inverts_encode_and_the_flow_inverts_for_any_z(kw):
+    flow = _perturbed(**kw)
     x = torch.randint(0, 256, (6, 3, 8, 8), generator=torch.Generator().manual_seed(1)) / 255.0
     z, nu = flow.encode(x)
     assert z.shape == (6, 4) and nu.shape == (6, 48, 2, 2)
@@ -55,9 +55,9 @@ def test_decode_inverts_encode_and_the_flow_inverts_for_any_z(z_affine):
     assert (flow.flow_inverse(nu, z2) - x).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("z_affine", [False, True])
-def test_log_determinant_equals_the_jacobians(z_affine):
-    flow = _perturbed(z_affine=z_affine)
+@pytest.mark.parametrize("kw", [{}, {"z_affine": True}, {"coupling_kernel": 1}])
+def test_log_determinant_equals_the_jacobians(kw):
+    flow = _perturbed(**kw)
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     z = torch.randn(1, 4, generator=torch.Generator().manual_seed(4))
     _, logdet = flow.flow_forward(x, z)
@@ -210,3 +210,21 @@ def test_z_affine_lets_z_set_the_colour_and_kl_warmup_is_checked():
             FlowConfig(**SMALL, kl_warmup=bad)
     with pytest.raises(ValueError, match="z_affine"):
         FlowConfig(**SMALL, z_affine=1)
+    with pytest.raises(ValueError, match="coupling_kernel"):
+        FlowConfig(**SMALL, coupling_kernel=5)
+
+
+def test_a_one_by_one_coupling_sees_no_neighbour():
+    """coupling_kernel=1: changing one pixel changes nu only inside its own squeezed block (the two
+    levels of an 8x8 image make 2x2 positions of 4x4 pixels), not the other blocks."""
+    flow = _perturbed(coupling_kernel=1)
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    z = torch.zeros(1, 4)
+    nu, _ = flow.flow_forward(x, z)
+    x2 = x.clone()
+    x2[0, 0, 0, 0] += 0.3  # a pixel of the top-left 4x4 block
+    with torch.no_grad():
+        changed = (flow.flow_forward(x2, z)[0] - nu).abs().amax(dim=1)[0] > 1e-6  # per position of the 2x2 grid
+        assert changed.tolist() == [[True, False], [False, False]]
+        wide = _perturbed()  # the default 3x3 couplings see the neighbouring blocks
+        assert ((wide.flow_forward(x2, z)[0] - wide.flow_forward(x, z)[0]).abs().amax(dim=1)[0] > 1e-6).sum() > 1

@@ -44,6 +44,8 @@ def flow_train(
     z_affine: bool = typer.Option(False, "--z-affine", help="A per-channel affine map of the pixels given by z before the flow, "
                                   "so z carries the global colour and contrast (issue 21)."),
     kl_warmup: int = typer.Option(0, "--kl-warmup", help="Steps over which the KL term's weight rises from 0 to 1 (0: none)."),
+    coupling_kernel: int = typer.Option(3, "--coupling-kernel", help="3: coupling networks see neighbours; 1: each squeezed "
+                                        "block alone, so what spans blocks (the global look) must come from z."),
     lr: float = typer.Option(1e-3, help="Adam learning rate (linear warm-up over 200 steps)."),
     batch_size: int = typer.Option(64, help="Mini-batch size."),
     n_eval: int = typer.Option(2000, "--n-eval", help="Test images on which bits/dim is reported (0: skip)."),
@@ -71,7 +73,8 @@ def flow_train(
     if n_eval < 0:
         raise ValueError(f"--n-eval must be >= 0, got {n_eval}.")
     settings = dict(levels=levels, steps=steps, hidden=hidden, z_dim=z_dim, free_bits=free_bits, epochs=epochs,
-                    batch_size=batch_size, lr=lr, seed=seed, z_affine=z_affine, kl_warmup=kl_warmup)
+                    batch_size=batch_size, lr=lr, seed=seed, z_affine=z_affine, kl_warmup=kl_warmup,
+                    coupling_kernel=coupling_kernel)
     if isinstance(levels, int) and 1 <= levels <= 16:  # every setting but the image size, before any data is read
         FlowConfig(image_shape=(3, 2 ** levels, 2 ** levels), **settings)  # type: ignore[arg-type]
     ds = load(dataset, data_dir=data_dir, seed=seed, **parse_options(option))

@@ -60,7 +60,9 @@ class FlowConfig:
     ``z_affine`` puts a per-channel affine map of the pixels, its shift and log-scale linear in
     ``z`` (zero-initialised), before the first level, so ``nu`` is the image with a ``z``-given
     colour and contrast taken out; ``kl_warmup`` raises the KL term's weight linearly from 0 to 1
-    over that many steps, so the decoder learns to read ``z`` before ``z`` is made to pay for itself.
+    over that many steps, so the decoder learns to read ``z`` before ``z`` is made to pay for itself;
+    ``coupling_kernel=1`` makes the coupling networks 1x1 (the default 3 sees neighbours), so the
+    local flow models each squeezed block alone and whatever spans blocks must come from ``z``.
     """
 
     image_shape: tuple[int, int, int] = (3, 32, 32)
@@ -77,6 +79,7 @@ class FlowConfig:
     seed: int = 0
     z_affine: bool = False
     kl_warmup: int = 0
+    coupling_kernel: int = 3
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(v) for v in self.image_shape)  # type: ignore[assignment]
@@ -99,6 +102,8 @@ class FlowConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or v < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}.")
+        if self.coupling_kernel not in (1, 3) or isinstance(self.coupling_kernel, bool):
+            raise ValueError(f"coupling_kernel must be 1 or 3, got {self.coupling_kernel!r}.")
         if not isinstance(self.z_affine, bool):
             raise ValueError(f"z_affine must be True or False, got {self.z_affine!r}.")
         if int(self.seed) != self.seed or not 0 <= self.seed < 2 ** 32:
@@ -182,14 +187,14 @@ class CondCoupling(nn.Module):
     # the channels passed through unchanged; the name shadows nn.Module.half() on this module
     half: int  # type: ignore[assignment]
 
-    def __init__(self, channels: int, hidden: int, z_dim: int, cond_channels: int = 8) -> None:
+    def __init__(self, channels: int, hidden: int, z_dim: int, cond_channels: int = 8, kernel: int = 3) -> None:
         super().__init__()
         self.half = channels // 2
         self.cond = nn.Linear(z_dim, cond_channels)
         self.net = nn.Sequential(
-            nn.Conv2d(self.half + cond_channels, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(self.half + cond_channels, hidden, kernel, padding=kernel // 2), nn.ReLU(),
             nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
-            nn.Conv2d(hidden, 2 * (channels - self.half), 3, padding=1),
+            nn.Conv2d(hidden, 2 * (channels - self.half), kernel, padding=kernel // 2),
         )
         last = self.net[-1]
         assert isinstance(last, nn.Conv2d) and last.bias is not None
@@ -214,11 +219,11 @@ class CondCoupling(nn.Module):
 
 
 class FlowStep(nn.Module):
-    def __init__(self, channels: int, hidden: int, z_dim: int) -> None:
+    def __init__(self, channels: int, hidden: int, z_dim: int, kernel: int = 3) -> None:
         super().__init__()
         self.norm = ActNorm(channels)
         self.mix = InvConv1x1(channels)
-        self.coupling = CondCoupling(channels, hidden, z_dim)
+        self.coupling = CondCoupling(channels, hidden, z_dim, kernel=kernel)
 
     def forward(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         x, l1 = self.norm(x)
@@ -276,7 +281,8 @@ class DecoupledFlow(nn.Module):
             self.levels = nn.ModuleList()
             for level in range(cfg.levels):
                 channels = c * 4 ** (level + 1)
-                self.levels.append(nn.ModuleList(FlowStep(channels, cfg.hidden, cfg.z_dim) for _ in range(cfg.steps)))
+                self.levels.append(nn.ModuleList(FlowStep(channels, cfg.hidden, cfg.z_dim, cfg.coupling_kernel)
+                                                 for _ in range(cfg.steps)))
 
     # f(x; z): image -> nu, with log|det|
     def flow_forward(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
