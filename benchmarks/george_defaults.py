@@ -4,9 +4,10 @@ beside the paper's class defaults (floors of 25, GMM, 20 epochs at lr 2e-3), on 
 hidden-stratification data set of the registry, each marked by its role:
 
 - **tuned on** (the defaults were chosen looking at them): u-digits with its rare 8s (the small-data
-  settings) and U-MNIST (the large-data settings and the feature layer; with ``--umnist``
-  its paper-default rows are also read from ``george_umnist_resize_erm20.json`` /
-  ``george_umnist.json`` after checking that their settings are the paper's);
+  settings) and U-MNIST (the large-data settings and the feature layer; a case of its own, and
+  its paper-default rows read from ``george_umnist_resize_erm20.json`` / ``george_umnist.json``
+  after checking that their settings are the paper's: always without ``--cases``, with it only
+  under ``--umnist``);
 - **held out** (never used to choose a default): u-digits with a rare 3, spurious-mnist,
   u-mnist-2rare (rare 3s and 9s, one per class) and cifar10-super (vehicles vs animals, rare birds).
 

@@ -149,6 +149,12 @@ def test_spectral_reads_a_split_of_a_stratalab_embed_file_with_train_counts(tmp_
     n_train = int(np.load(feats)["train"].shape[0])
     assert sum(s["n"] for s in d["spectra"]) == n_train  # every train example in one (class, group) spectrum
     assert all(s["count"] == s["n"] for s in d["spectra"])  # minority/majority by the train counts themselves
+    default = r.invoke(app, ["spectral", "--features", str(feats), "--top-k", "2", "--json"])  # train, and recorded as such
+    assert default.exit_code == 0 and json.loads(default.output)["invocation"]["config"]["split"] == "train", default.output
+    from stratalab.experiments.registry import Invocation, experiment
+
+    before = Invocation("spectral", configs={"config": {"top_k": 2}}, inputs={"features": str(feats)})  # a file from before
+    assert experiment("spectral").run(before).payload["source"].endswith("(test)")  # reruns with the test split it read
     old = tmp_path / "old.npz"
     np.savez(old, features=np.random.default_rng(0).random((20, 3)), y=np.arange(20) % 2, g=np.arange(20) % 4)
     res = r.invoke(app, ["spectral", "--features", str(old), "--split", "train"])

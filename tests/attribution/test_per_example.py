@@ -161,6 +161,8 @@ def test_inplace_ops_and_shared_weights_are_caught_not_silently_wrong():
     assert np.allclose(got, ref, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="needs the hooks path"):
         TRAK(inplace, proj_dim=8, projector="kronecker").featurize(xs, ys)
+    with pytest.raises(ValueError, match=r"grads='hooks' cannot run this model; pass grads='vmap'"):  # not a projector's fault
+        TRAK(inplace, proj_dim=8, grads="hooks", projector="gaussian").featurize(xs, ys)
     lin, tied = nn.Linear(4, 4), nn.Linear(4, 4)
     tied.weight = lin.weight  # two modules, one parameter
     shared = nn.Sequential(lin, nn.Tanh(), tied, nn.Linear(4, 2))

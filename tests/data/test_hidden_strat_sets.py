@@ -86,7 +86,7 @@ def test_rare_digits_given_on_the_command_line_as_a_tuple_or_a_string(tmp_path):
     ("u-mnist-2rare", {"rare_digits": "3,3"}, "distinct digits"), ("u-mnist-2rare", {"rare_digits": "3,x"}, "distinct digits"),
     ("u-mnist-2rare", {"rare_digits": "10"}, "distinct digits"), ("u-mnist-2rare", {"rare_digits": (3, 2.5)}, "distinct digits"),
     ("u-mnist-2rare", {"remove_fraction": 1.0}, "remove_fraction"), ("u-mnist", {"remove_fraction": float("nan")}, "remove_fraction"),
-    ("u-mnist", {"rare_digit": 12}, "rare_digit")])
+    ("u-mnist", {"rare_digit": 12}, "rare_digit must be one digit 0..9")])
 def test_mnist_superclass_sets_refuse_bad_options(tmp_path, name, opts, match):
     _mnist_fixture(tmp_path / "mnist.npz", per_digit=10)
     with pytest.raises(ValueError, match=match):

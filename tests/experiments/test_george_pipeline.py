@@ -194,6 +194,17 @@ def test_feature_layer_is_checked_recorded_and_used():
     assert resolve_config("my-data", images, {"feature_layer": "previous"}).feature_layer == "previous"
     old = {k: v for k, v in GeorgeConfig(k_max=7).to_dict().items() if k != "feature_layer"}  # a file from before the field
     assert resolve_config("my-data", images, old) == GeorgeConfig(k_max=7)  # complete: taken as it is, not over the rule
+    import stratalab.experiments.george as george_mod
+
+    real = george_mod.size_rule
+    try:  # were the rule to pick the previous layer, an old file would still rerun with the penultimate one it used
+        george_mod.size_rule = lambda d: {**real(d), "feature_layer": "previous"}
+        assert resolve_config("my-data", images, {}).feature_layer == "previous"
+        assert resolve_config("my-data", images, old).feature_layer == "penultimate"
+    finally:
+        george_mod.size_rule = real
+    with pytest.raises(ValueError, match="your own features are clustered instead"):
+        run_george(ds, cfg, seed=0, features={s: np.zeros((len(ds.splits[s]), 3)) for s in ("train", "val", "test")})
 
 
 def test_feature_layer_flag_reaches_the_config_and_a_typo_costs_no_training():

@@ -60,6 +60,8 @@ def test_a_layer_the_model_lacks_is_refused_before_any_batch():
         check_feature_layer(LinearHead(4, 2), "previous")
     with pytest.raises(ValueError, match="penultimate, previous"):
         check_feature_layer(LeNet5(2), "first")
+    with pytest.raises(ValueError, match="no hidden layer"):
+        MLP(4, 2, hidden=()).previous_features(torch.zeros(1, 4))
     split = Split(x=np.zeros((2, 4), np.float32), y=np.array([0, 1]))
     with pytest.raises(ValueError, match="no layer before"):
         embed(LinearHead(4, 2), split, layer="previous")

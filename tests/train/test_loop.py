@@ -85,6 +85,12 @@ def test_config_roundtrip_and_validation():
         TrainConfig.from_dict({"epochs": 1, "bogus": 2})
     with pytest.raises(ValueError, match="integer jtt_upsample"):
         TrainConfig(method="jtt", jtt_upsample=2.5)
+    # numbers as YAML 1.1 gives them ("1e-3" is a string there) are read as floats, not kept as strings
+    yaml_cfg = TrainConfig(lr="1e-3", weight_decay="5e-4", milestones=("0.5", 0.75), dfr_cs=("1", 0.1))
+    assert (yaml_cfg.lr, yaml_cfg.weight_decay, yaml_cfg.milestones, yaml_cfg.dfr_cs) == (1e-3, 5e-4, (0.5, 0.75), (1.0, 0.1))
+    assert type(yaml_cfg.lr) is float
+    with pytest.raises(ValueError, match="lr must be a number"):
+        TrainConfig(lr="fast")
 
 
 def test_lr_schedules():

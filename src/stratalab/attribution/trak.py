@@ -226,6 +226,8 @@ class TRAK:
                     self._set_projection(self._max_projection_bytes)
                     return self._grads(x, y)
                 if not self._auto or self._kron is not None:
+                    if self._kron is None:  # grads='hooks' asked for by name, with the Gaussian projection
+                        raise ValueError(f"{e} (grads='hooks' cannot run this model; pass grads='vmap' or 'auto').") from None
                     chose = "the Kronecker projection (projector='auto' chose it)" if self._auto_projector else "projector='kronecker'"
                     raise ValueError(f"{e} ({chose} needs the hooks path; pass projector='gaussian').") from None
                 warnings.warn(f"{e} TRAK falls back to vmap(grad) for this model.", stacklevel=3)

@@ -113,8 +113,8 @@ def spectral(
     check_output_path(plot, FIGURE_SUFFIXES, "--plot")
     not_an_input(output, "--output", features)
     cfg: dict[str, Any] = {"top_k": top_k}
-    if features is not None and explicit(ctx, "split"):  # a `stratalab embed` file: one of its splits
-        cfg["split"] = split
+    if features is not None:  # a `stratalab embed` file: one of its splits (None: train, the default)
+        cfg["split"] = split if explicit(ctx, "split") else None
     if dataset is not None:
         cfg.update(method=method, model=model, width=width, epochs=epochs, split=split, features=layer,
                    init=str(init.expanduser().resolve()) if init is not None else None, finetune=finetune,

@@ -145,7 +145,10 @@ def u_mnist_2rare(*, data_dir: Path | None = None, seed: int = 0, val_fraction: 
 
 def _digit_list(spec: Any, name: str = "rare_digits") -> tuple[int, ...]:
     """Distinct digits 0..9 from a tuple, a list, one integer or a comma-separated string."""
-    parts = [p.strip() for p in str(spec).split(",") if p.strip()] if not isinstance(spec, (list, tuple)) else list(spec)
+    if isinstance(spec, (list, tuple)):
+        parts = list(spec)
+    else:
+        parts = [p.strip() for p in spec.split(",") if p.strip()] if isinstance(spec, str) else [spec]
     try:
         digits = tuple(check_int(p, name) if not isinstance(p, str) else int(p) for p in parts)
     except (TypeError, ValueError):
@@ -157,9 +160,12 @@ def _digit_list(spec: Any, name: str = "rare_digits") -> tuple[int, ...]:
 
 def _one_digit(spec: Any) -> int:
     """One digit 0..9 (u-digits' and u-mnist's ``rare_digit``)."""
-    digits = _digit_list(spec, "rare_digit")
+    try:
+        digits = _digit_list(spec, "rare_digit")
+    except ValueError:
+        digits = ()
     if len(digits) != 1:
-        raise ValueError(f"rare_digit must be one digit 0..9, got {spec!r}; u-mnist-2rare takes several (rare_digits).")
+        raise ValueError(f"rare_digit must be one digit 0..9, got {spec!r} (u-mnist-2rare takes several, as rare_digits).")
     return digits[0]
 
 

@@ -154,7 +154,7 @@ def size_rule(ds: Dataset) -> dict[str, Any]:
     - **model**: LeNet-5 for 1- or 3-channel 32x32 images, else an MLP.
     - **feature layer**: the paper's penultimate one. ``feature_layer="previous"`` (one block
       earlier) recovers rare subclasses far better on U-MNIST (the rare 8s' best cluster: precision
-      0.01 -> 0.99 on seed 0) but lowered GEORGE's robust accuracy there (94.6 against 95.9 over
+      0.01 -> 0.99 on seed 0) but lowered GEORGE's robust accuracy there (94.7 against 95.9 over
       seeds 0-2), so it is an option, not the default (BENCHMARKS.md, "GEORGE's feature layer").
     - **overclustering floors** (train and val points of a kept sub-cluster):
       ``clip(ceil(0.02 * n_min), 5, 25)``, with ``n_min`` the smallest class's train count. On
@@ -252,6 +252,9 @@ def run_george(
     say = progress or (lambda msg: None)
     check_augment(ds, cfg)
     if features is not None:  # checked before any training
+        if cfg.feature_layer != "penultimate":
+            raise ValueError(f"feature_layer={cfg.feature_layer!r} picks a layer of the ERM model, but your own features "
+                             "are clustered instead; leave feature_layer at 'penultimate' with features.")
         features = check_features(features, {s: len(ds.splits[s]) for s in ("train", "val", "test")})
     secs: dict[str, float] = {}
     t0 = time.perf_counter()

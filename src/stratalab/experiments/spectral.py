@@ -28,6 +28,9 @@ FEATURE_KINDS = ("auto", "unpooled", "pooled")
 _MODEL_KEYS = ("method", "model", "width", "epochs", "split", "init", "finetune", "device", "precision")
 # what a result file written before a setting existed ran with (split and features were test / pooled then)
 _BEFORE = {"features": "pooled"}
+# a features-file result recorded without "split" was read at the test split (the default before
+# 2026-12-05); new ones record the split used, None meaning "the default" for a fresh call
+_OLD_DEFAULT = "<test: recorded before the train default>"
 _OLD_SOURCE = re.compile(r"features of (?P<method>[\w-]+) \(.*seed (?P<seed>\d+)")  # files before method/seed fields
 
 
@@ -35,11 +38,12 @@ def _settings(inv: Invocation) -> dict[str, Any]:
     unknown = sorted(set(inv.config) - set(SPECTRAL_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown spectral setting {unknown[0]!r}; known: {', '.join(SPECTRAL_DEFAULTS)}.")
-    recorded_before = set(_MODEL_KEYS) <= set(inv.config) and not set(_BEFORE) & set(inv.config)
+    recorded_before = "model" in inv.config and not set(_BEFORE) & set(inv.config)
     cfg = {**SPECTRAL_DEFAULTS, **(_BEFORE if recorded_before else {}), **inv.config}
     if (inv.inputs.get("features") is None) == (inv.dataset is None):
         raise ValueError("give exactly one of features (an .npz file) or a data set.")
-    if cfg["split"] not in ("train", "val", "test"):
+    features_default = inv.inputs.get("features") is not None and cfg["split"] in (None, _OLD_DEFAULT)
+    if not features_default and cfg["split"] not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {cfg['split']!r}.")
     if cfg["features"] not in FEATURE_KINDS:
         raise ValueError(f"features must be one of {', '.join(FEATURE_KINDS)}, got {cfg['features']!r}.")
@@ -66,10 +70,10 @@ class SpectralExperiment(Experiment):
         from .backend import local_record, torch_threads
 
         cfg = _settings(inv)
-        recorded = replace(inv, configs={"config": {k: v for k, v in inv.config.items() if k in ("top_k", "split")}
-                                         or {"top_k": cfg["top_k"]}})
         if inv.inputs.get("features") is not None:
-            z, y, g, pred, counts, names, who = self._user_features(str(inv.inputs["features"]), inv.config.get("split"))
+            split = inv.config["split"] if "split" in inv.config else _OLD_DEFAULT
+            z, y, g, pred, counts, names, who = self._user_features(str(inv.inputs["features"]), split)
+            recorded = replace(inv, configs={"config": {"top_k": cfg["top_k"], "split": who.pop("split")}})
         else:
             with torch_threads(self.threads_of(inv, backend)) as threads:
                 z, y, g, pred, counts, names, who = self._model_features(inv, cfg)
@@ -89,14 +93,14 @@ class SpectralExperiment(Experiment):
         p = check_input_file(path, "features", (".npz",))
         with np.load(p, allow_pickle=False) as f:
             keys = set(f.files)
-        who = {"source": path, "method": "features", "seed": None}
+        who = {"source": path, "method": "features", "seed": None, "split": None}
         if "features" in keys or not {"train", "y_train"} <= keys:
-            if split is not None:
+            if split not in (None, _OLD_DEFAULT):
                 raise ValueError(f"{path} holds one set of features (arrays features, y, g), not splits; --split reads "
                                  "files written by `stratalab embed`.")
             arr = read_npz(p, ("features", "y", "g"), what=" (features: arrays features, y, g and optionally pred)")
             return arr["features"], arr["y"], arr["g"], arr.get("pred"), None, {}, who
-        split = split or "train"
+        split = {None: "train", _OLD_DEFAULT: "test"}.get(split, split)
         arr = read_npz(p, (split, f"y_{split}", f"g_{split}"), what=f" (a `stratalab embed` file with the {split} split's groups)")
         counts = None
         if {"y_train", "g_train"} <= keys:  # minority / majority by the train counts of each (class, group) cell
@@ -104,7 +108,7 @@ class SpectralExperiment(Experiment):
             counts = cell_counts(tr["y_train"], tr["g_train"])
         feats = np.asarray(arr[split])
         return feats.reshape(len(feats), -1), arr[f"y_{split}"], arr[f"g_{split}"], None, counts, {}, \
-            {**who, "source": f"{path} ({split})"}
+            {**who, "source": f"{path} ({split})", "split": split}
 
     @staticmethod
     def _model_features(inv: Invocation, cfg: dict[str, Any]) -> tuple[Any, ...]:

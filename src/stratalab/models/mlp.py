@@ -37,6 +37,8 @@ class MLP(nn.Module):
         """The input of the last hidden layer: the flattened inputs for one hidden layer, else the
         activations of the hidden layer before it."""
         linears = [i for i, m in enumerate(self.body) if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError("this MLP has no hidden layer, so no layer before its penultimate one; use the penultimate layer.")
         return self.body[:linears[-1]](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -45,10 +45,11 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 def _finite(name: str, value: float, *, low: float | None = None, low_open: bool = False,
-            high: float | None = None, hint: str = "") -> None:
-    """Reject non-numbers, NaN/inf and values outside [low, high] (``low_open``: > low) with one
-    clear sentence (:func:`stratalab._validation.check_finite`)."""
-    check_finite(value, name, low=low, low_open=low_open, high=high, hint=hint)
+            high: float | None = None, hint: str = "") -> float:
+    """``value`` as a float (a YAML string such as "1e-3" included); non-numbers, NaN/inf and values
+    outside [low, high] (``low_open``: > low) refused with one clear sentence
+    (:func:`stratalab._validation.check_finite`)."""
+    return check_finite(value, name, low=low, low_open=low_open, high=high, hint=hint)
 
 
 @dataclass
@@ -184,15 +185,16 @@ class TrainConfig:
 
     def _check_optimisation(self) -> None:
         """Model width, optimiser, schedule, selection criterion and finetuning."""
-        _finite("width", self.width, low=0, low_open=True, hint="The width multiplier scales the model, e.g. 0.5, 1, 4.")
-        _finite("lr", self.lr, low=0, low_open=True, hint="Typical: 1e-3 for Adam, 0.1 for SGD.")
-        _finite("weight_decay", self.weight_decay, low=0)
-        _finite("momentum", self.momentum, low=0, high=1)
-        _finite("gamma", self.gamma, low=0, low_open=True)
-        for m in self.milestones:
+        self.width = _finite("width", self.width, low=0, low_open=True, hint="The width multiplier scales the model, e.g. 0.5, 1, 4.")
+        self.lr = _finite("lr", self.lr, low=0, low_open=True, hint="Typical: 1e-3 for Adam, 0.1 for SGD.")
+        self.weight_decay = _finite("weight_decay", self.weight_decay, low=0)
+        self.momentum = _finite("momentum", self.momentum, low=0, high=1)
+        self.gamma = _finite("gamma", self.gamma, low=0, low_open=True)
+        self.milestones = type(self.milestones)(
             _finite("each milestone", m, low=0, high=1, hint="Milestones are fractions of the epochs, e.g. 0.5,0.75.")
-        _finite("gdro_eta", self.gdro_eta, low=0, low_open=True)
-        _finite("gdro_adjustment", self.gdro_adjustment, low=0)
+            for m in self.milestones)
+        self.gdro_eta = _finite("gdro_eta", self.gdro_eta, low=0, low_open=True)
+        self.gdro_adjustment = _finite("gdro_adjustment", self.gdro_adjustment, low=0)
         if self.finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}.")
         if self.finetune == "last_layer" and self.init is None and not loads_weights(self.model, self.pretrained):
@@ -216,7 +218,7 @@ class TrainConfig:
     def _check_methods(self) -> None:
         """The settings of mixture balancing, JTT and DFR."""
         if self.mixture_ratio is not None:
-            _finite("mixture_ratio", self.mixture_ratio, low=1,
+            self.mixture_ratio = _finite("mixture_ratio", self.mixture_ratio, low=1,
                     hint="Mixture caps each class at r times the smallest class, e.g. 2.")
         _finite("jtt_upsample", self.jtt_upsample, low=1)
         if int(self.jtt_upsample) != self.jtt_upsample or self.jtt_upsample < 1 or self.jtt_epochs < 1:
@@ -225,8 +227,7 @@ class TrainConfig:
         self.jtt_upsample = int(self.jtt_upsample)
         if not self.dfr_cs or self.dfr_retrains < 1:
             raise ValueError("dfr needs at least one C in dfr_cs and dfr_retrains >= 1.")
-        for c in self.dfr_cs:
-            _finite("each DFR C", c, low=0, low_open=True)
+        self.dfr_cs = type(self.dfr_cs)(_finite("each DFR C", c, low=0, low_open=True) for c in self.dfr_cs)
 
     def _check_augmentation(self, loss: str) -> None:
         """The augmentation, its parameters and FlowAug's (which needs a flow and no Group DRO)."""
@@ -235,20 +236,20 @@ class TrainConfig:
 
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {self.augment!r}.")
-        _finite("mix_alpha", self.mix_alpha, low=0, low_open=True, hint="Beta(alpha, alpha) of Mixup / CutMix; 1 is usual.")
+        self.mix_alpha = _finite("mix_alpha", self.mix_alpha, low=0, low_open=True, hint="Beta(alpha, alpha) of Mixup / CutMix; 1 is usual.")
         if isinstance(self.cutout_size, bool) or int(self.cutout_size) != self.cutout_size or self.cutout_size < 1:
             raise ValueError(f"cutout_size must be an integer >= 1 (16 for CIFAR), got {self.cutout_size!r}.")
         self.cutout_size = int(self.cutout_size)
-        _finite("label_smoothing", self.label_smoothing, low=0, high=1)
+        self.label_smoothing = _finite("label_smoothing", self.label_smoothing, low=0, high=1)
         if self.label_smoothing >= 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         if self.flowaug_objective not in OBJECTIVES:
             raise ValueError(f"flowaug_objective must be one of {', '.join(OBJECTIVES)}; got {self.flowaug_objective!r}.")
         if self.flowaug_pairs not in ("same_class", "any"):
             raise ValueError(f"flowaug_pairs must be 'same_class' or 'any', got {self.flowaug_pairs!r}.")
-        _finite("flowaug_std_weight", self.flowaug_std_weight, low=0, hint="eq. (3)'s lambda; the paper tries 0.01-0.1.")
-        _finite("flowaug_mix_weight", self.flowaug_mix_weight, low=0, hint="eq. (4)'s lambda1; the paper uses 1.")
-        _finite("flowaug_sigma", self.flowaug_sigma, low=0, low_open=True, hint="Algorithm 1's sigma; the paper uses 0.1.")
+        self.flowaug_std_weight = _finite("flowaug_std_weight", self.flowaug_std_weight, low=0, hint="eq. (3)'s lambda; the paper tries 0.01-0.1.")
+        self.flowaug_mix_weight = _finite("flowaug_mix_weight", self.flowaug_mix_weight, low=0, hint="eq. (4)'s lambda1; the paper uses 1.")
+        self.flowaug_sigma = _finite("flowaug_sigma", self.flowaug_sigma, low=0, low_open=True, hint="Algorithm 1's sigma; the paper uses 0.1.")
         if self.augment == "flowaug":
             if not self.flow:
                 raise ValueError("augment='flowaug' needs flow=PATH, a flow written by `stratalab flow train` "
