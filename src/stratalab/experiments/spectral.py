@@ -100,7 +100,7 @@ class SpectralExperiment(Experiment):
                                  "files written by `stratalab embed`.")
             arr = read_npz(p, ("features", "y", "g"), what=" (features: arrays features, y, g and optionally pred)")
             return arr["features"], arr["y"], arr["g"], arr.get("pred"), None, {}, who
-        split = {None: "train", _OLD_DEFAULT: "test"}.get(split, split)
+        split = "train" if split is None else "test" if split == _OLD_DEFAULT else split
         arr = read_npz(p, (split, f"y_{split}", f"g_{split}"), what=f" (a `stratalab embed` file with the {split} split's groups)")
         counts = None
         if {"y_train", "g_train"} <= keys:  # minority / majority by the train counts of each (class, group) cell
