@@ -203,5 +203,7 @@ def test_spectral_on_a_data_set_follows_the_reference_train_split_unpooled_withi
     pooled = CliRunner().invoke(app, ["spectral", "--dataset", str(path), "--model", "cifarnet", "--epochs", "1",
                                       "--layer", "pooled", "--json", "--device", "cpu"])
     assert pooled.exit_code == 0 and " train pooled features" in json.loads(pooled.stdout)["source"], pooled.output
+    typo = CliRunner().invoke(app, ["spectral", "--dataset", "u-digits", "--layer", "deep"])
+    assert typo.exit_code != 0 and "feature layer (--layer" in typo.output and "Epoch" not in typo.output, typo.output
     bad = CliRunner().invoke(app, ["spectral", "--dataset", "u-digits", "--layer", "unpooled"])
     assert bad.exit_code != 0 and "'mlp' has no unpooled last hidden state" in bad.output, bad.output

@@ -46,7 +46,8 @@ def _settings(inv: Invocation) -> dict[str, Any]:
     if not features_default and cfg["split"] not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {cfg['split']!r}.")
     if cfg["features"] not in FEATURE_KINDS:
-        raise ValueError(f"features must be one of {', '.join(FEATURE_KINDS)}, got {cfg['features']!r}.")
+        raise ValueError(f"the feature layer (--layer; setting 'features') must be one of {', '.join(FEATURE_KINDS)}, "
+                         f"got {cfg['features']!r}.")
     if int(cfg["top_k"]) < 1:
         raise ValueError(f"top_k must be >= 1, got {cfg['top_k']}.")
     return cfg
