@@ -1,5 +1,5 @@
 """Image data sets: ``u-digits`` (embedded default), ``u-mnist``, ``u-mnist-2rare``, ``spurious-mnist``,
-``cifar10-b``, ``cifar10-super``, ``cifar100-b``.
+``cifar10-b``, ``cifar10-b-spurious``, ``cifar10-super``, ``cifar100-b``.
 
 Images are kept as uint8 arrays ``(n, C, H, W)`` and turned into float32 in [0, 1] by the split's
 loader (``split.load_x()``), so a 70k-image MNIST costs 70 MB rather than 290 MB.
@@ -362,39 +362,141 @@ def _check_max_train(max_train: int | None) -> None:
 
 
 @register("cifar10-b", "CIFAR-10 (JPEG copy) with the CIFAR-10-B background-colour groups on test (Chiu et al.)", "cifar10_jpeg.npz, cifar10_b_groups.csv")
-def cifar10_b(*, data_dir: Path | None = None, seed: int = 0, val_fraction: float = 0.1, max_train: int | None = None) -> Dataset:
+def cifar10_b(*, data_dir: Path | None = None, seed: int = 0, val_fraction: float = 0.1, max_train: int | None = None,
+              classes: tuple[str, ...] | str | None = None) -> Dataset:
     """CIFAR-10 with the CIFAR-10-B subgroups (8 background colours) of every test image.
 
     Val = ``round(val_fraction)`` of each train class (seeded); train and val have no group labels
     (``g = None``), test has the colour group of ``cifar10_b_groups.csv`` matched on
     ``(class_name, index_in_class)``. Group names are inferred, not official (marked ``?``).
-    Subgroups are shared across classes, so metrics use (class, colour) cells.
+    Subgroups are shared across classes, so metrics use (class, colour) cells. ``classes`` keeps
+    only those CIFAR-10 classes (names, a tuple or comma-separated), relabelled 0..k-1 in the
+    order given: e.g. ``airplane,automobile,ship,truck``, the pretraining source of the
+    ``cifar10-b-spurious`` animals task (LaBonte et al.'s finetuning study, issue 21).
     """
     _check_max_train(max_train)
     npz = require_file(data_dir, "cifar10_jpeg.npz", "cifar10-b")
     csv = require_file(data_dir, "cifar10_b_groups.csv", "cifar10-b")
     need = ["classes", "train_jpeg", "train_offsets", "train_labels", "test_jpeg", "test_offsets", "test_labels", "test_index_in_class"]
     d = read_npz(npz, need, what=" (see shared/data/README.md for the format)")
-    classes = [str(c) for c in d["classes"]]
+    names = [str(c) for c in d["classes"]]
+    keep = list(range(len(names))) if classes is None else [names.index(c) for c in _class_list(classes, names, "classes")]
+    relabel = np.full(len(names), -1, dtype=np.int64)
+    relabel[keep] = np.arange(len(keep))
     test_y = d["test_labels"].astype(np.int64)
-    test_g = _cifar_b_groups(csv, classes, test_y, d["test_index_in_class"])
+    test_g = _cifar_b_groups(csv, names, test_y, d["test_index_in_class"])
     rng = np.random.default_rng(seed)
     train_y = d["train_labels"].astype(np.int64)
     val = take_per_label(train_y, val_fraction, rng)
-    train_idx = np.flatnonzero(~val)
+    kept = relabel[train_y] >= 0
+    train_idx = np.flatnonzero(~val & kept)
     if max_train is not None and max_train < train_idx.size:
         train_idx = np.sort(rng.permutation(train_idx)[:max_train])
+    val_idx, test_idx = np.flatnonzero(val & kept), np.flatnonzero(relabel[test_y] >= 0)
     xtr = decode_jpegs(d["train_jpeg"], d["train_offsets"])
     xte = decode_jpegs(d["test_jpeg"], d["test_offsets"])
     splits = {
-        "train": Split(x=xtr[train_idx], y=train_y[train_idx], loader=uint8_to_float),
-        "val": Split(x=xtr[val], y=train_y[val], loader=uint8_to_float),
-        "test": Split(x=xte, y=test_y, g=test_g, loader=uint8_to_float,
-                      attrs={"index_in_class": d["test_index_in_class"].astype(np.int64)}),
+        "train": Split(x=xtr[train_idx], y=relabel[train_y[train_idx]], loader=uint8_to_float),
+        "val": Split(x=xtr[val_idx], y=relabel[train_y[val_idx]], loader=uint8_to_float),
+        "test": Split(x=xte[test_idx], y=relabel[test_y[test_idx]], g=test_g[test_idx], loader=uint8_to_float,
+                      attrs={"index_in_class": d["test_index_in_class"].astype(np.int64)[test_idx]}),
     }
+    chosen = "" if classes is None else f", classes {', '.join(names[k] for k in keep)}"
     return Dataset(
-        name="cifar10-b", splits=splits, class_names=classes, group_names=CIFAR_B_GROUPS,
-        description="CIFAR-10 (lossy JPEG copy); test subgroups = CIFAR-10-B background colour (names inferred)",
+        name="cifar10-b", splits=splits, class_names=[names[k] for k in keep], group_names=CIFAR_B_GROUPS,
+        description=f"CIFAR-10 (lossy JPEG copy){chosen}; test subgroups = CIFAR-10-B background colour (names inferred)",
+    )
+
+
+def _class_list(spec: Any, names: list[str], option: str) -> tuple[str, ...]:
+    """Distinct class names from a tuple, a list or a comma-separated string, each one of ``names``."""
+    parts = list(spec) if isinstance(spec, (list, tuple)) else [p.strip() for p in str(spec).split(",") if p.strip()]
+    parts = [str(p) for p in parts]
+    unknown = [p for p in parts if p not in names]
+    if not parts or unknown or len(set(parts)) != len(parts):
+        why = f"{unknown[0]!r} is not one of them" if unknown else "each named once, at least one"
+        raise ValueError(f"option {option} must be CIFAR-10 class names, comma-separated ({', '.join(names)}): {why}; "
+                         f"got {spec!r}.")
+    return tuple(parts)
+
+
+@register("cifar10-b-spurious", "CIFAR-10 animals, cat/dog vs deer/horse, with the CIFAR-10-B green background as a spurious "
+          "feature (class-imbalanced, LaBonte et al.)", "cifar10_jpeg.npz, cifar10_b_groups.csv")
+def cifar10_b_spurious(*, data_dir: Path | None = None, seed: int = 0, class0: tuple[str, ...] | str = ("cat", "dog"),
+                       class1: tuple[str, ...] | str = ("deer", "horse"), colour: int = 0, spurious_correlation: float = 0.9,
+                       class_imbalance: float = 1.0, n_val: int = 75, n_test: int = 150) -> Dataset:
+    """A Waterbirds-like task of natural images whose spurious feature is a real background: the
+    CIFAR-10-B background colour (Chiu et al.) of the CIFAR-10 test images, the only images that
+    have it. Built for LaBonte et al.'s finetuning study (issue 21) with a CIFAR backbone pretrained
+    on other classes (``cifar10-b`` with ``classes=airplane,automobile,ship,truck``).
+
+    ``y = 1`` for the classes in ``class1`` (default deer and horse, which stand on green in 55% of
+    CIFAR-10-B), ``0`` for ``class0`` (cat and dog, 22%); ``a = 1`` where the background is CIFAR-10-B
+    group ``colour`` (0, inferred "green"); groups ``g = 2 y + a``. Val and test take ``n_val`` and
+    ``n_test`` images of each group (seeded, group-balanced). Train is the rest, subsampled so that
+    ``a == y`` in exactly a fraction ``spurious_correlation`` of each class, then to a class ratio
+    ``class0 : class1`` of ``class_imbalance`` (stratified, so the correlation stays), the larger
+    class cut when the other has too few. Seed 0, train groups (class 0 not green, green; class 1
+    not green, green): ``class_imbalance=1`` 872 / 97 / 97 / 872; 5: 1,333 / 148 / 29 / 267; 20:
+    1,333 / 148 / 7 / 67; 50: 1,333 / 148 / 3 / 27. Images 3x32x32 from the JPEG copy (lossy).
+    """
+    p = check_finite(spurious_correlation, "spurious_correlation", low=0.5, high=1)
+    r = check_finite(class_imbalance, "class_imbalance", low=1, hint="The ratio class 0 : class 1 in train, e.g. 5.")
+    n_val, n_test = check_int(n_val, "n_val"), check_int(n_test, "n_test")
+    if n_val < 1 or n_test < 1:
+        raise ValueError(f"n_val and n_test (images per group in val and test) must be >= 1, got {n_val} and {n_test}.")
+    npz = require_file(data_dir, "cifar10_jpeg.npz", "cifar10-b-spurious")
+    csv = require_file(data_dir, "cifar10_b_groups.csv", "cifar10-b-spurious")
+    need = ["classes", "test_jpeg", "test_offsets", "test_labels", "test_index_in_class"]
+    d = read_npz(npz, need, what=" (see shared/data/README.md for the format)")
+    names = [str(c) for c in d["classes"]]
+    c0, c1 = _class_list(class0, names, "class0"), _class_list(class1, names, "class1")
+    if set(c0) & set(c1):
+        raise ValueError(f"class0 and class1 share {sorted(set(c0) & set(c1))[0]!r}; give disjoint classes.")
+    if check_int(colour, "colour") not in range(len(CIFAR_B_GROUPS)):
+        raise ValueError(f"colour must be a CIFAR-10-B group 0..{len(CIFAR_B_GROUPS) - 1} ({', '.join(CIFAR_B_GROUPS)}), got {colour!r}.")
+    test_y = d["test_labels"].astype(np.int64)
+    colours = _cifar_b_groups(csv, names, test_y, d["test_index_in_class"])  # only the test images carry a colour
+    cls = np.array(names)[test_y]
+    y = np.where(np.isin(cls, c1), 1, np.where(np.isin(cls, c0), 0, -1))
+    pool = np.flatnonzero(y >= 0)
+    y, a = y[pool], (colours[pool] == colour).astype(np.int64)
+    g = groups_from_pairs(y, a, 2)
+    rng = np.random.default_rng(seed)
+    sizes = np.bincount(g, minlength=4)
+    if sizes.min() <= n_val + n_test:
+        raise ValueError(f"group sizes {sizes.tolist()} leave no train images after {n_val} + {n_test} per group for val "
+                         "and test; lower n_val / n_test or choose other classes.")
+    order = rng.permutation(g.size)
+    rank = np.empty(g.size, dtype=np.int64)
+    for k in range(4):  # position of each image among its group, in one seeded order
+        members = order[g[order] == k]
+        rank[members] = np.arange(members.size)
+    val, test = rank < n_val, (rank >= n_val) & (rank < n_val + n_test)
+    rest = ~(val | test)
+    def pool_of(c: int, agrees: bool) -> np.ndarray:  # train candidates of class c, in the seeded order
+        idx = np.flatnonzero(rest & (y == c) & ((a == c) == agrees))
+        return idx[np.argsort(rank[idx])]
+
+    agree, other = [pool_of(c, True) for c in (0, 1)], [pool_of(c, False) for c in (0, 1)]
+    n = [min(agree[c].size / p, other[c].size / (1 - p)) if p < 1 else agree[c].size for c in (0, 1)]
+    n = [n[0], min(n[1], n[0] / r)]
+    n[0] = min(n[0], n[1] * r)
+    train = np.concatenate([np.concatenate([agree[c][: int(round(p * n[c]))], other[c][: int(round(n[c])) - int(round(p * n[c]))]])
+                            for c in (0, 1)])
+    if min(np.bincount(y[train], minlength=2)) < 1:
+        raise ValueError(f"class_imbalance={r:g} leaves class 1 without train images; lower it.")
+    x = decode_jpegs(d["test_jpeg"], d["test_offsets"])[pool]
+    split = {name: Split(x=x[np.sort(idx)], y=y[np.sort(idx)], g=g[np.sort(idx)], loader=uint8_to_float,
+                         attrs={"spurious": a[np.sort(idx)]})
+             for name, idx in (("train", train), ("val", np.flatnonzero(val)), ("test", np.flatnonzero(test)))}
+    cnames = ["/".join(c0), "/".join(c1)]
+    colour_name = CIFAR_B_GROUPS[colour]
+    return Dataset(
+        name="cifar10-b-spurious", splits=split, class_names=cnames,
+        group_names=pair_group_names(cnames, [f"not {colour_name}", colour_name]),
+        description=(f"CIFAR-10 test images, {cnames[0]} vs {cnames[1]}, spurious background {colour_name} (CIFAR-10-B) "
+                     f"agreeing with the class in {p:.0%} of train, class imbalance {r:g}:1"),
     )
 
 

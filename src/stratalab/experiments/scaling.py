@@ -143,17 +143,27 @@ class ScalingResult:
         return out.reset_index()
 
     def curves(self, width: float | None = None) -> pd.DataFrame:
-        """Test WGA per epoch, mean and std over seeds, per method (at ``width``, default the largest)."""
+        """Test WGA per epoch, mean and std over seeds, per method (at ``width``, default the largest);
+        with ``eval_train``, also the train WGA and average accuracy (``train_wga_mean``,
+        ``train_avg_mean``)."""
         w = max(self.config.widths) if width is None else float(width)
         rows = []
         for r in self.runs:
-            if r["width"] == w:
-                rows += [{"method": r["method"], "seed": r["seed"], "epoch": e + 1, "test_wga": v} for e, v in enumerate(r["curve"])]
+            if r["width"] != w:
+                continue
+            for e, v in enumerate(r["curve"]):
+                row = {"method": r["method"], "seed": r["seed"], "epoch": e + 1, "test_wga": v}
+                if "train_wga_curve" in r:
+                    row.update(train_wga=r["train_wga_curve"][e], train_avg=r["train_avg_curve"][e])
+                rows.append(row)
         df = pd.DataFrame(rows)
         if df.empty:
             return df
         out = df.groupby(["method", "epoch"], sort=False)["test_wga"].agg(["mean", lambda v: float(np.std(v))])
         out.columns = ["wga_mean", "wga_std"]
+        for col in ("train_wga", "train_avg"):
+            if col in df:
+                out[f"{col}_mean"] = df.groupby(["method", "epoch"], sort=False)[col].mean()
         return out.reset_index()
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +173,15 @@ class ScalingResult:
 
 def _test_wga_curve(history: list[dict[str, Any]]) -> list[float]:
     return [float(h["test"]["worst_group_accuracy"]) for h in history if "test" in h]
+
+
+def _train_curves(history: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Train worst-group and average accuracy per evaluated epoch, where the run had ``eval_train``."""
+    rows = [h["train"] for h in history if "train" in h]
+    if not rows:
+        return {}
+    return {"train_wga_curve": [float(t["worst_group_accuracy"]) for t in rows],
+            "train_avg_curve": [float(t["average_accuracy"]) for t in rows]}
 
 
 def _pretrain_task(src: "DataSpec", pcfg: dict[str, Any], path: str, model: str, width: float,
@@ -192,7 +211,7 @@ def _finetune_task(data: "DataSpec", cfg: dict[str, Any], params: int, label: st
     return {"selected_epoch": r.selected_epoch, "test_wga": r.reports["test"].worst_group_accuracy,
             "test_avg": r.reports["test"].average_accuracy, "test_wga_last": float(last["worst_group_accuracy"]),
             "test_avg_last": float(last["average_accuracy"]), "seconds": time.perf_counter() - t,
-            "curve": _test_wga_curve(r.history)}
+            "curve": _test_wga_curve(r.history), **_train_curves(r.history)}
 
 
 def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weights_dir: str | Path | None = None,
@@ -290,24 +309,32 @@ def plot_scaling(result: ScalingResult, path: str | Path, *, last_epoch: bool = 
 
 def plot_collapse(result: ScalingResult, path: str | Path, width: float | None = None) -> Path:
     """Test worst-group accuracy over finetuning epochs per class-balancing method (mean +- std over
-    seeds), the figure where LaBonte et al. see upsampling and upweighting collapse."""
+    seeds), the figure where LaBonte et al. see upsampling and upweighting collapse. Runs with
+    ``eval_train`` add a second panel: train worst-group accuracy, which reaches 100% when the
+    repeated minority examples are memorised (the paper's mechanism)."""
     from matplotlib.figure import Figure
 
     from .._io import save_figure_atomic
 
     cur = result.curves(width)
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    with_train = "train_wga_mean" in cur
+    fig = Figure(figsize=(11 if with_train else 6, 4))
+    axes = fig.subplots(1, 2 if with_train else 1, squeeze=False)[0]
     for method in result.config.methods:
         sub = cur[cur["method"] == method]
-        ax.plot(sub["epoch"], 100 * sub["wga_mean"], color=_COLOURS[method], label=LABELS[method])
-        ax.fill_between(sub["epoch"], 100 * (sub["wga_mean"] - sub["wga_std"]), 100 * (sub["wga_mean"] + sub["wga_std"]),
-                        color=_COLOURS[method], alpha=0.15)
-    ax.set_xlabel("finetuning epoch")
-    ax.set_ylabel("test worst-group accuracy (%)")
+        axes[0].plot(sub["epoch"], 100 * sub["wga_mean"], color=_COLOURS[method], label=LABELS[method])
+        axes[0].fill_between(sub["epoch"], 100 * (sub["wga_mean"] - sub["wga_std"]),
+                             100 * (sub["wga_mean"] + sub["wga_std"]), color=_COLOURS[method], alpha=0.15)
+        if with_train:
+            axes[1].plot(sub["epoch"], 100 * sub["train_wga_mean"], color=_COLOURS[method], label=LABELS[method])
     w = max(result.config.widths) if width is None else width
-    ax.set_title(f"WGA over epochs, {result.config.train.model} x{w:g} on {result.config.dataset}", fontsize=9)
-    ax.legend(title="class balancing", fontsize=8)
+    for ax, what in zip(axes, ("test", "train")):
+        ax.set_xlabel("finetuning epoch")
+        ax.set_ylabel(f"{what} worst-group accuracy (%)")
+    axes[0].set_title(f"WGA over epochs, {result.config.train.model} x{w:g} on {result.config.dataset}", fontsize=9)
+    if with_train:
+        axes[1].set_title("train WGA (no augmentation): memorised at 100%", fontsize=9)
+    axes[0].legend(title="class balancing", fontsize=8)
     fig.tight_layout()
     return save_figure_atomic(fig, path)
 

@@ -58,7 +58,9 @@ class TrainConfig:
     (and so JSON/YAML), and every result file records it.
 
     ``milestones`` are fractions of ``epochs`` (the multistep schedule multiplies the learning rate
-    by ``gamma`` at each). Group DRO: ``gdro_eta`` (step size of the group weights), ``gdro_adjustment``
+    by ``gamma`` at each). ``eval_train`` also evaluates the train split as stored (no augmentation)
+    at each evaluation, into the history's ``"train"`` entry: where train accuracy saturates, i.e. the
+    model has memorised its minority groups (LaBonte et al.'s collapse mechanism). Group DRO: ``gdro_eta`` (step size of the group weights), ``gdro_adjustment``
     (C), ``gdro_balanced_sampler``. Mixture balancing: ``mixture_ratio`` (r). JTT: ``jtt_epochs``
     (T) and ``jtt_upsample`` (lambda_up, an integer: each error appears lambda_up times per epoch, so
     its total weight is lambda_up, not 1 + lambda_up). DFR: ``dfr_cs`` and ``dfr_retrains``.
@@ -102,6 +104,7 @@ class TrainConfig:
     gamma: float = 0.1
     seed: int = 0
     eval_every: int = 1
+    eval_train: bool = False
     select: str = "val_wca"
     gdro_eta: float = 0.01
     gdro_adjustment: float = 0.0
@@ -182,6 +185,8 @@ class TrainConfig:
                              f"got {max(self.epochs, self.jtt_epochs):,}.")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed}.")
+        if not isinstance(self.eval_train, bool):
+            raise ValueError(f"eval_train must be true or false, got {self.eval_train!r}.")
 
     def _check_optimisation(self) -> None:
         """Model width, optimiser, schedule, selection criterion and finetuning."""
@@ -632,6 +637,9 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: Split | None, test: Spl
     if test is not None:
         row["test"] = split_report(test, predict(run.model, test, precision=run.cfg.precision, workers=run.cfg.workers,
                                                  tta=run.cfg.tta)).summary()
+    if run.cfg.eval_train:  # the train split as stored (no augmentation): when does the model memorise it?
+        row["train"] = split_report(run.train, predict(run.model, run.train, precision=run.cfg.precision,
+                                                       workers=run.cfg.workers)).summary()
 
 
 def fit(
