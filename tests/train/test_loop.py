@@ -299,3 +299,24 @@ def test_subsetting_ignores_absent_class_ids():
     y = np.array([0, 0, 0, 2, 2])
     plan = make_plan("subsetting", y, None, np.random.default_rng(0))
     assert np.bincount(y[plan.subset]).tolist() == [2, 0, 2]
+
+
+def test_eval_train_records_the_train_split_and_changes_nothing_else(digits):
+    """``eval_train`` (issue 21: where train accuracy saturates) adds the train split's report at
+    every evaluation, computed on the epoch's weights, and leaves the run itself untouched."""
+    from stratalab.metrics import group_report
+
+    cfg = TrainConfig(model="mlp", epochs=3, batch_size=64, seed=0, select="val_wga")
+    plain = fit(build_model("mlp", (1, 8, 8), 2, seed=0), digits.train, cfg, val=digits.val, test=digits.test)
+    model = build_model("mlp", (1, 8, 8), 2, seed=0)
+    res = fit(model, digits.train, TrainConfig.from_dict({**cfg.to_dict(), "eval_train": True}), val=digits.val,
+              test=digits.test)
+    assert all("train" in h for h in res.history) and not any("train" in h for h in plain.history)
+    assert [{k: v for k, v in h.items() if k != "train"} for h in res.history] == plain.history
+    model.load_state_dict(res.last_state)  # the last epoch's weights, against its history row
+    pred = predict(model, digits.train).argmax(1)
+    want = group_report(digits.train.y, pred, digits.train.g)
+    assert res.history[-1]["train"]["average_accuracy"] == pytest.approx(float(np.mean(pred == digits.train.y)))
+    assert res.history[-1]["train"]["worst_group_accuracy"] == pytest.approx(want.worst_group_accuracy)
+    with pytest.raises(ValueError, match="eval_train must be true or false"):
+        TrainConfig(eval_train="yes")
