@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ def flow_train(
     kl_warmup: int = typer.Option(0, "--kl-warmup", help="Steps over which the KL term's weight rises from 0 to 1 (0: none)."),
     coupling_kernel: int = typer.Option(3, "--coupling-kernel", help="3: coupling networks see neighbours; 1: each squeezed "
                                         "block alone, so what spans blocks (the global look) must come from z."),
+    colour_std: float = typer.Option(0.0, "--colour-std", help="With --z-affine: train z's per-channel shift to each image's "
+                                     "mean colour, a Gaussian term of this std (e.g. 0.01; 0: off), so the colour is read "
+                                     "from z. A training term only: bits/dim is the ELBO without it."),
     lr: float = typer.Option(1e-3, help="Adam learning rate (linear warm-up over 200 steps)."),
     batch_size: int = typer.Option(64, help="Mini-batch size."),
     n_eval: int = typer.Option(2000, "--n-eval", help="Test images on which bits/dim is reported (0: skip)."),
@@ -74,7 +78,7 @@ def flow_train(
         raise ValueError(f"--n-eval must be >= 0, got {n_eval}.")
     settings = dict(levels=levels, steps=steps, hidden=hidden, z_dim=z_dim, free_bits=free_bits, epochs=epochs,
                     batch_size=batch_size, lr=lr, seed=seed, z_affine=z_affine, kl_warmup=kl_warmup,
-                    coupling_kernel=coupling_kernel)
+                    coupling_kernel=coupling_kernel, colour_std=colour_std)
     if isinstance(levels, int) and 1 <= levels <= 16:  # every setting but the image size, before any data is read
         FlowConfig(image_shape=(3, 2 ** levels, 2 ** levels), **settings)  # type: ignore[arg-type]
     ds = load(dataset, data_dir=data_dir, seed=seed, **parse_options(option))
@@ -100,7 +104,8 @@ def flow_train(
         flow, history = train_flow(x, cfg, progress=said, on_step=lambda k, n: bar.update(task, completed=k, total=n),
                                    device=hw["device"], precision=hw["precision"])
     train_seconds = time.perf_counter() - t0
-    record: dict[str, Any] = {"dataset": ds.name, "n_train": int(len(x)), "train_seconds": train_seconds, **hw,
+    record: dict[str, Any] = {"command": " ".join(["stratalab", *sys.argv[1:]]), "dataset": ds.name, "n_train": int(len(x)),
+                              "train_seconds": train_seconds, **hw,
                               "test_bpd": bits_per_dim(flow, test_x, seed=seed) if test_x is not None else None,
                               "n_eval": int(len(test_x)) if test_x is not None else 0}
     save_flow(flow, output, history=history, extra=record)

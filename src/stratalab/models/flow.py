@@ -63,6 +63,11 @@ class FlowConfig:
     over that many steps, so the decoder learns to read ``z`` before ``z`` is made to pay for itself;
     ``coupling_kernel=1`` makes the coupling networks 1x1 (the default 3 sees neighbours), so the
     local flow models each squeezed block alone and whatever spans blocks must come from ``z``.
+    ``colour_std`` (> 0, needs ``z_affine``) adds a training term: the image's mean colour (its
+    per-channel pixel mean) under a Gaussian centred on the ``z``-given shift with that std, i.e. an
+    auxiliary decoder of the colour from ``z``. The ELBO alone lets the local flow model the colour
+    (``z`` then moves it about 25% of the way, issue 21); with this term the colour must be read from
+    ``z``. It is not part of the bound: :func:`bits_per_dim` reports the ELBO without it.
     """
 
     image_shape: tuple[int, int, int] = (3, 32, 32)
@@ -80,6 +85,7 @@ class FlowConfig:
     z_affine: bool = False
     kl_warmup: int = 0
     coupling_kernel: int = 3
+    colour_std: float = 0.0
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(v) for v in self.image_shape)  # type: ignore[assignment]
@@ -106,6 +112,13 @@ class FlowConfig:
             raise ValueError(f"coupling_kernel must be 1 or 3, got {self.coupling_kernel!r}.")
         if not isinstance(self.z_affine, bool):
             raise ValueError(f"z_affine must be True or False, got {self.z_affine!r}.")
+        v = self.colour_std
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"colour_std must be a finite number >= 0 (0: off), got {v!r}.")
+        self.colour_std = float(v)
+        if self.colour_std > 0 and not self.z_affine:
+            raise ValueError("colour_std trains z's per-channel shift to the image's mean colour; it needs z_affine=True "
+                             "(--z-affine).")
         if int(self.seed) != self.seed or not 0 <= self.seed < 2 ** 32:
             raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}.")
 
@@ -350,7 +363,8 @@ class DecoupledFlow(nn.Module):
     def loss_terms(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Per-example terms of the negative ELBO (nats) on ``x``, which the caller has already
         dequantised: ``nll`` (of ``nu`` under N(0, I) minus log|det|), ``kl`` (exact, summed over
-        ``z``) and ``kl_free`` (the free-bits version the optimiser sees)."""
+        ``z``), ``kl_free`` (the free-bits version the optimiser sees) and ``colour`` (the
+        ``colour_std`` term, 0 when off; a training term outside the bound)."""
         self._check(x)
         mu, logvar = self.encoder(x - 0.5)
         # drawn on the generator's device (the CPU's for a seeded run: the same draws on every device), then moved
@@ -362,7 +376,11 @@ class DecoupledFlow(nn.Module):
         log_pnu = -0.5 * nu.pow(2).flatten(1).sum(1) - 0.5 * d * math.log(2 * math.pi)
         kl_dims = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
         kl_free = torch.clamp(kl_dims.mean(0), min=self.config.free_bits).sum().expand(x.shape[0])
-        return {"nll": -(log_pnu + logdet), "kl": kl_dims.sum(1), "kl_free": kl_free}
+        colour = torch.zeros_like(kl_free)
+        if self.config.colour_std > 0:  # -log N(mean colour; z's shift, colour_std^2), up to a constant
+            shift = self._z_affine(z)[0].flatten(1)
+            colour = 0.5 * ((shift - (x.mean((2, 3)) - 0.5)) / self.config.colour_std).pow(2).sum(1)
+        return {"nll": -(log_pnu + logdet), "kl": kl_dims.sum(1), "kl_free": kl_free, "colour": colour}
 
 
 def dequantize(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -442,7 +460,7 @@ def train_flow(images: np.ndarray, config: FlowConfig | None = None, *, val_imag
                 t = flow.loss_terms(to_device(xb, dev), g)
             t = {k: v.float() for k, v in t.items()}
             beta = min(1.0, (step + 1) / cfg.kl_warmup) if cfg.kl_warmup else 1.0
-            loss = (t["nll"] + beta * t["kl_free"]).mean() / dims
+            loss = (t["nll"] + beta * t["kl_free"] + t["colour"]).mean() / dims
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the flow's loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; "
                                          "lower lr or raise warmup.")
