@@ -177,7 +177,9 @@ def main() -> None:
     bad = [p for p in parts if p not in PARTS]
     if bad:
         ap.error(f"unknown part {bad[0]!r}; choose from {', '.join(PARTS)}")
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error("--threads must be >= 1")
         import torch
 
         torch.set_num_threads(args.threads)

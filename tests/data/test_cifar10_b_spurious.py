@@ -44,9 +44,10 @@ def _decoded(split):
 def test_groups_correlation_and_imbalance_counted_by_hand(tmp_path):
     _fixture(tmp_path)
     # test pool: cat/dog 90 not green + 30 green, deer/horse 50 not green + 70 green; 5 + 10 of each group
-    # go to val and test, leaving 75 / 15 / 35 / 55. At p = 0.9 class 0 holds 83.3 (75 agree + 8), class 1
-    # 61.1 (55 + 6); ratio 1 cuts class 0 to 61.1 (55 + 6); ratio 5 cuts class 1 to 16.7 (15 + 2).
-    for ratio, want in ((1, [55, 6, 6, 55]), (5, [75, 8, 2, 15])):
+    # go to val and test, leaving 75 / 15 / 35 / 55. At p = 0.9 class 0 can hold floor(75 / 0.9) = 83, class 1
+    # floor(55 / 0.9) = 61; ratio 1 cuts class 0 to 61: round(0.9 * 61) = 55 agree + 6; ratio 5 cuts class 1
+    # to floor(83 / 5) = 16 (round(14.4) = 14 + 2) and class 0 to 5 * 16 = 80 (72 + 8).
+    for ratio, want in ((1, [55, 6, 6, 55]), (5, [72, 8, 2, 14])):
         ds = load("cifar10-b-spurious", data_dir=tmp_path, seed=0, n_val=5, n_test=10, class_imbalance=ratio)
         assert np.bincount(ds.train.g, minlength=4).tolist() == want, ratio
         assert np.bincount(ds.val.g, minlength=4).tolist() == [5] * 4
@@ -84,7 +85,8 @@ def test_other_classes_and_full_correlation(tmp_path):
     ({"class0": "cat,deer"}, "share 'deer'"), ({"class1": "zebra"}, "'zebra' is not one of them"),
     ({"class0": "cat,cat"}, "each named once"), ({"n_val": 40, "n_test": 30}, "leave no train images"),
     ({"spurious_correlation": 0.3}, "spurious_correlation"), ({"class_imbalance": 0.5}, "class_imbalance"),
-    ({"colour": 8}, "colour must be a CIFAR-10-B group"), ({"n_test": 0}, "n_val and n_test")])
+    ({"colour": 8}, "colour must be a CIFAR-10-B group"), ({"n_test": 0}, "n_val and n_test"),
+    ({"spurious_correlation": 0.99, "class_imbalance": 5, "n_val": 5, "n_test": 10}, "leaves class 1 no train image that disagrees")])
 def test_bad_options_are_named(tmp_path, opts, match):
     _fixture(tmp_path)
     with pytest.raises(ValueError, match=match):
@@ -100,14 +102,25 @@ def test_cifar10_b_keeps_the_named_classes_in_the_order_given(tmp_path):
         c, _, _ = _decoded(sp)
         np.testing.assert_array_equal(np.array(CIFAR_CLASSES)[c], np.array(["ship", "airplane"])[sp.y])
         assert len(sp) == n, split
-    assert ds.test.g is not None and len(ds.test.attrs["index_in_class"]) == 120
+    _, _, index = _decoded(ds.test)
+    np.testing.assert_array_equal(ds.test.attrs["index_in_class"], index)  # each test image keeps its own key
     with pytest.raises(ValueError, match="option classes must be CIFAR-10 class names"):
         load("cifar10-b", data_dir=tmp_path, classes="ship,boat")
 
 
 def test_real_files_give_the_documented_counts(shared_data):
     shared_file("cifar10_jpeg.npz")
-    for ratio, want in ((1, [872, 97, 97, 872]), (20, [1333, 148, 7, 67]), (50, [1333, 148, 3, 27])):
+    for ratio, want in ((1, [871, 97, 97, 871]), (5, [1332, 148, 30, 266]), (20, [1332, 148, 7, 67]), (50, [1305, 145, 3, 26])):
         ds = load("cifar10-b-spurious", data_dir=shared_data, seed=0, class_imbalance=ratio)
         assert np.bincount(ds.train.g, minlength=4).tolist() == want, ratio
         assert np.bincount(ds.test.g).tolist() == [150] * 4 and np.bincount(ds.val.g).tolist() == [75] * 4
+
+
+def test_the_description_states_the_correlation_obtained(tmp_path):
+    """Few images cannot give every fraction: n_val=14 and n_test=15 leave 1 green cat/dog, so class 0
+    holds 2 images and p = 0.6 becomes 1 of 2. The set says so rather than claiming 60% (it used to
+    round both counts to 2 and silently keep no disagreeing image at all)."""
+    _fixture(tmp_path)
+    ds = load("cifar10-b-spurious", data_dir=tmp_path, n_val=14, n_test=15, spurious_correlation=0.6)
+    assert np.bincount(ds.train.g, minlength=4).tolist() == [1, 1, 1, 1]
+    assert "in 50.0% of train (asked 0.6), class imbalance 1.00:1 (asked 1)" in ds.description

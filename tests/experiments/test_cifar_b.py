@@ -172,7 +172,9 @@ def test_flowaug_row_end_to_end_from_the_cli(tiny_cifar, tmp_path):
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
     assert info["n_train"] == 150 and 0 < info["test_bpd"] < 16 and len(info["history"]) == 1
-    assert info["command"].startswith("stratalab ")  # the record says how the flow was made
+    # the record says how the flow was made: its settings, not the calling program's argv
+    assert info["command"] == (f"stratalab flow train --output {flow} --dataset {tiny_cifar} --epochs 1 --steps 1 "
+                               "--hidden 8 --z-dim 4 --batch-size 50 --n-eval 20 --json")
     fig = tmp_path / "samples.png"
     s = runner.invoke(app, ["flow", "samples", str(flow), "--dataset", str(tiny_cifar), "--n", "4", "-o", str(fig), "--json"])
     assert s.exit_code == 0, s.output

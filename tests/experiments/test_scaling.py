@@ -79,11 +79,17 @@ def test_scaling_study_outputs_have_the_grid_shape(tmp_path):
         assert f.read_bytes()[:4] == b"\x89PNG"
     json.dumps(res.to_dict())
     assert "train_wga_mean" not in res.curves()
+    with pytest.raises(ValueError, match="unknown balancing"):
+        ScalingConfig.of(methods=("erm", "gdro"))
+    with pytest.raises(ValueError, match="width must be"):
+        ScalingConfig.of(widths=(1.0, 0.0))
 
 
 def test_scaling_study_with_eval_train_gives_train_curves(tmp_path):
     """Issue 21: each run's train worst-group and average accuracy per epoch, their means in
-    ``curves``, and a second panel in the collapse figure."""
+    ``curves``, and a second panel in the collapse figure. Pretraining never evaluates its train
+    split, so its cached weights serve runs with and without ``eval_train``; with ``eval_every=2``
+    the curves sit at the epochs evaluated."""
     from PIL import Image
 
     cfg = ScalingConfig.of(dataset="u-digits", pretrain_dataset="digits", model="mlp", widths=(1.0,), seeds=(0, 1),
@@ -92,18 +98,21 @@ def test_scaling_study_with_eval_train_gives_train_curves(tmp_path):
     for r in res.runs:
         assert len(r["train_wga_curve"]) == len(r["train_avg_curve"]) == len(r["curve"]) == 3
         assert all(w <= a + 1e-12 for w, a in zip(r["train_wga_curve"], r["train_avg_curve"]))  # worst group <= average
+    assert "train_wga_curve" not in res.rows() and "curve_epochs" not in res.rows()  # per-epoch lists stay out of the table
     cur = res.curves()
     up = cur[(cur["method"] == "upsampling") & (cur["epoch"] == 3)].iloc[0]
     runs = [r for r in res.runs if r["method"] == "upsampling"]
     assert up["train_wga_mean"] == pytest.approx(np.mean([r["train_wga_curve"][2] for r in runs]))
     wide = Image.open(plot_collapse(res, tmp_path / "c.png")).size[0]
     cfg_plain = ScalingConfig.from_dict({**cfg.to_dict(), "train": {**cfg.train.to_dict(), "eval_train": False}})
-    narrow = Image.open(plot_collapse(run_scaling(cfg_plain, weights_dir=tmp_path / "w"), tmp_path / "d.png")).size[0]
+    plain = run_scaling(cfg_plain, weights_dir=tmp_path / "w")
+    assert all(p["reused"] for p in plain.pretraining)
+    assert [r["curve"] for r in plain.runs] == [r["curve"] for r in res.runs]  # evaluating train changes no number
+    narrow = Image.open(plot_collapse(plain, tmp_path / "d.png")).size[0]
     assert wide > 1.5 * narrow  # the train panel beside the test panel
-    with pytest.raises(ValueError, match="unknown balancing"):
-        ScalingConfig.of(methods=("erm", "gdro"))
-    with pytest.raises(ValueError, match="width must be"):
-        ScalingConfig.of(widths=(1.0, 0.0))
+    sparse = ScalingConfig.from_dict({**cfg.to_dict(), "train": {**cfg.train.to_dict(), "eval_every": 2}, "seeds": (0,)})
+    every2 = run_scaling(sparse, weights_dir=tmp_path / "w2")
+    assert sorted(set(every2.curves()["epoch"])) == [2, 3] and all(r["curve_epochs"] == [2, 3] for r in every2.runs)
 
 
 def test_review_fixes_weights_source_and_frozen_batchnorm(tmp_path):

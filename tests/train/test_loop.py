@@ -318,5 +318,14 @@ def test_eval_train_records_the_train_split_and_changes_nothing_else(digits):
     want = group_report(digits.train.y, pred, digits.train.g)
     assert res.history[-1]["train"]["average_accuracy"] == pytest.approx(float(np.mean(pred == digits.train.y)))
     assert res.history[-1]["train"]["worst_group_accuracy"] == pytest.approx(want.worst_group_accuracy)
+    # on the groups the run was given: with one group for every example, the cells are the classes
+    m1 = build_model("mlp", (1, 8, 8), 2, seed=0)
+    one = fit(m1, digits.train, TrainConfig.from_dict({**cfg.to_dict(), "eval_train": True}),
+              train_groups=np.zeros(len(digits.train), dtype=np.int64), val=digits.val)
+    m1.load_state_dict(one.last_state)
+    p1 = predict(m1, digits.train).argmax(1)
+    worst_class = min(float(np.mean(p1[digits.train.y == c] == c)) for c in (0, 1))
+    assert one.history[-1]["train"]["worst_group_accuracy"] == pytest.approx(worst_class)
+    assert res.history[-1]["train"]["worst_group_accuracy"] < worst_class  # the digit cells: a rarer, harder one
     with pytest.raises(ValueError, match="eval_train must be true or false"):
         TrainConfig(eval_train="yes")

@@ -111,6 +111,26 @@ def explicit(ctx: typer.Context, name: str) -> bool:
     return src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
+def invocation(ctx: typer.Context) -> str:
+    """The command line that makes this call's settings, for a result's record: ``stratalab``, the
+    subcommand, and every option whose value differs from its default (read from the parsed values,
+    not ``sys.argv``, which is another program's when the CLI is called from Python)."""
+    import shlex
+
+    words = ["stratalab", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value == param.default or value is None or not getattr(param, "opts", None):
+            continue
+        flag = max(param.opts, key=len)
+        if isinstance(value, bool):
+            words.append(flag if value else (getattr(param, "secondary_opts", None) or [f"--no-{flag.lstrip('-')}"])[0])
+        else:
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                words += [flag, str(v)]
+    return shlex.join(words)
+
+
 def refuse_unused(ctx: typer.Context, names: "list[str] | tuple[str, ...]", why: str) -> None:
     """Refuse options given on the command line that have no effect in the chosen setting (they
     used to be accepted and ignored without a word): one line naming the flag and the reason."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from .common import (
     OptionOption,
     PrecisionOption,
     hardware,
+    invocation,
     parse_floats,
     parse_options,
     say_written,
@@ -104,7 +104,7 @@ def flow_train(
         flow, history = train_flow(x, cfg, progress=said, on_step=lambda k, n: bar.update(task, completed=k, total=n),
                                    device=hw["device"], precision=hw["precision"])
     train_seconds = time.perf_counter() - t0
-    record: dict[str, Any] = {"command": " ".join(["stratalab", *sys.argv[1:]]), "dataset": ds.name, "n_train": int(len(x)),
+    record: dict[str, Any] = {"command": invocation(ctx), "dataset": ds.name, "n_train": int(len(x)),
                               "train_seconds": train_seconds, **hw,
                               "test_bpd": bits_per_dim(flow, test_x, seed=seed) if test_x is not None else None,
                               "n_eval": int(len(test_x)) if test_x is not None else 0}

@@ -434,11 +434,14 @@ def cifar10_b_spurious(*, data_dir: Path | None = None, seed: int = 0, class0: t
     CIFAR-10-B), ``0`` for ``class0`` (cat and dog, 22%); ``a = 1`` where the background is CIFAR-10-B
     group ``colour`` (0, inferred "green"); groups ``g = 2 y + a``. Val and test take ``n_val`` and
     ``n_test`` images of each group (seeded, group-balanced). Train is the rest, subsampled so that
-    ``a == y`` in exactly a fraction ``spurious_correlation`` of each class, then to a class ratio
-    ``class0 : class1`` of ``class_imbalance`` (stratified, so the correlation stays), the larger
-    class cut when the other has too few. Seed 0, train groups (class 0 not green, green; class 1
-    not green, green): ``class_imbalance=1`` 872 / 97 / 97 / 872; 5: 1,333 / 148 / 29 / 267; 20:
-    1,333 / 148 / 7 / 67; 50: 1,333 / 148 / 3 / 27. Images 3x32x32 from the JPEG copy (lossy).
+    ``a == y`` in a fraction ``spurious_correlation`` of each class (as near as the integer counts
+    allow), at a class ratio ``class0 : class1`` of ``class_imbalance`` (both classes subsampled the
+    same way, so the correlation stays), the larger class cut when the other has too few; the
+    description states the fraction and ratio obtained. A setting that leaves a class no
+    disagreeing train image (with ``spurious_correlation < 1``) is refused. Seed 0, train groups
+    (class 0 not green, green; class 1 not green, green): ``class_imbalance=1`` 871 / 97 / 97 / 871;
+    5: 1,332 / 148 / 30 / 266; 20: 1,332 / 148 / 7 / 67; 50: 1,305 / 145 / 3 / 26. Images 3x32x32
+    from the JPEG copy (lossy).
     """
     p = check_finite(spurious_correlation, "spurious_correlation", low=0.5, high=1)
     r = check_finite(class_imbalance, "class_imbalance", low=1, hint="The ratio class 0 : class 1 in train, e.g. 5.")
@@ -479,13 +482,15 @@ def cifar10_b_spurious(*, data_dir: Path | None = None, seed: int = 0, class0: t
         return idx[np.argsort(rank[idx])]
 
     agree, other = [pool_of(c, True) for c in (0, 1)], [pool_of(c, False) for c in (0, 1)]
-    n = [min(agree[c].size / p, other[c].size / (1 - p)) if p < 1 else agree[c].size for c in (0, 1)]
-    n = [n[0], min(n[1], n[0] / r)]
-    n[0] = min(n[0], n[1] * r)
-    train = np.concatenate([np.concatenate([agree[c][: int(round(p * n[c]))], other[c][: int(round(n[c])) - int(round(p * n[c]))]])
-                            for c in (0, 1)])
-    if min(np.bincount(y[train], minlength=2)) < 1:
+    n_agree, n_other = _correlated_counts([agree[c].size for c in (0, 1)], [other[c].size for c in (0, 1)], p, r)
+    if n_agree[1] + n_other[1] < 1:
         raise ValueError(f"class_imbalance={r:g} leaves class 1 without train images; lower it.")
+    if p < 1 and min(n_other) < 1:
+        raise ValueError(f"spurious_correlation={p:g} with class_imbalance={r:g} leaves class {int(np.argmin(n_other))} no "
+                         "train image that disagrees with its spurious feature; lower one of them.")
+    train = np.concatenate([np.concatenate([agree[c][:n_agree[c]], other[c][:n_other[c]]]) for c in (0, 1)])
+    got_p = (n_agree[0] + n_agree[1]) / train.size
+    got_r = (n_agree[0] + n_other[0]) / (n_agree[1] + n_other[1])
     x = decode_jpegs(d["test_jpeg"], d["test_offsets"])[pool]
     split = {name: Split(x=x[np.sort(idx)], y=y[np.sort(idx)], g=g[np.sort(idx)], loader=uint8_to_float,
                          attrs={"spurious": a[np.sort(idx)]})
@@ -496,8 +501,21 @@ def cifar10_b_spurious(*, data_dir: Path | None = None, seed: int = 0, class0: t
         name="cifar10-b-spurious", splits=split, class_names=cnames,
         group_names=pair_group_names(cnames, [f"not {colour_name}", colour_name]),
         description=(f"CIFAR-10 test images, {cnames[0]} vs {cnames[1]}, spurious background {colour_name} (CIFAR-10-B) "
-                     f"agreeing with the class in {p:.0%} of train, class imbalance {r:g}:1"),
+                     f"agreeing with the class in {got_p:.1%} of train (asked {p:g}), class imbalance {got_r:.2f}:1 "
+                     f"(asked {r:g})"),
     )
+
+
+def _correlated_counts(agree: list[int], other: list[int], p: float, r: float) -> tuple[list[int], list[int]]:
+    """Train images to keep per class, (agreeing, disagreeing), from ``agree[c]`` and ``other[c]``
+    available: the largest class sizes ``n_c`` whose fraction ``p`` agrees, at a ratio ``n_0 : n_1``
+    of ``r`` (the larger class cut), in integers: ``k_c = round(p n_c)`` (half up), kept within what
+    is available, so the fraction is as near ``p`` as the counts allow."""
+    most = [agree[c] if p >= 1 else int(np.floor(min(agree[c] / p, other[c] / (1 - p)) + 1e-9)) for c in (0, 1)]
+    n1 = min(most[1], int(np.floor(most[0] / r + 1e-9)))
+    n = [min(most[0], int(np.floor(n1 * r + 0.5))), n1]
+    k = [min(agree[c], max(n[c] - other[c], int(np.floor(p * n[c] + 0.5)))) for c in (0, 1)]
+    return k, [n[c] - k[c] for c in (0, 1)]
 
 
 CIFAR10_VEHICLES = ("airplane", "automobile", "ship", "truck")

@@ -95,7 +95,7 @@ class ScalingConfig:
     def pretrain_config(self, width: float) -> TrainConfig:
         """The pretraining of one width on the source task: ERM, ``pretrain_epochs``, seed 0, val average."""
         return replace(self.train, method="erm", width=width, epochs=self.pretrain_epochs, seed=0, select="val_avg",
-                       mixture_ratio=None, init=None, finetune="full")
+                       mixture_ratio=None, init=None, finetune="full", eval_train=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = config_to_dict(self)
@@ -129,7 +129,7 @@ class ScalingResult:
     seconds: float
 
     def rows(self) -> pd.DataFrame:
-        return pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in self.runs])
+        return pd.DataFrame([{k: v for k, v in r.items() if k not in _CURVES} for r in self.runs])
 
     def table(self) -> pd.DataFrame:
         """Mean and std (ddof 0) over seeds per (method, width): test WGA and average accuracy at the
@@ -151,8 +151,9 @@ class ScalingResult:
         for r in self.runs:
             if r["width"] != w:
                 continue
-            for e, v in enumerate(r["curve"]):
-                row = {"method": r["method"], "seed": r["seed"], "epoch": e + 1, "test_wga": v}
+            epochs = r.get("curve_epochs") or range(1, len(r["curve"]) + 1)  # files before it: every epoch evaluated
+            for e, (epoch, v) in enumerate(zip(epochs, r["curve"])):
+                row = {"method": r["method"], "seed": r["seed"], "epoch": int(epoch), "test_wga": v}
                 if "train_wga_curve" in r:
                     row.update(train_wga=r["train_wga_curve"][e], train_avg=r["train_avg_curve"][e])
                 rows.append(row)
@@ -171,8 +172,13 @@ class ScalingResult:
                 "table": self.table().to_dict(orient="records"), "runs": self.runs}
 
 
-def _test_wga_curve(history: list[dict[str, Any]]) -> list[float]:
-    return [float(h["test"]["worst_group_accuracy"]) for h in history if "test" in h]
+_CURVES = ("curve", "curve_epochs", "train_wga_curve", "train_avg_curve")  # per-epoch lists, not table columns
+
+
+def _test_wga_curve(history: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Test WGA at each evaluated epoch, and those epochs (``eval_every`` may skip some)."""
+    rows = [h for h in history if "test" in h]
+    return {"curve": [float(h["test"]["worst_group_accuracy"]) for h in rows], "curve_epochs": [int(h["epoch"]) for h in rows]}
 
 
 def _train_curves(history: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -211,7 +217,7 @@ def _finetune_task(data: "DataSpec", cfg: dict[str, Any], params: int, label: st
     return {"selected_epoch": r.selected_epoch, "test_wga": r.reports["test"].worst_group_accuracy,
             "test_avg": r.reports["test"].average_accuracy, "test_wga_last": float(last["worst_group_accuracy"]),
             "test_avg_last": float(last["average_accuracy"]), "seconds": time.perf_counter() - t,
-            "curve": _test_wga_curve(r.history), **_train_curves(r.history)}
+            **_test_wga_curve(r.history), **_train_curves(r.history)}
 
 
 def run_scaling(cfg: ScalingConfig, *, data_dir: str | Path | None = None, weights_dir: str | Path | None = None,

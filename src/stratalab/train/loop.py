@@ -59,8 +59,10 @@ class TrainConfig:
 
     ``milestones`` are fractions of ``epochs`` (the multistep schedule multiplies the learning rate
     by ``gamma`` at each). ``eval_train`` also evaluates the train split as stored (no augmentation)
-    at each evaluation, into the history's ``"train"`` entry: where train accuracy saturates, i.e. the
-    model has memorised its minority groups (LaBonte et al.'s collapse mechanism). Group DRO: ``gdro_eta`` (step size of the group weights), ``gdro_adjustment``
+    at each evaluation, into the history's ``"train"`` entry, on the groups the run trained with
+    (``train_groups`` if given, else the split's; its classes where it has none): where train
+    accuracy saturates, i.e. the model has memorised its minority groups (LaBonte et al.'s collapse
+    mechanism). It covers every train example, also those subsetting leaves out. Group DRO: ``gdro_eta`` (step size of the group weights), ``gdro_adjustment``
     (C), ``gdro_balanced_sampler``. Mixture balancing: ``mixture_ratio`` (r). JTT: ``jtt_epochs``
     (T) and ``jtt_upsample`` (lambda_up, an integer: each error appears lambda_up times per epoch, so
     its total weight is lambda_up, not 1 + lambda_up). DFR: ``dfr_cs`` and ``dfr_retrains``.
@@ -638,8 +640,9 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], val: Split | None, test: Spl
         row["test"] = split_report(test, predict(run.model, test, precision=run.cfg.precision, workers=run.cfg.workers,
                                                  tta=run.cfg.tta)).summary()
     if run.cfg.eval_train:  # the train split as stored (no augmentation): when does the model memorise it?
-        row["train"] = split_report(run.train, predict(run.model, run.train, precision=run.cfg.precision,
-                                                       workers=run.cfg.workers)).summary()
+        proba = predict(run.model, run.train, precision=run.cfg.precision, workers=run.cfg.workers)
+        groups = run.groups if run.groups is not None else run.train.y  # the groups training used, else the classes
+        row["train"] = group_report(run.train.y, proba.argmax(1), groups, y_score=proba).summary()
 
 
 def fit(
