@@ -126,7 +126,18 @@ def test_config_works_for_every_run_command(name, shape, tmp_path):
     assert res.exit_code == 0, res.output
     old, new = json.loads(src.read_text()), json.loads(out.read_text())
     for key in EXPERIMENTS[" ".join(command)].result_keys:
-        assert _strip_seconds(old[key]) == _strip_seconds(new[key]), key
+        assert _strip_seconds(old[key]) == _as_recorded(_strip_seconds(old[key]), _strip_seconds(new[key])), key
+
+
+def _as_recorded(old: Any, new: Any) -> Any:
+    """``new`` without the fields its records gained after ``old`` was written (e.g. a scaling run's
+    ``curve_epochs``): every field the file has must come back the same, new fields are not
+    compared (as `stratalab rerun` does)."""
+    if isinstance(old, dict) and isinstance(new, dict) and old:
+        return {k: _as_recorded(old.get(k), v) for k, v in new.items() if k in old}
+    if isinstance(old, list) and isinstance(new, list):
+        return [_as_recorded(a, b) for a, b in zip(old, new)] + new[len(old):]
+    return new
 
 
 def _strip_seconds(o: Any) -> Any:
@@ -244,3 +255,18 @@ def test_pretrain_records_its_threads(tmp_path):
                               "-o", str(tmp_path / "w.pt"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["threads"] == 1
+
+
+def test_rerun_skips_only_fields_added_since_the_file_was_written():
+    """`stratalab rerun` compares every number a file records; a field its records gained later
+    (a scaling run's ``curve_epochs``) is not a difference, but a record the file lacks (one more
+    run) or one more entry in a recorded list still is."""
+    from stratalab.cli.results import added_fields
+
+    recorded = {"runs[0].curve[0]": 0.5, "runs[0].test_wga": 0.4, "runs[1].curve[0]": 0.6, "table[0].wga_mean": 0.4}
+    rerun_only = ["runs[0].curve_epochs[0]", "runs[1].curve_epochs[0]", "runs[2].curve[0]", "runs[0].curve[1]", "extra",
+                  "table[0].wga_last_mean"]
+    assert added_fields(recorded, rerun_only) == {"runs[0].curve_epochs[0]": "runs[*].curve_epochs",
+                                                  "runs[1].curve_epochs[0]": "runs[*].curve_epochs",
+                                                  "table[0].wga_last_mean": "table[*].wga_last_mean"}
+    assert added_fields({}, ["runs[0].x"]) == {}  # nothing recorded: nothing is "added"

@@ -36,6 +36,27 @@ def numbers(obj: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def added_fields(recorded: dict[str, float], rerun_only: list[str]) -> dict[str, str]:
+    """Of the numbers only the rerun has, those in a field that its record lacked when the file
+    was written: ``runs[0].curve_epochs[1]`` where the recorded ``runs[0]`` has numbers but no
+    ``curve_epochs`` (a field added to the results since). Returned as key -> field path with list
+    positions starred (``runs[*].curve_epochs``). A record the file lacks altogether (a sixth run
+    where it has five) is not one: it stays a difference."""
+    import re
+
+    out = {}
+    for key in rerun_only:
+        for m in re.finditer(r"\.([A-Za-z_][A-Za-z0-9_]*)", key):
+            parent, field = key[:m.start()], m.group(1)
+            has_parent = any(k.startswith(parent + ".") for k in recorded)
+            has_field = any(k.startswith(f"{parent}.{field}") and k[len(parent) + len(field) + 1:][:1] in ("", ".", "[")
+                            for k in recorded)
+            if has_parent and not has_field:
+                out[key] = re.sub(r"\[\d+\]", "[*]", f"{parent}.{field}")
+                break
+    return out
+
+
 def agree(recorded: float | None, rerun: float | None, tolerance: float) -> bool:
     """Whether a rerun reproduces a recorded number: both present, finite, within ``tolerance``.
     A NaN or infinity on either side is a difference (``abs(nan - x) > tol`` is False, so a
@@ -127,13 +148,15 @@ def rerun(
         write_json_atomic(output, new)
     old_n = numbers({k: recorded.get(k) for k in exp.result_keys})
     new_n = numbers({k: new.get(k) for k in exp.result_keys})
-    keys = sorted(set(old_n) | set(new_n))
+    added = added_fields(old_n, sorted(set(new_n) - set(old_n)))  # fields the code records since the file was written
+    keys = sorted((set(old_n) | set(new_n)) - set(added))
     diffs = [(k, old_n.get(k), new_n.get(k)) for k in keys if not agree(old_n.get(k), new_n.get(k), tolerance)]
     gaps = [abs(old_n[k] - new_n[k]) for k in keys if k in old_n and k in new_n]
     largest = float("nan") if any(math.isnan(g) for g in gaps) else max(gaps, default=0.0)
     summary = {"result": str(p), "command": inv.command, "numbers_compared": len(keys), "differing": len(diffs),
                "max_abs_difference": _plain(largest), "reproduced": not diffs,
-               "differences": [{"key": k, "recorded": _plain(a), "rerun": _plain(b)} for k, a, b in diffs[:50]]}
+               "differences": [{"key": k, "recorded": _plain(a), "rerun": _plain(b)} for k, a, b in diffs[:50]],
+               "fields_added_since": sorted(set(added.values()))}
     if json_out:
         print(json.dumps(summary, indent=2, allow_nan=False))
     else:
@@ -143,6 +166,8 @@ def rerun(
                       f"compared, {len(diffs)} differ (max |difference| {largest:.3g}, tolerance {tolerance:g}).")
         for k, a, b in diffs[:10]:
             console.print(f"  {k}: recorded {a}, rerun {b}")
+        if added:
+            console.print(f"not compared, fields the file predates: {', '.join(sorted(set(added.values())))}")
         if output is not None:
             console.print(f"wrote rerun: {output}")
     if diffs:
