@@ -1,0 +1,152 @@
+"""Chiu, Chen and Ma's FlowAug rows beside Standard, from result files of ``cifar_b_study.py`` (issue 21,
+item 3): one file per FlowAug setting (objective, lambda), each checked to share every other setting
+with the Standard file, with the paired difference to Standard on the seeds both have, and the flow's
+closure and bits/dim (``flow_closure.py``) beside the table. Older baseline rows made under other
+settings can be shown below, marked with the settings that differ; they are not compared.
+
+Run: python benchmarks/cifar_b_flowaug_table.py --standard S.json --flowaug A.json,B.json
+     [--closure benchmarks/results/flow_closure_colour.json] [--older old.json] [--name N] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import REPO, sha256, write  # noqa: E402
+from cifar_b_study import PAPER, PAPER_FLOWAUG, merge_runs  # noqa: E402
+
+from stratalab.experiments.cifar_b import CifarBConfig, CifarBResult  # noqa: E402
+
+COLUMNS = [("accuracy", "accuracy (%)"), ("weighted_std", "WeightedStd"), ("macro_std", "MacroStd"),
+           ("corrupted_accuracy", "corrupted acc. (%)"), ("corrupted_macro_std", "corrupted MacroStd")]
+OBJECTIVE_NAMES = {"gauss": "eq. (2), Alg. 1", "mix": "eq. (2), Alg. 2", "gauss+std": "eq. (3), Alg. 1",
+                   "mix+std": "eq. (3), Alg. 2", "gauss+mix": "eq. (4) without Std", "gauss+mix+std": "eq. (4)"}
+
+
+def load(path: str) -> CifarBResult:
+    d = json.loads(Path(path).read_text())
+    return CifarBResult(config=CifarBConfig.from_dict(d["config"]), runs=d["runs"], class_names=d["class_names"],
+                        group_names=d["group_names"], seconds=float(d.get("seconds", 0.0)))
+
+
+def per_seed(res: CifarBResult, augment: str) -> dict[int, dict[str, float]]:
+    """Each seed's clean and corrupted metrics of one row, in % points."""
+    df = res.rows()
+    df = df[df["augment"] == augment]
+    return {int(r["seed"]): {c: 100 * float(r[c]) for c, _ in COLUMNS if c in r} for _, r in df.iterrows()}
+
+
+def flowaug_label(cfg: CifarBConfig) -> str:
+    """The row's objective and weights as the paper names them."""
+    obj = cfg.flowaug_objective
+    parts = [OBJECTIVE_NAMES.get(obj, obj)]
+    if "std" in obj:
+        parts.append(f"lambda{'2' if 'gauss+mix' in obj else ''} {cfg.flowaug_std_weight:g}")
+    if "gauss+mix" in obj:
+        parts.append(f"lambda1 {cfg.flowaug_mix_weight:g}")
+    if "gauss" in obj:
+        parts.append(f"sigma {cfg.train.flowaug_sigma:g}")
+    if "mix" in obj:
+        parts.append(f"{cfg.train.flowaug_pairs} pairs")
+    return "FlowAug " + ", ".join(parts)
+
+
+def cell(values: list[float]) -> str:
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def paired(row: dict[int, dict[str, float]], base: dict[int, dict[str, float]], col: str) -> str:
+    """Mean over shared seeds of (row - base), with the std (ddof 1) of the differences and the seeds."""
+    diffs = [row[s][col] - base[s][col] for s in sorted(set(row) & set(base)) if col in row[s] and col in base[s]]
+    if not diffs:
+        return "-"
+    sd = f" ± {np.std(diffs, ddof=1):.2f}" if len(diffs) > 1 else ""
+    return f"{np.mean(diffs):+.2f}{sd} (n={len(diffs)})"
+
+
+def table_row(name: str, row: dict[int, dict[str, float]], base: dict[int, dict[str, float]] | None, paper: Any) -> str:
+    cells = [cell([row[s][c] for s in sorted(row)]) if all(c in row[s] for s in row) else "-" for c, _ in COLUMNS]
+    diff = [paired(row, base, c) for c in ("macro_std", "corrupted_macro_std")] if base is not None else ["-", "-"]
+    p = f"{paper[0]} / {paper[2]} / {paper[1]}" if paper else "-"
+    return f"| {name} | {','.join(map(str, sorted(row)))} | " + " | ".join(cells + diff) + f" | {p} |"
+
+
+def closure_line(path: str, flow_shas: set[str]) -> tuple[str, dict[str, Any]]:
+    """The flow's closure and bits/dim from a ``flow_closure.py`` result, refused for another flow."""
+    d = json.loads(Path(path).read_text())
+    sha = sha256(REPO / d["flow"]) if not Path(d["flow"]).is_absolute() else sha256(Path(d["flow"]))
+    if flow_shas != {sha}:
+        raise SystemExit(f"{path} measured {d['flow']} (sha256 {sha[:12]}), but the FlowAug runs used "
+                         f"{', '.join(s[:12] for s in sorted(flow_shas))}; give the closure result of their flow.")
+    info = {"flow": d["flow"], "closure_mean": d["closure_mean"], "closure_median": d["closure_median"],
+            "test_bpd": d["test_bpd"], "pairs": d["pairs"]}
+    return (f"The flow of every FlowAug row: `{d['flow']}`, closure {d['closure_mean']:.3f} (median "
+            f"{d['closure_median']:.3f}, {d['pairs']} pairs) at test bits/dim {d['test_bpd']:.3f} (`{path}`)."), info
+
+
+def older_rows(path: str, std_cfg: CifarBConfig) -> list[str]:
+    """The rows of an older result, marked with the settings in which it differs from Standard's."""
+    res = load(path)
+    mine, theirs = std_cfg.train.to_dict(), res.config.train.to_dict()
+    diff = sorted(k for k in mine if k != "augment" and mine[k] != theirs.get(k))
+    mark = f" (older: {', '.join(f'{k}={theirs.get(k)}' for k in diff)})" if diff else " (older file)"
+    out = []
+    for a in res.config.augmentations:
+        if a == "flowaug":
+            sha = next(r["flow_sha256"] for r in res.runs if r["augment"] == "flowaug")
+            name, paper = f"{flowaug_label(res.config)}, flow sha256 {sha[:12]}", PAPER_FLOWAUG.get(res.config.flowaug_objective)
+        else:
+            name, paper = res.config.row_name(a), PAPER.get(a)
+        out.append(table_row(name + mark, per_seed(res, a), None, paper))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--standard", required=True, help="a cifar_b_study result with the flip_crop (Standard) row")
+    ap.add_argument("--flowaug", required=True, help="cifar_b_study results with a flowaug row, comma-separated")
+    ap.add_argument("--closure", default=None, help="flow_closure.py's result for the FlowAug runs' flow")
+    ap.add_argument("--older", default="", help="older cifar_b_study results whose baseline rows are shown, not compared")
+    ap.add_argument("--name", default="cifar_b_flowaug")
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    std = load(args.standard)
+    if "flip_crop" not in std.config.augmentations:
+        raise SystemExit(f"{args.standard} has no Standard (flip_crop) row.")
+    base = per_seed(std, "flip_crop")
+    lines = ["| row | seeds | " + " | ".join(h for _, h in COLUMNS) + " | MacroStd - Standard | corrupted MacroStd - Standard "
+             "| paper acc. / WeightedStd / MacroStd (ResNet-18) |", "|" + "---|" * (len(COLUMNS) + 5),
+             table_row("Standard (crop + flip)", base, None, PAPER["flip_crop"])]
+    shas, rows = set(), []
+    for path in (p for p in args.flowaug.split(",") if p.strip()):
+        merge_runs(std.config, Path(path))  # refuses a file made under other settings than Standard's
+        res = load(path)
+        if "flowaug" not in res.config.augmentations:
+            raise SystemExit(f"{path} has no flowaug row.")
+        shas |= {r["flow_sha256"] for r in res.runs if r["augment"] == "flowaug"}
+        row = per_seed(res, "flowaug")
+        lines.append(table_row(flowaug_label(res.config), row, base, PAPER_FLOWAUG.get(res.config.flowaug_objective)))
+        rows.append({"file": path, "label": flowaug_label(res.config), "seeds": row})
+    for path in (p for p in args.older.split(",") if p.strip()):
+        lines += older_rows(path, std.config)
+    text = "\n".join(lines)
+    info: dict[str, Any] = {}
+    if args.closure:
+        line, info = closure_line(args.closure, shas)
+        text += "\n\n" + line
+    print(text)
+    if args.write:
+        write(args.name, {"standard": {"file": args.standard, "seeds": base}, "flowaug": rows, "flow": info,
+                          "older": args.older.split(",") if args.older else []}, text)
+
+
+if __name__ == "__main__":
+    main()
