@@ -332,6 +332,8 @@ def run_cifar_b_cmd(
                                           help="FlowAug's views: gauss | mix (eq. 2), gauss+std | mix+std (eq. 3), gauss+mix | gauss+mix+std (eq. 4)."),
     flowaug_lambda: float = typer.Option(0.1, "--flowaug-lambda", help="Weight of the standard loss: lambda of eq. (3), lambda2 of eq. (4) (paper: 0.01-0.1)."),
     flowaug_mix_weight: float = typer.Option(1.0, "--flowaug-mix-weight", help="lambda1 of eq. (4), the Mix-z view's weight (paper: 1)."),
+    flowaug_sigma: float = typer.Option(0.1, "--flowaug-sigma", help="Algorithm 1's sigma, the std of the truncated Gaussian step on z (paper: 0.1)."),
+    flowaug_pairs: str = typer.Option("any", "--flowaug-pairs", help="Algorithm 2's partners: any (the paper's x1, x2 ~ X) | same_class."),
     model: str = typer.Option("cifarnet", "--model", help="cifarnet (airbench-style, the CPU recipe) | resnet | lenet5 | mlp."),
     width: float = typer.Option(1.0, help="Width multiplier of the model."),
     epochs: int = typer.Option(20, help="Training epochs."),
@@ -377,7 +379,8 @@ def run_cifar_b_cmd(
         weight_decay=weight_decay, label_smoothing=label_smoothing,
         corruptions=tuple(CORRUPTIONS) if corruptions.strip() == "all" else parse_names(corruptions), severities=sev,
         n_corrupt=n_corrupt, flow=str(check_input_file(flow, "flow", (".pt",)).resolve()) if flow is not None else None,
-        flowaug_objective=flowaug_objective, flowaug_std_weight=flowaug_lambda, flowaug_mix_weight=flowaug_mix_weight)
+        flowaug_objective=flowaug_objective, flowaug_std_weight=flowaug_lambda, flowaug_mix_weight=flowaug_mix_weight,
+        flowaug_sigma=flowaug_sigma, flowaug_pairs=flowaug_pairs)
     settings = merge(ctx, flat_config(file_cfg.get("config")), cli, {"augmentations": "augment", "flowaug_std_weight": "flowaug_lambda"})
     settings.update(hardware(ctx, settings, device, precision))
     check_output_path(output, (".json",), "--output")
