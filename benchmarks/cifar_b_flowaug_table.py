@@ -1,7 +1,7 @@
 """Chiu, Chen and Ma's FlowAug rows beside Standard, from result files of ``cifar_b_study.py`` (issue 21,
 item 3): one file per FlowAug setting (objective, lambda), each checked to share every other setting
-with the Standard file, with the paired difference to Standard on the seeds both have, and the flow's
-closure and bits/dim (``flow_closure.py``) beside the table. Older baseline rows made under other
+with the Standard file (whose other baseline rows join the table), with the paired difference to
+Standard on the seeds both have, and the flow's closure and bits/dim (``flow_closure.py``) beside. Older baseline rows made under other
 settings can be shown below, marked with the settings that differ; they are not compared.
 
 Run: python benchmarks/cifar_b_flowaug_table.py --standard S.json --flowaug A.json,B.json
@@ -111,7 +111,8 @@ def older_rows(path: str, std_cfg: CifarBConfig) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--standard", required=True, help="a cifar_b_study result with the flip_crop (Standard) row")
+    ap.add_argument("--standard", required=True, help="a cifar_b_study result with the flip_crop (Standard) row "
+                    "(its other baseline rows are shown too, each compared with Standard)")
     ap.add_argument("--flowaug", required=True, help="cifar_b_study results with a flowaug row, comma-separated")
     ap.add_argument("--closure", default=None, help="flow_closure.py's result for the FlowAug runs' flow")
     ap.add_argument("--older", default="", help="older cifar_b_study results whose baseline rows are shown, not compared")
@@ -125,6 +126,8 @@ def main() -> None:
     lines = ["| row | seeds | " + " | ".join(h for _, h in COLUMNS) + " | MacroStd - Standard | corrupted MacroStd - Standard "
              "| paper acc. / WeightedStd / MacroStd (ResNet-18) |", "|" + "---|" * (len(COLUMNS) + 5),
              table_row("Standard (crop + flip)", base, None, PAPER["flip_crop"])]
+    baselines = {a: per_seed(std, a) for a in std.config.augmentations if a not in ("flip_crop", "flowaug")}
+    lines += [table_row(std.config.row_name(a), row, base, PAPER.get(a)) for a, row in baselines.items()]
     shas, rows = set(), []
     for path in (p for p in args.flowaug.split(",") if p.strip()):
         merge_runs(std.config, Path(path))  # refuses a file made under other settings than Standard's
@@ -144,7 +147,7 @@ def main() -> None:
         text += "\n\n" + line
     print(text)
     if args.write:
-        write(args.name, {"standard": {"file": args.standard, "seeds": base}, "flowaug": rows, "flow": info,
+        write(args.name, {"standard": {"file": args.standard, "seeds": base, "baselines": baselines}, "flowaug": rows, "flow": info,
                           "older": args.older.split(",") if args.older else []}, text)
 
 
