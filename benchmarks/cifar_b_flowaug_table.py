@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, sha256, write  # noqa: E402
+from _common import REPO, RESULTS, sha256, write  # noqa: E402
 from cifar_b_study import PAPER, PAPER_FLOWAUG, merge_runs  # noqa: E402
 
 from stratalab.experiments.cifar_b import CifarBConfig, CifarBResult  # noqa: E402
@@ -109,6 +109,31 @@ def older_rows(path: str, std_cfg: CifarBConfig) -> list[str]:
     return out
 
 
+def plot_macro_std(named: list[tuple[str, dict[int, dict[str, float]]]], path: Path) -> None:
+    """Each row's MacroStd per seed (dots) and mean (bar), clean and corrupted, Standard's mean dashed."""
+    from matplotlib.figure import Figure
+
+    from stratalab._io import save_figure_atomic
+
+    fig = Figure(figsize=(10, 0.42 * len(named) + 1.4), dpi=110)
+    axes = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(named))[::-1]
+    for ax, (col, title) in zip(axes, [("macro_std", "clean"), ("corrupted_macro_std", "CIFAR-10-C, mean of 45")]):
+        for yi, (_, row) in zip(y, named):
+            vals = [row[s][col] for s in sorted(row) if col in row[s]]
+            ax.barh(yi, np.mean(vals), color="tab:gray", alpha=0.35)
+            ax.plot(vals, [yi] * len(vals), "o", color="tab:red", ms=4)
+        base = [named[0][1][s][col] for s in named[0][1]]
+        ax.axvline(np.mean(base), color="k", ls="--", lw=0.8)
+        lo = min(min(row[s][col] for s in row) for _, row in named)
+        ax.set_xlim(max(0.0, lo - 1.0), None)
+        ax.set_xlabel(f"MacroStd, {title} (% points; dots: seeds)")
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels([n for n, _ in named], fontsize=7)
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--standard", required=True, help="a cifar_b_study result with the flip_crop (Standard) row "
@@ -128,6 +153,7 @@ def main() -> None:
              table_row("Standard (crop + flip)", base, None, PAPER["flip_crop"])]
     baselines = {a: per_seed(std, a) for a in std.config.augmentations if a not in ("flip_crop", "flowaug")}
     lines += [table_row(std.config.row_name(a), row, base, PAPER.get(a)) for a, row in baselines.items()]
+    named = [("Standard", base), *((std.config.row_name(a), row) for a, row in baselines.items())]
     shas, rows = set(), []
     for path in (p for p in args.flowaug.split(",") if p.strip()):
         merge_runs(std.config, Path(path))  # refuses a file made under other settings than Standard's
@@ -138,6 +164,7 @@ def main() -> None:
         row = per_seed(res, "flowaug")
         lines.append(table_row(flowaug_label(res.config), row, base, PAPER_FLOWAUG.get(res.config.flowaug_objective)))
         rows.append({"file": path, "label": flowaug_label(res.config), "seeds": row})
+        named.append((flowaug_label(res.config), row))
     for path in (p for p in args.older.split(",") if p.strip()):
         lines += older_rows(path, std.config)
     text = "\n".join(lines)
@@ -147,6 +174,8 @@ def main() -> None:
         text += "\n\n" + line
     print(text)
     if args.write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        plot_macro_std(named, RESULTS / f"{args.name}.png")
         write(args.name, {"standard": {"file": args.standard, "seeds": base, "baselines": baselines}, "flowaug": rows, "flow": info,
                           "older": args.older.split(",") if args.older else []}, text)
 
