@@ -1,8 +1,9 @@
 """Chiu, Chen and Ma's FlowAug rows beside Standard, from result files of ``cifar_b_study.py`` (issue 21,
-item 3): one file per FlowAug setting (objective, lambda), each checked to share every other setting
-with the Standard file (whose other baseline rows join the table), with the paired difference to
-Standard on the seeds both have, and the flow's closure and bits/dim (``flow_closure.py``) beside. Older baseline rows made under other
-settings can be shown below, marked with the settings that differ; they are not compared.
+item 3): one file per FlowAug setting (objective, lambda, sigma, partners), each checked to share every
+other setting with the Standard file (whose other rows join the table), with the paired difference to
+Standard on the seeds both have, and the flow's closure and bits/dim (``flow_closure.py``) beside.
+Older rows made under other settings can be shown below, marked with the settings that differ; they
+are not compared.
 
 Run: python benchmarks/cifar_b_flowaug_table.py --standard S.json --flowaug A.json,B.json
      [--closure benchmarks/results/flow_closure_colour.json] [--older old.json] [--name N] [--write]
@@ -21,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import REPO, RESULTS, sha256, write  # noqa: E402
-from cifar_b_study import PAPER, PAPER_FLOWAUG, merge_runs  # noqa: E402
+from cifar_b_study import PAPER, PAPER_FLOWAUG  # noqa: E402
 
 from stratalab.experiments.cifar_b import CifarBConfig, CifarBResult  # noqa: E402
 
@@ -31,17 +32,38 @@ OBJECTIVE_NAMES = {"gauss": "eq. (2), Alg. 1", "mix": "eq. (2), Alg. 2", "gauss+
                    "mix+std": "eq. (3), Alg. 2", "gauss+mix": "eq. (4) without Std", "gauss+mix+std": "eq. (4)"}
 
 
+FLOW_FIELDS = ("flow", "flowaug_objective", "flowaug_std_weight", "flowaug_mix_weight")
+
+
 def load(path: str) -> CifarBResult:
-    d = json.loads(Path(path).read_text())
-    return CifarBResult(config=CifarBConfig.from_dict(d["config"]), runs=d["runs"], class_names=d["class_names"],
-                        group_names=d["group_names"], seconds=float(d.get("seconds", 0.0)))
+    try:
+        d = json.loads(Path(path).read_text())
+        cfg = CifarBConfig.from_dict(d["config"])
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"{path}: not a readable cifar_b_study result ({e}).") from None
+    return CifarBResult(config=cfg, runs=d["runs"], class_names=d["class_names"], group_names=d["group_names"],
+                        seconds=float(d.get("seconds", 0.0)))
+
+
+def settings(cfg: CifarBConfig) -> dict[str, Any]:
+    """What every row of one table must share: the config without the rows, seeds and FlowAug's own
+    settings (top level and in ``train``), flattened to ``train.<field>`` keys."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in ("augmentations", "seeds", "train", *FLOW_FIELDS)}
+    d.update({f"train.{k}": v for k, v in cfg.train.to_dict().items()
+              if k not in ("augment", "seed", "flow") and not k.startswith("flowaug_")})
+    return d
+
+
+def differences(a: CifarBConfig, b: CifarBConfig) -> list[str]:
+    sa, sb = settings(a), settings(b)
+    return [f"{k}={sb.get(k)} (not {sa.get(k)})" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
 
 
 def per_seed(res: CifarBResult, augment: str) -> dict[int, dict[str, float]]:
     """Each seed's clean and corrupted metrics of one row, in % points."""
     df = res.rows()
     df = df[df["augment"] == augment]
-    return {int(r["seed"]): {c: 100 * float(r[c]) for c, _ in COLUMNS if c in r} for _, r in df.iterrows()}
+    return {int(r["seed"]): {c: 100 * float(r[c]) for c, _ in COLUMNS if c in r and r[c] == r[c]} for _, r in df.iterrows()}
 
 
 def flowaug_label(cfg: CifarBConfig) -> str:
@@ -80,53 +102,63 @@ def table_row(name: str, row: dict[int, dict[str, float]], base: dict[int, dict[
 
 
 def closure_line(path: str, flow_shas: set[str]) -> tuple[str, dict[str, Any]]:
-    """The flow's closure and bits/dim from a ``flow_closure.py`` result, refused for another flow."""
+    """The flow's closure and bits/dim from a ``flow_closure.py`` result, refused for another flow (by
+    the SHA-256 the result recorded; for results before that, the file's bytes now, said so)."""
     d = json.loads(Path(path).read_text())
-    sha = sha256(REPO / d["flow"]) if not Path(d["flow"]).is_absolute() else sha256(Path(d["flow"]))
+    sha, note = d.get("flow_sha256"), ""
+    if sha is None:
+        flow = Path(d["flow"]) if Path(d["flow"]).is_absolute() else REPO / d["flow"]
+        if not flow.is_file():
+            raise SystemExit(f"{path} records no flow hash and its flow {d['flow']} is not at {flow}.")
+        sha, note = sha256(flow), "; its flow's hash is the file's now, the result predates recorded hashes"
     if flow_shas != {sha}:
         raise SystemExit(f"{path} measured {d['flow']} (sha256 {sha[:12]}), but the FlowAug runs used "
                          f"{', '.join(s[:12] for s in sorted(flow_shas))}; give the closure result of their flow.")
-    info = {"flow": d["flow"], "closure_mean": d["closure_mean"], "closure_median": d["closure_median"],
+    info = {"flow": d["flow"], "flow_sha256": sha, "closure_mean": d["closure_mean"], "closure_median": d["closure_median"],
             "test_bpd": d["test_bpd"], "pairs": d["pairs"]}
     return (f"The flow of every FlowAug row: `{d['flow']}`, closure {d['closure_mean']:.3f} (median "
-            f"{d['closure_median']:.3f}, {d['pairs']} pairs) at test bits/dim {d['test_bpd']:.3f} (`{path}`)."), info
+            f"{d['closure_median']:.3f}, {d['pairs']} pairs) at test bits/dim {d['test_bpd']:.3f} (`{path}`{note})."), info
+
+
+def flowaug_rows(res: CifarBResult) -> tuple[str, dict[int, dict[str, float]], set[str], Any]:
+    """A result's FlowAug row: label, metrics per seed, the flows' hashes, the paper's numbers."""
+    shas = {r["flow_sha256"] for r in res.runs if r["augment"] == "flowaug"}
+    return (flowaug_label(res.config), per_seed(res, "flowaug"), shas, PAPER_FLOWAUG.get(res.config.flowaug_objective))
 
 
 def older_rows(path: str, std_cfg: CifarBConfig) -> list[str]:
     """The rows of an older result, marked with the settings in which it differs from Standard's."""
     res = load(path)
-    mine, theirs = std_cfg.train.to_dict(), res.config.train.to_dict()
-    diff = sorted(k for k in mine if k != "augment" and mine[k] != theirs.get(k))
-    mark = f" (older: {', '.join(f'{k}={theirs.get(k)}' for k in diff)})" if diff else " (older file)"
+    diff = differences(std_cfg, res.config)
+    mark = f" (older: {', '.join(diff)})" if diff else " (older file)"
     out = []
     for a in res.config.augmentations:
         if a == "flowaug":
-            sha = next(r["flow_sha256"] for r in res.runs if r["augment"] == "flowaug")
-            name, paper = f"{flowaug_label(res.config)}, flow sha256 {sha[:12]}", PAPER_FLOWAUG.get(res.config.flowaug_objective)
+            label, row, shas, paper = flowaug_rows(res)
+            out.append(table_row(f"{label}, flow sha256 {', '.join(s[:12] for s in sorted(shas))}{mark}", row, None, paper))
         else:
-            name, paper = res.config.row_name(a), PAPER.get(a)
-        out.append(table_row(name + mark, per_seed(res, a), None, paper))
+            out.append(table_row(res.config.row_name(a) + mark, per_seed(res, a), None, PAPER.get(a)))
     return out
 
 
-def plot_macro_std(named: list[tuple[str, dict[int, dict[str, float]]]], path: Path) -> None:
+def plot_macro_std(named: list[tuple[str, dict[int, dict[str, float]]]], path: Path, corrupted: str) -> None:
     """Each row's MacroStd per seed (dots) and mean (bar), clean and corrupted, Standard's mean dashed."""
     from matplotlib.figure import Figure
 
     from stratalab._io import save_figure_atomic
 
-    fig = Figure(figsize=(10, 0.42 * len(named) + 1.4), dpi=110)
-    axes = fig.subplots(1, 2, sharey=True)
+    cols = [("macro_std", "clean")] + ([("corrupted_macro_std", corrupted)] if all(
+        "corrupted_macro_std" in r for _, row in named for r in row.values()) else [])
+    fig = Figure(figsize=(5 * len(cols), 0.42 * len(named) + 1.4), dpi=110)
+    axes = fig.subplots(1, len(cols), sharey=True, squeeze=False)[0]
     y = np.arange(len(named))[::-1]
-    for ax, (col, title) in zip(axes, [("macro_std", "clean"), ("corrupted_macro_std", "CIFAR-10-C, mean of 45")]):
+    for ax, (col, title) in zip(axes, cols):
         for yi, (_, row) in zip(y, named):
-            vals = [row[s][col] for s in sorted(row) if col in row[s]]
+            vals = [row[s][col] for s in sorted(row)]
             ax.barh(yi, np.mean(vals), color="tab:gray", alpha=0.35)
             ax.plot(vals, [yi] * len(vals), "o", color="tab:red", ms=4)
-        base = [named[0][1][s][col] for s in named[0][1]]
-        ax.axvline(np.mean(base), color="k", ls="--", lw=0.8)
-        lo = min(min(row[s][col] for s in row) for _, row in named)
-        ax.set_xlim(max(0.0, lo - 1.0), None)
+        ax.axvline(np.mean([r[col] for r in named[0][1].values()]), color="k", ls="--", lw=0.8)
+        ax.set_xlim(0, None)
         ax.set_xlabel(f"MacroStd, {title} (% points; dots: seeds)")
     axes[0].set_yticks(y)
     axes[0].set_yticklabels([n for n, _ in named], fontsize=7)
@@ -137,10 +169,10 @@ def plot_macro_std(named: list[tuple[str, dict[int, dict[str, float]]]], path: P
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--standard", required=True, help="a cifar_b_study result with the flip_crop (Standard) row "
-                    "(its other baseline rows are shown too, each compared with Standard)")
-    ap.add_argument("--flowaug", required=True, help="cifar_b_study results with a flowaug row, comma-separated")
+                    "(its other rows are shown too, each compared with Standard)")
+    ap.add_argument("--flowaug", default="", help="cifar_b_study results with a flowaug row, comma-separated")
     ap.add_argument("--closure", default=None, help="flow_closure.py's result for the FlowAug runs' flow")
-    ap.add_argument("--older", default="", help="older cifar_b_study results whose baseline rows are shown, not compared")
+    ap.add_argument("--older", default="", help="older cifar_b_study results whose rows are shown, not compared")
     ap.add_argument("--name", default="cifar_b_flowaug")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
@@ -148,23 +180,28 @@ def main() -> None:
     if "flip_crop" not in std.config.augmentations:
         raise SystemExit(f"{args.standard} has no Standard (flip_crop) row.")
     base = per_seed(std, "flip_crop")
-    lines = ["| row | seeds | " + " | ".join(h for _, h in COLUMNS) + " | MacroStd - Standard | corrupted MacroStd - Standard "
-             "| paper acc. / WeightedStd / MacroStd (ResNet-18) |", "|" + "---|" * (len(COLUMNS) + 5),
-             table_row("Standard (crop + flip)", base, None, PAPER["flip_crop"])]
-    baselines = {a: per_seed(std, a) for a in std.config.augmentations if a not in ("flip_crop", "flowaug")}
-    lines += [table_row(std.config.row_name(a), row, base, PAPER.get(a)) for a, row in baselines.items()]
-    named = [("Standard", base), *((std.config.row_name(a), row) for a, row in baselines.items())]
-    shas, rows = set(), []
+    baselines = {std.config.row_name(a): (per_seed(std, a), PAPER.get(a)) for a in std.config.augmentations
+                 if a not in ("flip_crop", "flowaug")}
+    flows: list[tuple[str, str, dict[int, dict[str, float]], set[str], Any]] = []
+    if "flowaug" in std.config.augmentations:
+        flows.append((args.standard, *flowaug_rows(std)))
     for path in (p for p in args.flowaug.split(",") if p.strip()):
-        merge_runs(std.config, Path(path))  # refuses a file made under other settings than Standard's
         res = load(path)
         if "flowaug" not in res.config.augmentations:
             raise SystemExit(f"{path} has no flowaug row.")
-        shas |= {r["flow_sha256"] for r in res.runs if r["augment"] == "flowaug"}
-        row = per_seed(res, "flowaug")
-        lines.append(table_row(flowaug_label(res.config), row, base, PAPER_FLOWAUG.get(res.config.flowaug_objective)))
-        rows.append({"file": path, "label": flowaug_label(res.config), "seeds": row})
-        named.append((flowaug_label(res.config), row))
+        diff = differences(std.config, res.config)
+        if diff:
+            raise SystemExit(f"{path}: its runs used other settings than {args.standard}'s ({', '.join(diff)}); "
+                             "they cannot be compared in one table.")
+        flows.append((path, *flowaug_rows(res)))
+    shas = set().union(*(f[3] for f in flows)) if flows else set()
+    labels = [f[1] + (f", flow sha256 {', '.join(s[:12] for s in sorted(f[3]))}" if len(shas) > 1 else "") for f in flows]
+    named = [("Standard", base), *((n, row) for n, (row, _) in baselines.items()), *((lab, f[2]) for lab, f in zip(labels, flows))]
+    lines = ["| row | seeds | " + " | ".join(h for _, h in COLUMNS) + " | MacroStd - Standard | corrupted MacroStd - Standard "
+             "| paper acc. / WeightedStd / MacroStd (ResNet-18) |", "|" + "---|" * (len(COLUMNS) + 5),
+             table_row("Standard (crop + flip)", base, None, PAPER["flip_crop"])]
+    lines += [table_row(n, row, base, paper) for n, (row, paper) in baselines.items()]
+    lines += [table_row(lab, f[2], base, f[4]) for lab, f in zip(labels, flows)]
     for path in (p for p in args.older.split(",") if p.strip()):
         lines += older_rows(path, std.config)
     text = "\n".join(lines)
@@ -175,9 +212,13 @@ def main() -> None:
     print(text)
     if args.write:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        plot_macro_std(named, RESULTS / f"{args.name}.png")
-        write(args.name, {"standard": {"file": args.standard, "seeds": base, "baselines": baselines}, "flowaug": rows, "flow": info,
-                          "older": args.older.split(",") if args.older else []}, text)
+        n_cor = len(std.config.corruptions) * len(std.config.severities)
+        plot_macro_std(named, RESULTS / f"{args.name}.png", f"CIFAR-10-C, mean of {n_cor}")
+        write(args.name, {"standard": {"file": args.standard, "seeds": base,
+                                       "baselines": {n: row for n, (row, _) in baselines.items()}},
+                          "flowaug": [{"file": f[0], "label": lab, "seeds": f[2], "flow_sha256": sorted(f[3])}
+                                      for lab, f in zip(labels, flows)],
+                          "flow": info, "older": [p for p in args.older.split(",") if p.strip()]}, text)
 
 
 if __name__ == "__main__":

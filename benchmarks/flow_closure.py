@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import RESULTS, data_dir, write  # noqa: E402
+from _common import RESULTS, data_dir, sha256, write  # noqa: E402
 
 from stratalab.data import load  # noqa: E402
 from stratalab.models.flow import bits_per_dim, load_flow  # noqa: E402
@@ -87,7 +87,8 @@ def main() -> None:
     x = np.asarray(ds.test.load_x(pick), dtype=np.float32)
     res = measure(flow, x, args.seed)
     res["test_bpd"] = bits_per_dim(flow, x, seed=args.seed)
-    res.update(n_images=len(x), dataset=dataset, flow=str(args.flow), seconds=time.perf_counter() - t0)
+    res.update(n_images=len(x), dataset=dataset, flow=str(args.flow), flow_sha256=sha256(Path(args.flow)),
+               seconds=time.perf_counter() - t0)
     md = (f"| flow | images | pairs (colour gap > {MIN_GAP}) | closure mean | closure median | reconstruction's closure | "
           f"test bits/dim |\n|---|---|---|---|---|---|---|\n| `{Path(args.flow).name}` | {res['n_images']} | {res['pairs']} | "
           f"{res['closure_mean']:.3f} | {res['closure_median']:.3f} | {res['closure_reconstruction']:.3f} | {res['test_bpd']:.3f} |\n\n"

@@ -45,3 +45,43 @@ def test_closure_of_another_flow_is_refused(tmp_path):
     assert "closure 0.900" in line and info["test_bpd"] == 3.5
     with pytest.raises(SystemExit, match="give the closure result of their flow"):
         t.closure_line(str(res), {"0" * 64})
+
+
+def _result(path, runs, **settings):
+    cfg = CifarBConfig.of(dataset="cifar10-b", **settings)
+    path.write_text(json.dumps({"config": cfg.to_dict(), "runs": runs, "class_names": ["a"], "group_names": ["g"]}))
+    return str(path)
+
+
+def _run(augment, seed, macro, corrupted=(), flow_sha="f" * 64):
+    clean = {"accuracy": 0.8, "weighted_std": 0.1, "macro_std": macro, "worst_group_accuracy": 0.5}
+    return {"augment": augment, "seed": seed, "clean": clean, "corrupted": [dict(clean, macro_std=c) for c in corrupted],
+            **({"flow_sha256": flow_sha} if augment == "flowaug" else {})}
+
+
+def test_table_joins_flowaug_settings_and_refuses_other_settings(tmp_path, monkeypatch, capsys):
+    t = bench_module("cifar_b_flowaug_table")
+    common = bench_module("_common")
+    monkeypatch.setattr(t, "RESULTS", tmp_path / "out")
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "out")
+    flow = tmp_path / "f.pt"
+    flow.write_bytes(b"weights")
+    f = dict(flow=str(flow), corruptions=(), n_corrupt=None)
+    # a Standard file that has its own FlowAug row (lambda 0.1), and no corruptions
+    std = _result(tmp_path / "std.json", [_run("flip_crop", 0, 0.05), _run("flip_crop", 1, 0.06), _run("flowaug", 0, 0.045)],
+                  augmentations=("flip_crop", "flowaug"), **f)
+    # other lambda, sigma and partners: FlowAug's own settings, so the files compare
+    other = _result(tmp_path / "l001.json", [_run("flowaug", 0, 0.04), _run("flowaug", 1, 0.06)], augmentations=("flowaug",),
+                    flowaug_std_weight=0.01, flowaug_sigma=0.5, flowaug_pairs="same_class", **f)
+    monkeypatch.setattr("sys.argv", ["t", "--standard", std, "--flowaug", other, "--name", "tab", "--write"])
+    t.main()
+    out = capsys.readouterr().out
+    assert "| FlowAug eq. (3), Alg. 1, lambda 0.1, sigma 0.1 | 0 | 80.00 | 10.00 | 4.50 | - | - | -0.50 (n=1) | - |" in out
+    # differences 4 - 5 and 6 - 6 points: mean -0.5, sample std 0.71
+    assert "| FlowAug eq. (3), Alg. 1, lambda 0.01, sigma 0.5 | 0,1 | 80.00 ± 0.00 | 10.00 ± 0.00 | 5.00 ± 1.00 | - | - | -0.50 ± 0.71 (n=2) |" in out
+    assert (tmp_path / "out" / "tab.png").stat().st_size > 1000 and (tmp_path / "out" / "tab.json").is_file()
+    # another epoch count is another experiment: refused, naming the setting
+    epochs = _result(tmp_path / "e.json", [_run("flowaug", 0, 0.04)], augmentations=("flowaug",), epochs=9, **f)
+    monkeypatch.setattr("sys.argv", ["t", "--standard", std, "--flowaug", epochs])
+    with pytest.raises(SystemExit, match=r"other settings .*train.epochs=9"):
+        t.main()
