@@ -86,12 +86,16 @@ def cell(values: list[float]) -> str:
 
 
 def paired(row: dict[int, dict[str, float]], base: dict[int, dict[str, float]], col: str) -> str:
-    """Mean over shared seeds of (row - base), with the std (ddof 1) of the differences and the seeds."""
+    """Mean over shared seeds of (row - base), with the std (ddof 1) of the differences, the seeds and,
+    from 3 seeds, the two-sided p of a paired t-test."""
+    from scipy import stats
+
     diffs = [row[s][col] - base[s][col] for s in sorted(set(row) & set(base)) if col in row[s] and col in base[s]]
     if not diffs:
         return "-"
     sd = f" ± {np.std(diffs, ddof=1):.2f}" if len(diffs) > 1 else ""
-    return f"{np.mean(diffs):+.2f}{sd} (n={len(diffs)})"
+    p = f", p={stats.ttest_1samp(diffs, 0.0).pvalue:.2f}" if len(diffs) > 2 and np.std(diffs) > 0 else ""
+    return f"{np.mean(diffs):+.2f}{sd} (n={len(diffs)}{p})"
 
 
 def table_row(name: str, row: dict[int, dict[str, float]], base: dict[int, dict[str, float]] | None, paper: Any) -> str:

@@ -19,6 +19,9 @@ def test_paired_difference_by_hand():
     assert t.paired(row, base, "macro_std") == "-0.75 ± 0.35 (n=2)"
     assert t.paired({0: {"macro_std": 5.25}}, base, "macro_std") == "+0.25 (n=1)"
     assert t.paired({5: {"macro_std": 5.25}}, base, "macro_std") == "-"
+    # differences -0.5, -0.25, -0.75: mean -0.5, sample std 0.25, t = -0.5 / (0.25 / sqrt 3) = -3.46 on 2 df
+    three = {0: {"macro_std": 4.5}, 1: {"macro_std": 5.75}, 2: {"macro_std": 4.75}}
+    assert t.paired(three, base, "macro_std") == "-0.50 ± 0.25 (n=3, p=0.07)"
     assert t.cell([1.0, 2.0, 3.0]) == "2.00 ± 0.82"  # std with ddof 0, as the study's table
 
 
