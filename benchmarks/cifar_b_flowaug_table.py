@@ -94,7 +94,8 @@ def paired(row: dict[int, dict[str, float]], base: dict[int, dict[str, float]], 
     if not diffs:
         return "-"
     sd = f" ± {np.std(diffs, ddof=1):.2f}" if len(diffs) > 1 else ""
-    p = f", p={stats.ttest_1samp(diffs, 0.0).pvalue:.2f}" if len(diffs) > 2 and np.std(diffs) > 0 else ""
+    pv = float(stats.ttest_1samp(diffs, 0.0).pvalue) if len(diffs) > 2 and np.std(diffs) > 0 else None
+    p = "" if pv is None else f", p={pv:.2f}" if pv >= 0.01 else ", p<0.01"
     return f"{np.mean(diffs):+.2f}{sd} (n={len(diffs)}{p})"
 
 
