@@ -154,7 +154,7 @@ def plot_macro_std(named: list[tuple[str, dict[int, dict[str, float]]]], path: P
 
     cols = [("macro_std", "clean")] + ([("corrupted_macro_std", corrupted)] if all(
         "corrupted_macro_std" in r for _, row in named for r in row.values()) else [])
-    fig = Figure(figsize=(5 * len(cols), 0.42 * len(named) + 1.4), dpi=110)
+    fig = Figure(figsize=(3 + 4 * len(cols), 0.42 * len(named) + 1.4), dpi=110)
     axes = fig.subplots(1, len(cols), sharey=True, squeeze=False)[0]
     y = np.arange(len(named))[::-1]
     for ax, (col, title) in zip(axes, cols):
@@ -164,7 +164,8 @@ def plot_macro_std(named: list[tuple[str, dict[int, dict[str, float]]]], path: P
             ax.plot(vals, [yi] * len(vals), "o", color="tab:red", ms=4)
         ax.axvline(np.mean([r[col] for r in named[0][1].values()]), color="k", ls="--", lw=0.8)
         ax.set_xlim(0, None)
-        ax.set_xlabel(f"MacroStd, {title} (% points; dots: seeds)")
+        ax.set_xlabel(f"MacroStd, {title} (% points)", fontsize=8)
+        ax.set_title("dots: seeds; dashed: Standard's mean", fontsize=7)
     axes[0].set_yticks(y)
     axes[0].set_yticklabels([n for n, _ in named], fontsize=7)
     fig.tight_layout()
@@ -218,7 +219,7 @@ def main() -> None:
     if args.write:
         RESULTS.mkdir(parents=True, exist_ok=True)
         n_cor = len(std.config.corruptions) * len(std.config.severities)
-        plot_macro_std(named, RESULTS / f"{args.name}.png", f"CIFAR-10-C, mean of {n_cor}")
+        plot_macro_std(named, RESULTS / f"{args.name}.png", f"CIFAR-10-C (mean of {n_cor})")
         write(args.name, {"standard": {"file": args.standard, "seeds": base,
                                        "baselines": {n: row for n, (row, _) in baselines.items()}},
                           "flowaug": [{"file": f[0], "label": lab, "seeds": f[2], "flow_sha256": sorted(f[3])}
