@@ -211,13 +211,13 @@ def test_flowaug_row_end_to_end_from_the_cli(tiny_cifar, tmp_path):
     assert missing.exit_code != 0 and "needs flow=PATH" in missing.output
     # Algorithm 1's sigma and Algorithm 2's partners reach the FlowAug run and its record
     mix = tmp_path / "mix.json"
-    r3 = runner.invoke(app, args[:5] + ["flowaug"] + args[6:-1] + [str(mix), "--flowaug-sigma", "0.5", "--flowaug-pairs",
-                                                                  "same_class"])
+    r3 = runner.invoke(app, args[:5] + ["flowaug"] + args[6:-1] + [str(mix), "--flowaug-objective", "gauss+mix",
+                                                                  "--flowaug-sigma", "0.5", "--flowaug-pairs", "same_class"])
     assert r3.exit_code == 0, r3.output
     train = json.loads(mix.read_text())["config"]["train"]
     assert (train["flowaug_sigma"], train["flowaug_pairs"]) == (0.5, "same_class")
-    assert len(list(work.glob("*.json"))) == n_files + 3  # same objective, another sigma: another FlowAug run
-    pairs = runner.invoke(app, args + ["--flowaug-pairs", "class"])
+    assert len(list(work.glob("*.json"))) == n_files + 3  # another objective, sigma and partner rule: another run
+    pairs = runner.invoke(app, args + ["--flowaug-objective", "gauss+mix", "--flowaug-pairs", "class"])
     assert pairs.exit_code != 0 and "flowaug_pairs must be 'same_class' or 'any'" in pairs.output
 
 

@@ -382,6 +382,12 @@ def run_cifar_b_cmd(
         flowaug_objective=flowaug_objective, flowaug_std_weight=flowaug_lambda, flowaug_mix_weight=flowaug_mix_weight,
         flowaug_sigma=flowaug_sigma, flowaug_pairs=flowaug_pairs)
     settings = merge(ctx, flat_config(file_cfg.get("config")), cli, {"augmentations": "augment", "flowaug_std_weight": "flowaug_lambda"})
+    if "flowaug" not in settings["augmentations"]:
+        refuse_unused(ctx, ["flowaug_sigma", "flowaug_pairs"], "without flowaug in --augment")
+    if "gauss" not in str(settings["flowaug_objective"]):
+        refuse_unused(ctx, ["flowaug_sigma"], "without Algorithm 1 (gauss) in --flowaug-objective")
+    if "mix" not in str(settings["flowaug_objective"]):
+        refuse_unused(ctx, ["flowaug_pairs"], "without Algorithm 2 (mix) in --flowaug-objective")
     settings.update(hardware(ctx, settings, device, precision))
     check_output_path(output, (".json",), "--output")
     check_output_path(figure, FIGURE_SUFFIXES, "--figure")
