@@ -35,10 +35,27 @@ OBJECTIVE_NAMES = {"gauss": "eq. (2), Alg. 1", "mix": "eq. (2), Alg. 2", "gauss+
 FLOW_FIELDS = ("flow", "flowaug_objective", "flowaug_std_weight", "flowaug_mix_weight")
 
 
+def local_flow(path: str, recorded: str, shas: set[str]) -> str:
+    """The flow a result names, where it is now: the recorded path, or else the file of that name in
+    ``benchmarks/results`` (where the project keeps its flows; results made in another checkout record
+    that checkout's absolute path), accepted only if its SHA-256 is the one every FlowAug run recorded."""
+    if Path(recorded).is_file():
+        return recorded
+    here = RESULTS / Path(recorded).name
+    if len(shas) != 1 or not here.is_file() or sha256(here) not in shas:
+        raise SystemExit(f"{path}: its flow {recorded} is not there, and {here} "
+                         f"{'is not the flow its runs recorded (sha256 ' + ', '.join(sorted(shas)) + ')' if here.is_file() else 'is missing'}; "
+                         "put that flow back at one of the two paths.")
+    return str(here)
+
+
 def load(path: str) -> CifarBResult:
     try:
         d = json.loads(Path(path).read_text())
-        cfg = CifarBConfig.from_dict(d["config"])
+        conf = dict(d["config"])
+        if conf.get("flow"):
+            conf["flow"] = local_flow(path, conf["flow"], {r["flow_sha256"] for r in d["runs"] if r.get("flow_sha256")})
+        cfg = CifarBConfig.from_dict(conf)
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"{path}: not a readable cifar_b_study result ({e}).") from None
     return CifarBResult(config=cfg, runs=d["runs"], class_names=d["class_names"], group_names=d["group_names"],
@@ -85,18 +102,61 @@ def cell(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
+def paired_diffs(row: dict[int, dict[str, float]], base: dict[int, dict[str, float]], col: str) -> list[float]:
+    """(row - base) on the seeds both have, in seed order."""
+    return [row[s][col] - base[s][col] for s in sorted(set(row) & set(base)) if col in row[s] and col in base[s]]
+
+
+def paired_p(diffs: list[float]) -> float | None:
+    """The two-sided p of a paired t-test on the differences, from 3 of them (None below, or with no spread)."""
+    from scipy import stats
+
+    return float(stats.ttest_1samp(diffs, 0.0).pvalue) if len(diffs) > 2 and np.std(diffs) > 0 else None
+
+
+def p_text(pv: float) -> str:
+    return f"p={pv:.2f}" if pv >= 0.01 else "p<0.01"
+
+
 def paired(row: dict[int, dict[str, float]], base: dict[int, dict[str, float]], col: str) -> str:
     """Mean over shared seeds of (row - base), with the std (ddof 1) of the differences, the seeds and,
     from 3 seeds, the two-sided p of a paired t-test."""
-    from scipy import stats
-
-    diffs = [row[s][col] - base[s][col] for s in sorted(set(row) & set(base)) if col in row[s] and col in base[s]]
+    diffs = paired_diffs(row, base, col)
     if not diffs:
         return "-"
     sd = f" ± {np.std(diffs, ddof=1):.2f}" if len(diffs) > 1 else ""
-    pv = float(stats.ttest_1samp(diffs, 0.0).pvalue) if len(diffs) > 2 and np.std(diffs) > 0 else None
-    p = "" if pv is None else f", p={pv:.2f}" if pv >= 0.01 else ", p<0.01"
-    return f"{np.mean(diffs):+.2f}{sd} (n={len(diffs)}{p})"
+    pv = paired_p(diffs)
+    return f"{np.mean(diffs):+.2f}{sd} (n={len(diffs)}{'' if pv is None else ', ' + p_text(pv)})"
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (Holm 1979), in the input order: the i-th
+    smallest is multiplied by (m - i + 1), made non-decreasing along that order, capped at 1."""
+    order = np.argsort(ps, kind="stable")
+    m, out, running = len(ps), np.empty(len(ps)), 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * ps[j]))
+        out[j] = running
+    return out.tolist()
+
+
+def holm_line(named: list[tuple[str, dict[int, dict[str, float]]]], base: dict[int, dict[str, float]]) -> tuple[str, dict[str, Any]]:
+    """The FlowAug rows' paired p against Standard, Holm-adjusted over the rows that have one (clean and
+    corrupted MacroStd each its own family): with several settings tried, one small p is expected by chance."""
+    info: dict[str, Any] = {}
+    parts = []
+    for col, what in (("macro_std", "clean"), ("corrupted_macro_std", "corrupted")):
+        ps = {n: paired_p(paired_diffs(row, base, col)) for n, row in named}
+        ps = {n: p for n, p in ps.items() if p is not None}
+        if len(ps) < 2:
+            continue
+        adj = dict(zip(ps, holm(list(ps.values()))))
+        info[col] = {n: {"p": ps[n], "p_holm": adj[n]} for n in ps}
+        parts.append(f"{what} MacroStd: " + "; ".join(f"{n}: {p_text(ps[n])} -> {adj[n]:.2f}" for n in ps))
+    if not parts:
+        return "", info
+    return ("Paired t-test p of each FlowAug row against Standard, then Holm-adjusted over the FlowAug rows "
+            f"with 3 or more shared seeds ({len(next(iter(info.values())))} rows per family): " + " | ".join(parts) + "."), info
 
 
 def table_row(name: str, row: dict[int, dict[str, float]], base: dict[int, dict[str, float]] | None, paper: Any) -> str:
@@ -211,6 +271,9 @@ def main() -> None:
     for path in (p for p in args.older.split(",") if p.strip()):
         lines += older_rows(path, std.config)
     text = "\n".join(lines)
+    multi, holm_info = holm_line([(lab, f[2]) for lab, f in zip(labels, flows)], base)
+    if multi:
+        text += "\n\n" + multi
     info: dict[str, Any] = {}
     if args.closure:
         line, info = closure_line(args.closure, shas)
@@ -224,7 +287,7 @@ def main() -> None:
                                        "baselines": {n: row for n, (row, _) in baselines.items()}},
                           "flowaug": [{"file": f[0], "label": lab, "seeds": f[2], "flow_sha256": sorted(f[3])}
                                       for lab, f in zip(labels, flows)],
-                          "flow": info, "older": [p for p in args.older.split(",") if p.strip()]}, text)
+                          "flow": info, "holm": holm_info, "older": [p for p in args.older.split(",") if p.strip()]}, text)
 
 
 if __name__ == "__main__":

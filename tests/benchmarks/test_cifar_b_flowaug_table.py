@@ -25,6 +25,24 @@ def test_paired_difference_by_hand():
     assert t.cell([1.0, 2.0, 3.0]) == "2.00 ± 0.82"  # std with ddof 0, as the study's table
 
 
+def test_holm_adjustment_by_hand():
+    t = bench_module("cifar_b_flowaug_table")
+    # sorted 0.01, 0.03, 0.04: x3 = 0.03, x2 = 0.06, x1 = 0.04 -> kept non-decreasing: 0.06
+    assert t.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert t.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert t.holm([0.2]) == pytest.approx([0.2])
+    base = {0: {"macro_std": 5.0}, 1: {"macro_std": 6.0}, 2: {"macro_std": 5.5}}
+    a = {0: {"macro_std": 4.5}, 1: {"macro_std": 5.75}, 2: {"macro_std": 4.75}}  # p = 0.074 (the test above)
+    b = {0: {"macro_std": 5.5}, 1: {"macro_std": 6.0}, 2: {"macro_std": 6.5}}  # differences 0.5, 0, 1: p = 0.23
+    one = {0: {"macro_std": 1.0}}  # a single seed has no p and is not in the family
+    line, info = t.holm_line([("A", a), ("B", b), ("C", one)], base)
+    assert set(info["macro_std"]) == {"A", "B"} and "corrupted_macro_std" not in info
+    assert info["macro_std"]["A"]["p_holm"] == pytest.approx(2 * info["macro_std"]["A"]["p"])
+    assert info["macro_std"]["B"]["p_holm"] == pytest.approx(max(2 * info["macro_std"]["A"]["p"], info["macro_std"]["B"]["p"]))
+    assert "A: p=0.07 -> 0.15" in line and "(2 rows per family)" in line
+    assert t.holm_line([("A", a)], base) == ("", {})  # one row: no family to adjust
+
+
 def test_labels_name_the_paper_objective_and_weights(tmp_path):
     t = bench_module("cifar_b_flowaug_table")
     (tmp_path / "f.pt").write_bytes(b"weights")
@@ -88,3 +106,26 @@ def test_table_joins_flowaug_settings_and_refuses_other_settings(tmp_path, monke
     monkeypatch.setattr("sys.argv", ["t", "--standard", std, "--flowaug", epochs])
     with pytest.raises(SystemExit, match=r"other settings .*train.epochs=9"):
         t.main()
+
+
+def test_flow_of_another_checkout_is_found_by_name_and_hash(tmp_path, monkeypatch):
+    """A result made in another checkout records that checkout's absolute flow path; the table reads the
+    file of that name in benchmarks/results, only if its hash is the one the runs recorded."""
+    t = bench_module("cifar_b_flowaug_table")
+    made = tmp_path / "elsewhere" / "flow.pt"
+    made.parent.mkdir()
+    made.write_bytes(b"weights")
+    res = _result(tmp_path / "r.json", [_run("flowaug", 0, 0.05, flow_sha=t.sha256(made))], augmentations=("flowaug",),
+                  flow=str(made))
+    here = tmp_path / "results"
+    here.mkdir()
+    monkeypatch.setattr(t, "RESULTS", here)
+    assert t.load(res).config.flow == str(made)  # still where it was made: used as recorded
+    made.rename(here / "flow.pt")  # that checkout is gone; the project's copy has the same bytes
+    assert t.load(res).config.flow == str(here / "flow.pt")
+    (here / "flow.pt").write_bytes(b"other weights")  # same name, another flow: refused
+    with pytest.raises(SystemExit, match="is not the flow its runs recorded"):
+        t.load(res)
+    (here / "flow.pt").unlink()
+    with pytest.raises(SystemExit, match="is missing"):
+        t.load(res)
