@@ -168,13 +168,14 @@ def test_flowaug_row_end_to_end_from_the_cli(tiny_cifar, tmp_path):
     of the wrong image size is refused before any training."""
     flow = tmp_path / "flow.pt"
     r = runner.invoke(app, ["flow", "train", "--dataset", str(tiny_cifar), "--epochs", "1", "--steps", "1", "--hidden", "8",
-                            "--z-dim", "4", "--batch-size", "50", "--n-eval", "20", "-o", str(flow), "--json"])
+                            "--z-dim", "4", "--batch-size", "50", "--n-eval", "20", "--threads", "1", "-o", str(flow), "--json"])
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
     assert info["n_train"] == 150 and 0 < info["test_bpd"] < 16 and len(info["history"]) == 1
+    assert info["threads"] == 1  # the torch threads it trained with, recorded as every training command does
     # the record says how the flow was made: its settings, not the calling program's argv
     assert info["command"] == (f"stratalab flow train --output {flow} --dataset {tiny_cifar} --epochs 1 --steps 1 "
-                               "--hidden 8 --z-dim 4 --batch-size 50 --n-eval 20 --json")
+                               "--hidden 8 --z-dim 4 --batch-size 50 --n-eval 20 --json --threads 1")
     fig = tmp_path / "samples.png"
     s = runner.invoke(app, ["flow", "samples", str(flow), "--dataset", str(tiny_cifar), "--n", "4", "-o", str(fig), "--json"])
     assert s.exit_code == 0, s.output
@@ -282,7 +283,8 @@ def test_flow_train_refuses_bad_settings_before_loading_the_data(tmp_path, monke
         raise AssertionError("the data set was loaded before the bad setting was refused")
 
     monkeypatch.setattr(data_mod, "load", no_load)
-    for args, message in ((["--steps", "0"], "steps must be an integer >= 1"), (["--lr", "nan"], "lr must be a finite")):
+    for args, message in ((["--steps", "0"], "steps must be an integer >= 1"), (["--lr", "nan"], "lr must be a finite"),
+                          (["--threads", "0"], "--threads must be an integer >= 1")):
         res = runner.invoke(app, ["flow", "train", "-o", str(tmp_path / "f.pt"), *args])
         assert res.exit_code == 2 and message in res.output, res.output
 

@@ -18,6 +18,8 @@ from .common import (
     JsonOption,
     OptionOption,
     PrecisionOption,
+    ThreadsOption,
+    check_threads,
     hardware,
     invocation,
     parse_floats,
@@ -57,6 +59,7 @@ def flow_train(
     json_out: JsonOption = False,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
+    threads: ThreadsOption = None,
 ) -> None:
     """Train the decoupled generative flow behind FlowAug (global z from an encoder, a Glow
     conditioned on z for the local part) on a data set's train split, and report its bits/dim.
@@ -69,10 +72,12 @@ def flow_train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from ..data import load
+    from ..experiments.backend import torch_threads
     from ..models.flow import FlowConfig, bits_per_dim, save_flow, train_flow
     from ..report import check_output_path
 
     check_output_path(output, (".pt",), "--output")
+    check_threads(threads)
     hw = hardware(ctx, {}, device, precision)
     if n_eval < 0:
         raise ValueError(f"--n-eval must be >= 0, got {n_eval}.")
@@ -92,8 +97,9 @@ def flow_train(
         pick = np.random.default_rng(0).permutation(len(ds.test))[:n_eval]
         test_x = np.asarray(ds.test.load_x(np.sort(pick)), dtype=np.float32)
     t0 = time.perf_counter()
-    with Progress(TextColumn(f"flow on {ds.name}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=json_out) as bar:
+    with torch_threads(threads) as used, Progress(
+            TextColumn(f"flow on {ds.name}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=json_out) as bar:
         task = bar.add_task("flow", total=None)
 
         def said(row: dict[str, Any]) -> None:
@@ -103,10 +109,10 @@ def flow_train(
 
         flow, history = train_flow(x, cfg, progress=said, on_step=lambda k, n: bar.update(task, completed=k, total=n),
                                    device=hw["device"], precision=hw["precision"])
-    train_seconds = time.perf_counter() - t0
+        train_seconds = time.perf_counter() - t0
+        test_bpd = bits_per_dim(flow, test_x, seed=seed) if test_x is not None else None
     record: dict[str, Any] = {"command": invocation(ctx), "dataset": ds.name, "n_train": int(len(x)),
-                              "train_seconds": train_seconds, **hw,
-                              "test_bpd": bits_per_dim(flow, test_x, seed=seed) if test_x is not None else None,
+                              "train_seconds": train_seconds, **hw, "threads": used, "test_bpd": test_bpd,
                               "n_eval": int(len(test_x)) if test_x is not None else 0}
     save_flow(flow, output, history=history, extra=record)
     info = {"output": str(output), "config": cfg.to_dict(), "history": history, **record}
