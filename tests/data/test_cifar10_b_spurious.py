@@ -81,6 +81,15 @@ def test_other_classes_and_full_correlation(tmp_path):
     np.testing.assert_array_equal(np.array(CIFAR_CLASSES)[c] == "frog", ds.train.y == 1)
 
 
+def test_a_whole_float_colour_reads_as_the_int(tmp_path):
+    """YAML and JSON may give ``colour: 2.0``: the same data as 2, and the group named by its colour."""
+    _fixture(tmp_path)
+    as_int = load("cifar10-b-spurious", data_dir=tmp_path, colour=2, n_val=1, n_test=1, spurious_correlation=0.6)
+    as_float = load("cifar10-b-spurious", data_dir=tmp_path, colour=2.0, n_val=1, n_test=1, spurious_correlation=0.6)
+    np.testing.assert_array_equal(as_float.train.x, as_int.train.x)
+    assert as_float.group_names == as_int.group_names and as_int.group_names[1] == "cat/dog/blue?"
+
+
 @pytest.mark.parametrize("opts, match", [
     ({"class0": "cat,deer"}, "share 'deer'"), ({"class1": "zebra"}, "'zebra' is not one of them"),
     ({"class0": "cat,cat"}, "each named once"), ({"n_val": 40, "n_test": 30}, "leave no train images"),

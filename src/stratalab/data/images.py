@@ -456,7 +456,8 @@ def cifar10_b_spurious(*, data_dir: Path | None = None, seed: int = 0, class0: t
     c0, c1 = _class_list(class0, names, "class0"), _class_list(class1, names, "class1")
     if set(c0) & set(c1):
         raise ValueError(f"class0 and class1 share {sorted(set(c0) & set(c1))[0]!r}; give disjoint classes.")
-    if check_int(colour, "colour") not in range(len(CIFAR_B_GROUPS)):
+    colour = check_int(colour, "colour")  # a YAML 0.0 reads as 0 and indexes the names below
+    if colour not in range(len(CIFAR_B_GROUPS)):
         raise ValueError(f"colour must be a CIFAR-10-B group 0..{len(CIFAR_B_GROUPS) - 1} ({', '.join(CIFAR_B_GROUPS)}), got {colour!r}.")
     test_y = d["test_labels"].astype(np.int64)
     colours = _cifar_b_groups(csv, names, test_y, d["test_index_in_class"])  # only the test images carry a colour
