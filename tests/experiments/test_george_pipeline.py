@@ -102,7 +102,8 @@ def test_erm_epochs_and_augment_reach_the_right_training_steps():
 def test_size_rule_defaults_for_data_without_a_recipe():
     """GeorgeConfig.for_data: floors clip(ceil(2% of the smallest class), 5, 25); small data (smallest
     class < 2,000) gets the short wide-MLP training and k-means measured on u-digits, which the rule
-    reproduces exactly; large 32x32 image data gets the paper's defaults with LeNet-5."""
+    reproduces exactly; large grey 32x32 image data gets the paper's defaults with LeNet-5, RGB
+    32x32 images cifarnet for 10 epochs."""
     import pytest
 
     from stratalab.data import Dataset, Split
@@ -120,7 +121,11 @@ def test_size_rule_defaults_for_data_without_a_recipe():
     assert big.feature_layer == "penultimate"
     assert GeorgeConfig.for_data(fake(3000, 20000, (5,))) == GeorgeConfig.of(model="mlp")
     mid = size_rule(fake(700, 20000, (3, 32, 32)))  # 2% of 700 = 14; small data; conv net kept at width 1
-    assert (mid["min_cluster_size"], mid["cluster_method"], mid["model"], mid["width"], mid["epochs"]) == (14, "kmeans", "lenet5", 1.0, 10)
+    assert (mid["min_cluster_size"], mid["cluster_method"], mid["model"], mid["width"], mid["epochs"]) == (14, "kmeans", "cifarnet", 1.0, 10)
+    assert size_rule(fake(700, 20000, (1, 32, 32)))["model"] == "lenet5"  # grey 32x32: the paper's MNIST net
+    rgb = GeorgeConfig.for_data(fake(3000, 20000, (3, 32, 32)))  # large RGB: the paper's settings, cifarnet, 10 epochs
+    assert rgb == GeorgeConfig.of(model="cifarnet", epochs=10)
+    assert (rgb.train.lr, rgb.train.schedule, rgb.cluster_method, rgb.min_cluster_size) == (2e-3, "multistep", "gmm", 25)
     assert size_rule(fake(100, 200, (5,)))["min_cluster_size"] == 5  # the lower clip
     assert size_rule(fake(1999, 5000, (5,)))["cluster_method"] == "kmeans"
     assert size_rule(fake(2000, 5000, (5,))).get("cluster_method", "gmm") == "gmm"
