@@ -255,6 +255,24 @@ def test_task_keys_change_with_the_code(monkeypatch):
     assert task_key("t", seed=0) != a
 
 
+def test_the_code_hash_sees_library_edits_not_cli_edits(tmp_path):
+    """A work dir keeps its finished tasks across an edit of the command line (which only maps
+    flags), never across an edit of the code a task runs."""
+    import shutil
+
+    from stratalab.experiments.backend import code_version, source_hash
+
+    root = tmp_path / "stratalab"
+    shutil.copytree(Path(bk.__file__).resolve().parents[1], root,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = source_hash(root)
+    assert before == code_version()  # the copy hashes as the installed package
+    (root / "cli" / "main.py").write_text((root / "cli" / "main.py").read_text() + "\n# a help text edit\n")
+    assert source_hash(root) == before
+    (root / "metrics" / "groups.py").write_text((root / "metrics" / "groups.py").read_text() + "\n# an edit\n")
+    assert source_hash(root) != before
+
+
 def test_a_user_file_is_keyed_by_what_it_holds(tmp_path):
     """Edit the labels of mydata.npz and the same path gets a new key (a work dir used to hand back
     the table of the old labels); a CSV's key also sees its images."""

@@ -57,12 +57,21 @@ def task_key(name: str, **parts: Any) -> str:
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """sha256 of stratalab's own source (every ``.py`` file of the package, by relative path and
-    contents): any change to the code gives new task keys. Read once per process (a few ms)."""
-    root = Path(__file__).resolve().parents[1]
+    return source_hash(Path(__file__).resolve().parents[1])
+
+
+def source_hash(root: Path) -> str:
+    """sha256 of the stratalab source a task runs (every ``.py`` file of the package but the
+    command line's, ``cli/``, which only maps flags to the library calls a task records), by
+    relative path and contents: any change to that code gives new task keys; an edit to the CLI
+    keeps a work dir's finished tasks. :func:`code_version` reads the installed package once per
+    process (a few ms)."""
     h = hashlib.sha256()
     for f in sorted(root.rglob("*.py")):
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        rel = f.relative_to(root).as_posix()
+        if rel.startswith("cli/"):
+            continue
+        h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
 
 
