@@ -70,7 +70,8 @@ def main() -> None:
 
         rule = GeorgeConfig.for_data(spec(seeds[0]).load(), precision=args.precision)
         variants = {"size rule": rule}
-        paper = GeorgeConfig.of(model=rule.train.model, precision=args.precision)  # the class defaults: the paper's U-MNIST settings
+        # the class defaults: the paper's U-MNIST settings and network (an MLP for non-image data)
+        paper = GeorgeConfig.of(model="mlp" if rule.train.model == "mlp" else "lenet5", precision=args.precision)
         if paper != rule and not args.no_paper:
             variants["paper defaults"] = paper
         for vname, cfg in variants.items():

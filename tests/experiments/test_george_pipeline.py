@@ -126,6 +126,10 @@ def test_size_rule_defaults_for_data_without_a_recipe():
     rgb = GeorgeConfig.for_data(fake(3000, 20000, (3, 32, 32)))  # large RGB: the paper's settings, cifarnet, 10 epochs
     assert rgb == GeorgeConfig.of(model="cifarnet", epochs=10)
     assert (rgb.train.lr, rgb.train.schedule, rgb.cluster_method, rgb.min_cluster_size) == (2e-3, "multistep", "gmm", 25)
+    # a model the user names gets the rule's settings for that model, not those of the model it replaced
+    assert GeorgeConfig.for_data(fake(3000, 20000, (3, 32, 32)), model="lenet5") == GeorgeConfig()  # 20 epochs
+    assert GeorgeConfig.for_data(fake(3000, 20000, (1, 32, 32)), model="cifarnet").train.epochs == 10
+    assert GeorgeConfig.for_data(fake(700, 20000, (3, 32, 32)), model="mlp").train.width == 4.0
     assert size_rule(fake(100, 200, (5,)))["min_cluster_size"] == 5  # the lower clip
     assert size_rule(fake(1999, 5000, (5,)))["cluster_method"] == "kmeans"
     assert size_rule(fake(2000, 5000, (5,))).get("cluster_method", "gmm") == "gmm"

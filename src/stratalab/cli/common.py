@@ -244,17 +244,25 @@ def hardware(ctx: typer.Context, file_cfg: dict[str, Any], device: str, precisio
     """``--device`` and ``--precision`` (else the --config file's, else the defaults), checked at the
     door: the device resolved to the one that will run ("auto" -> "cuda:0" / "mps" / "cpu"), one that
     is not present refused in one line before any data is read."""
-    from .._device import native_bf16, resolve_device, resolve_precision
+    from .._device import resolve_device, resolve_precision
 
     dev = device if explicit(ctx, "device") or "device" not in file_cfg else str(file_cfg["device"])
     prec = precision if explicit(ctx, "precision") or "precision" not in file_cfg else str(file_cfg["precision"])
     resolved = resolve_device(dev)
     out = {"device": resolved, "precision": resolve_precision(prec, resolved)}
-    if out["precision"] == "bf16" and resolved == "cpu" and not native_bf16(resolved):
-        err.print("[yellow]warning:[/yellow] this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so bf16 is "
-                  "emulated and far slower than fp32 (a cifarnet training step: 12x on an AVX2 CPU). "
-                  "--precision auto picks bf16 only where it is native.")
+    warn_emulated_bf16(out["device"], out["precision"])
     return out
+
+
+def warn_emulated_bf16(device: str, precision: str) -> None:
+    """One warning line on stderr when bf16 will run on a CPU where no native bfloat16 was detected
+    (AVX-512 BF16 or AMX): autocast then emulates it, far slower than fp32."""
+    from .._device import native_bf16
+
+    if precision == "bf16" and device == "cpu" and not native_bf16(device):
+        err.print("[yellow]warning:[/yellow] no native bfloat16 was detected on this CPU (AVX-512 BF16 or AMX), so bf16 "
+                  "runs emulated, far slower than fp32 (a cifarnet training step: 12x on an AVX2 CPU). --precision "
+                  "auto picks bf16 only where it is native.", highlight=False, soft_wrap=True)
 
 
 def make_backend(kind: str, address: Optional[str], work_dir: Optional[Path], threads: Optional[int] = None) -> Any:

@@ -16,7 +16,7 @@ import typer
 from .._io import check_input_file
 from .._validation import parse_structured
 from .app import app, clean_errors, console, err
-from .common import TABLE_SUFFIXES, DataDirOption, JsonOption, make_backend, not_an_input, say_written
+from .common import TABLE_SUFFIXES, DataDirOption, JsonOption, make_backend, not_an_input, say_written, warn_emulated_bf16
 
 
 def numbers(obj: Any, prefix: str = "") -> dict[str, float]:
@@ -99,6 +99,7 @@ def _rerun_device(inv: Any, device: Optional[str], path: Path) -> None:
         for c in cfgs:
             if "device" in c or "method" in c or "model" in c:
                 c["device"] = resolved
+        _warn_bf16(cfgs)
         return
     for c in cfgs:
         if "device" not in c and ("method" in c or "model" in c):
@@ -109,6 +110,13 @@ def _rerun_device(inv: Any, device: Optional[str], path: Path) -> None:
             except ValueError as e:
                 raise ValueError(f"{path} was made on {c['device']}: {e} To rerun it here, give --device cpu (or auto) "
                                  "and a --tolerance: other hardware agrees to float rounding, not bit for bit.") from None
+    _warn_bf16(cfgs)
+
+
+def _warn_bf16(cfgs: list[dict[str, Any]]) -> None:
+    """The emulated-bf16 warning for a rerun whose recorded precision is bf16 on this CPU (once)."""
+    if any(c.get("precision") == "bf16" and c.get("device") == "cpu" for c in cfgs):
+        warn_emulated_bf16("cpu", "bf16")
 
 
 @app.command()

@@ -54,7 +54,7 @@ def run_george_cmd(
     ctx: typer.Context,
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set name or path of your .npz/.csv (needs train/val/test)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds, e.g. 0,1,2."),
-    model: Optional[str] = typer.Option(None, help="ERM/GDRO model (default: the data set's recipe, else lenet5 for 32x32 images, else mlp)."),
+    model: Optional[str] = typer.Option(None, help="ERM/GDRO model (default: the data set's recipe, else lenet5 for grey 32x32 images, cifarnet for RGB 32x32, else mlp)."),
     width: Optional[float] = typer.Option(None, help="Width multiplier of the model (u-digits recipe: 4)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs of each training step (ERM, GDRO, oracle GDRO); u-mnist recipe 20, u-digits 10."),
     erm_epochs: Optional[int] = typer.Option(None, "--erm-epochs", help="Epochs of step 1's ERM only, whose features are clustered (default: --epochs)."),

@@ -57,6 +57,7 @@ def task_key(name: str, **parts: Any) -> str:
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
+    """:func:`source_hash` of the installed stratalab package, read once per process."""
     return source_hash(Path(__file__).resolve().parents[1])
 
 
