@@ -207,7 +207,7 @@ def test_feature_layer_is_checked_recorded_and_used():
 
     real = george_mod.size_rule
     try:  # were the rule to pick the previous layer, an old file would still rerun with the penultimate one it used
-        george_mod.size_rule = lambda d: {**real(d), "feature_layer": "previous"}
+        george_mod.size_rule = lambda d, model=None: {**real(d, model=model), "feature_layer": "previous"}
         assert resolve_config("my-data", images, {}).feature_layer == "previous"
         assert resolve_config("my-data", images, old).feature_layer == "penultimate"
     finally:

@@ -44,7 +44,7 @@ def test_todays_code_gives_the_recorded_numbers(name, tmp_path):
     out = tmp_path / "new.json"
     res = CliRunner().invoke(app, [*args, "--json", "-o", str(out)])
     assert res.exit_code == 0, res.output
-    old = numbers(json.loads((HERE / f"{name}.json").read_text()))
+    old = numbers(json.loads(record.fixture(name).read_text()))
     new = numbers(json.loads(out.read_text()))
     assert len(old) > 10
     missing = sorted(set(old) - set(new))
@@ -65,7 +65,7 @@ def test_device_cpu_fp32_gives_the_recorded_numbers(name, tmp_path):
     out = tmp_path / "new.json"
     res = CliRunner().invoke(app, [*args, "--device", "cpu", "--precision", "fp32", "--json", "-o", str(out)])
     assert res.exit_code == 0, res.output
-    old = numbers(json.loads((HERE / f"{name}.json").read_text()))
+    old = numbers(json.loads(record.fixture(name).read_text()))
     got = json.loads(out.read_text())
     new = numbers(got)
     differ = [k for k in old if not (old[k] == new.get(k) or (math.isnan(old[k]) and math.isnan(new.get(k, 0.0))))]
@@ -73,3 +73,18 @@ def test_device_cpu_fp32_gives_the_recorded_numbers(name, tmp_path):
     cfg = got["invocation"]["config"]
     cfg = cfg.get("train", cfg)  # composed configs hold the training config inside
     assert (cfg["device"], cfg["precision"]) == ("cpu", "fp32")
+
+
+def test_each_cpu_reads_its_own_recording(monkeypatch):
+    """An AVX-512 CPU (where the files were recorded) reads the originals; another CPU reads the
+    non-avx512 copy where one exists, which keeps the recorded invocation and config."""
+    monkeypatch.setattr(record, "cpu_isa", lambda: "avx512")
+    assert record.fixture("train") == HERE / "train.json"
+    monkeypatch.setattr(record, "cpu_isa", lambda: "other")
+    assert record.fixture("train") == HERE / "non-avx512" / "train.json"
+    assert record.fixture("audit") == HERE / "audit.json"  # bit for bit on both: no copy
+    original, copy = (json.loads(p.read_text()) for p in (HERE / "run_george.json", HERE / "non-avx512" / "run_george.json"))
+    assert copy["invocation"] == original["invocation"] and copy["config"] == original["config"]
+    assert copy["runs"][0]["rows"]["ERM"] == original["runs"][0]["rows"]["ERM"]  # training agrees; UMAP's clusters do not
+    assert copy["runs"][0]["k_per_class"] != original["runs"][0]["k_per_class"]
+    assert record.splice({"invocation": 1, "table": 2, "gone": 3}, {"invocation": 9, "table": 8}) == {"invocation": 1, "table": 8, "gone": 3}

@@ -30,7 +30,7 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
 def fixture_copy(name: str, tmp_path: Path) -> Path:
     """A recorded fixture whose input paths point at freshly made inputs in ``tmp_path``."""
     made = inputs(tmp_path)
-    text = (FIXTURES / f"{name}.json").read_text()
+    text = record.fixture(name).read_text()
     d = json.loads(text)
 
     def fix(o: Any) -> Any:
