@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from tests.benchmarks._bench import BENCH
+from tests.fixtures.recorded.record import cpu_isa
 
 pytestmark = pytest.mark.slow
 
@@ -42,22 +43,13 @@ def test_results_ignore_only_the_volatile_keys():
     assert _results(rec) == {".args.seeds": "0", ".rows[0].seed": 0, ".rows[0].test[0]": 0.5, ".rows[0].test[1]": 0.25}
 
 
-def _cpu_isa() -> str:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("record", BENCH.parent / "tests" / "fixtures" / "recorded" / "record.py")
-    record = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(record)  # type: ignore[union-attr]
-    return record.cpu_isa()
-
-
 # The record of each kind of CPU: UMAP's float sums differ between a CPU with AVX-512 (where
 # george_udigits.json was made) and one without (the AVX2 AMD EPYC of 2026-12-05), and so do the clusters.
 RECORDS = {"avx512": "george_udigits.json", "other": "george_udigits_non_avx512.json"}
 
 
 def test_george_udigits_regenerates_number_for_number(tmp_path):
-    recorded = json.loads((BENCH / "results" / RECORDS[_cpu_isa()]).read_text())
+    recorded = json.loads((BENCH / "results" / RECORDS[cpu_isa()]).read_text())
     args = recorded.get("args")
     assert args, "george_udigits.json predates --threads/--name; regenerate it with benchmarks/george_udigits.py"
     env = {**os.environ, "STRATALAB_RESULTS_DIR": str(tmp_path)}
